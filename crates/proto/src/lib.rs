@@ -1,0 +1,25 @@
+//! Wire types of the phasegate contract (SPEC.md §1–§6): validated names,
+//! entities, pipelines, triggers, the requests and results of the command
+//! API, subjects and the codec.
+//!
+//! This crate describes bytes on the wire and nothing more: it must never
+//! depend on tokio, ractor or NATS, and holds no behaviour beyond validation
+//! of names and (de)serialisation.
+
+pub mod api;
+pub mod codec;
+pub mod entity;
+pub mod names;
+pub mod pipeline;
+pub mod subjects;
+pub mod sync;
+pub mod trigger;
+
+pub use api::*;
+pub use codec::{CodecError, Encoding, decode, encode};
+pub use entity::*;
+pub use names::*;
+pub use pipeline::*;
+pub use subjects::{Command, Subjects};
+pub use sync::*;
+pub use trigger::*;

@@ -1,0 +1,181 @@
+//! NATS subjects of the command API (SPEC.md §6).
+//!
+//! Subjects are built here and nowhere else; other crates never spell one
+//! as a literal.
+
+use std::fmt;
+
+use crate::names::NameError;
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "phasegate";
+
+/// The API version token that follows the prefix.
+pub const API_VERSION: &str = "v1";
+
+macro_rules! commands {
+    ($($variant:ident => $group:literal, $verb:literal;)*) => {
+        /// Every request/reply endpoint of the command API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Command {
+            $(
+                #[doc = concat!("`", $group, ".", $verb, "`")]
+                $variant,
+            )*
+        }
+
+        impl Command {
+            /// Every command, in contract order.
+            pub const ALL: &'static [Command] = &[$(Command::$variant),*];
+
+            /// The group token (`pipeline`, `gate`, …).
+            pub fn group(self) -> &'static str {
+                match self { $(Command::$variant => $group,)* }
+            }
+
+            /// The verb token (`put`, `get`, …).
+            pub fn verb(self) -> &'static str {
+                match self { $(Command::$variant => $verb,)* }
+            }
+        }
+    };
+}
+
+commands! {
+    PipelinePut => "pipeline", "put";
+    PipelineGet => "pipeline", "get";
+    PipelineList => "pipeline", "list";
+    PipelineDelete => "pipeline", "delete";
+    GatePut => "gate", "put";
+    GateGet => "gate", "get";
+    GateList => "gate", "list";
+    GateDelete => "gate", "delete";
+    ConfigPut => "config", "put";
+    ConfigGet => "config", "get";
+    ConfigList => "config", "list";
+    ConfigDelete => "config", "delete";
+    TriggerGet => "trigger", "get";
+    TriggerList => "trigger", "list";
+    TriggerApprove => "trigger", "approve";
+    TriggerPause => "trigger", "pause";
+    TriggerResume => "trigger", "resume";
+    TriggerSkip => "trigger", "skip";
+    TriggerRollout => "trigger", "rollout";
+    TriggerAbort => "trigger", "abort";
+    AgentList => "agent", "list";
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.group(), self.verb())
+    }
+}
+
+/// Builds subjects under a configurable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Subjects {
+    /// Subjects under `prefix`: one or more dot-separated tokens of
+    /// `[A-Za-z0-9_-]`.
+    pub fn new(prefix: impl Into<String>) -> Result<Self, NameError> {
+        let prefix = prefix.into();
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+            });
+        if ok {
+            Ok(Self { prefix })
+        } else {
+            Err(NameError {
+                what: "subject prefix",
+                value: prefix.chars().take(80).collect(),
+                rule: "must be dot-separated tokens of [A-Za-z0-9_-], at most 64 bytes",
+            })
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.v1.<group>.<verb>`.
+    pub fn command(&self, command: Command) -> String {
+        format!(
+            "{}.{API_VERSION}.{}.{}",
+            self.prefix,
+            command.group(),
+            command.verb()
+        )
+    }
+
+    /// `<prefix>.v1.>`: every command, for a subscriber.
+    pub fn all_commands(&self) -> String {
+        format!("{}.{API_VERSION}.>", self.prefix)
+    }
+
+    /// Parses a command subject under this prefix.
+    pub fn parse_command(&self, subject: &str) -> Option<Command> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?
+            .strip_prefix(API_VERSION)?
+            .strip_prefix('.')?;
+        let (group, verb) = rest.split_once('.')?;
+        Command::ALL
+            .iter()
+            .copied()
+            .find(|c| c.group() == group && c.verb() == verb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let s = Subjects::default();
+        assert_eq!(s.command(Command::GatePut), "phasegate.v1.gate.put");
+        assert_eq!(
+            s.command(Command::TriggerRollout),
+            "phasegate.v1.trigger.rollout"
+        );
+        assert_eq!(s.command(Command::AgentList), "phasegate.v1.agent.list");
+        assert_eq!(s.all_commands(), "phasegate.v1.>");
+    }
+
+    #[test]
+    fn every_command_parses_back() {
+        let s = Subjects::new("acme.pg").unwrap();
+        for &c in Command::ALL {
+            assert_eq!(s.parse_command(&s.command(c)), Some(c), "{c}");
+        }
+        assert_eq!(s.parse_command("acme.pg.v1.gate.nope"), None);
+        assert_eq!(s.parse_command("phasegate.v1.gate.put"), None);
+        assert_eq!(Command::ALL.len(), 21);
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(Subjects::new("a.b-c_d").is_ok());
+        assert!(Subjects::new("").is_err());
+        assert!(Subjects::new("a..b").is_err());
+        assert!(Subjects::new("a.*").is_err());
+        assert!(Subjects::new("a >").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! Triggers: one rollout of one change (SPEC.md §4).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::entity::EntityKind;
+use crate::names::{Actor, EntityName, PhaseId, PipelineName, TriggerId};
+use crate::pipeline::Pipeline;
+
+/// Which entity a trigger changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntityRef {
+    /// Gate or config.
+    pub kind: EntityKind,
+    /// Its name.
+    pub name: EntityName,
+}
+
+/// Overall status of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerStatus {
+    /// Walking through its phases.
+    InProgress,
+    /// The new version is the base everywhere.
+    Completed,
+    /// Rolled back; irreversible.
+    Aborted,
+}
+
+impl TriggerStatus {
+    /// True for `completed` and `aborted`.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::InProgress)
+    }
+}
+
+/// Where the current phase stands while the trigger is in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseState {
+    /// Waiting for approvals; nothing of the phase is applied yet.
+    AwaitingApproval,
+    /// Published; waiting for every live agent of its segments to apply it.
+    Applying,
+    /// Applied; the bake timer runs.
+    Baking,
+}
+
+/// Why a trigger is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PausedReason {
+    /// An operator paused it.
+    Manual,
+    /// Health fell below the phase's bar with `on_unhealthy = pause`.
+    Health,
+    /// The phase stayed `applying` longer than its `apply_timeout_ms`.
+    ApplyTimeout,
+}
+
+/// One recorded approval of the current phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Who approved.
+    pub actor: Actor,
+    /// When, in Unix-epoch milliseconds.
+    pub at_ms: u64,
+    /// Optional remark.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// Progress of one segment under a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SegmentProgress {
+    /// Whether the new version is active there (from `applying` on).
+    pub version_active: bool,
+    /// Live agents of the segment.
+    pub agents_live: u32,
+    /// Live agents that applied the current phase's revision.
+    pub agents_applied: u32,
+    /// Live agents reporting healthy.
+    pub agents_healthy: u32,
+}
+
+/// The kind of a history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryType {
+    /// The trigger was created.
+    Started,
+    /// An actor approved the current phase.
+    Approved,
+    /// A phase began (awaiting approval or applying).
+    PhaseStarted,
+    /// Every live agent of the phase applied it.
+    PhaseApplied,
+    /// Progress stopped.
+    Paused,
+    /// Progress continued.
+    Resumed,
+    /// A phase was ended early.
+    Skipped,
+    /// Full roll-out was ordered.
+    Rollout,
+    /// The trigger was aborted.
+    Aborted,
+    /// Health fell below the bar.
+    HealthDegraded,
+    /// Health rose back.
+    HealthRecovered,
+    /// The trigger completed.
+    Completed,
+}
+
+/// One entry of a trigger's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: HistoryType,
+    /// The phase it concerns, if any.
+    #[serde(default)]
+    pub phase_id: Option<PhaseId>,
+    /// Who did it (`phasegate` for automatic steps).
+    pub actor: Actor,
+    /// When, in Unix-epoch milliseconds.
+    pub at_ms: u64,
+    /// Optional remark.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// One rollout of one change through a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Opaque, unique forever.
+    pub id: TriggerId,
+    /// The entity being changed.
+    pub entity: EntityRef,
+    /// Name of the pipeline.
+    pub pipeline: PipelineName,
+    /// The pipeline as it was at start.
+    pub pipeline_snapshot: Pipeline,
+    /// The version before the change (0 = absent).
+    pub from_version: u64,
+    /// The version being rolled out.
+    pub to_version: u64,
+    /// Overall status.
+    pub status: TriggerStatus,
+    /// Index of the current phase.
+    pub current_phase: u32,
+    /// Id of the current phase.
+    pub current_phase_id: Option<PhaseId>,
+    /// Nil once finished.
+    pub phase_state: Option<PhaseState>,
+    /// Whether progress is stopped.
+    pub paused: bool,
+    /// Why, while paused.
+    pub paused_reason: Option<PausedReason>,
+    /// End of the bake: set only while baking and not paused.
+    pub phase_ends_at_ms: Option<u64>,
+    /// Bake time left: set only while paused in `baking`.
+    pub remaining_wait_ms: Option<u64>,
+    /// Approvals of the current phase.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalRecord>,
+    /// Progress per segment.
+    #[serde(default)]
+    pub segments: BTreeMap<String, SegmentProgress>,
+    /// Who made the change.
+    pub created_by: Actor,
+    /// Creation time.
+    pub created_at_ms: u64,
+    /// Last change.
+    pub updated_at_ms: u64,
+    /// Every action and automatic step, oldest first.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
