@@ -1,0 +1,653 @@
+//! The trigger state machine of SPEC.md §4.
+//!
+//! Every function here is pure: the caller passes the time (`now_ms`) and
+//! what it knows of the fleet, and carries out the consequences (persist the
+//! record, publish desired state, arm the next deadline). Deadlines are
+//! absolute instants stored in the record, so a restarted coordinator picks
+//! up exactly where it was.
+
+use std::collections::BTreeMap;
+
+use phasegate_proto::{
+    ActionRequest, Actor, ApiError, ApprovalRecord, EntityRef, EntitySpec, HistoryEntry,
+    HistoryType, PausedReason, Phase, PhaseState, Pipeline, SegmentProgress, Trigger, TriggerId,
+    TriggerRecord, TriggerStatus,
+};
+
+/// What the coordinator knows of one segment's agents for one trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentFleet {
+    /// Live agents.
+    pub live: u32,
+    /// Live agents that applied the revision the current phase published.
+    pub applied: u32,
+    /// Live agents whose probes pass.
+    pub healthy: u32,
+}
+
+/// The fleet by segment: every segment with a registered agent.
+pub type FleetView = BTreeMap<String, SegmentFleet>;
+
+/// The operator actions of SPEC.md §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Approve the current phase.
+    Approve,
+    /// Stop all progress.
+    Pause,
+    /// Continue.
+    Resume,
+    /// End the current phase now.
+    Skip,
+    /// Full roll-out now.
+    Rollout,
+    /// Roll back, irreversibly.
+    Abort,
+}
+
+impl Action {
+    /// The verb on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Skip => "skip",
+            Self::Rollout => "rollout",
+            Self::Abort => "abort",
+        }
+    }
+
+    /// Whether the action moves forward, and so must name the phase.
+    fn needs_phase_id(self) -> bool {
+        matches!(self, Self::Approve | Self::Skip | Self::Rollout)
+    }
+}
+
+/// True when `phase` names `segment`, literally or by glob.
+pub fn phase_covers(phase: &Phase, segment: &str) -> bool {
+    phase.segments.iter().any(|p| p.matches(segment))
+}
+
+/// Everything needed to start a trigger.
+#[derive(Debug, Clone)]
+pub struct StartParams {
+    /// A fresh, unique id.
+    pub id: TriggerId,
+    /// The new version, normalised, with its version number.
+    pub snapshot: EntitySpec,
+    /// The version before (`None` = absent).
+    pub base: Option<EntitySpec>,
+    /// The pipeline, frozen into the trigger.
+    pub pipeline: Pipeline,
+    /// Who made the change.
+    pub actor: Actor,
+    /// The put's comment, recorded on `started`.
+    pub comment: Option<String>,
+    /// Now.
+    pub now_ms: u64,
+}
+
+/// Creates a trigger at its first phase (`awaiting_approval` or
+/// `applying`). Call [`observe`] with the fleet right after.
+pub fn start(p: StartParams) -> TriggerRecord {
+    let StartParams {
+        id,
+        snapshot,
+        base,
+        pipeline,
+        actor,
+        comment,
+        now_ms,
+    } = p;
+    let segments = pipeline
+        .phases
+        .iter()
+        .flat_map(|ph| ph.segments.iter())
+        .filter(|s| s.is_literal())
+        .map(|s| (s.as_str().to_owned(), SegmentProgress::default()))
+        .collect();
+    let trigger = Trigger {
+        id,
+        entity: EntityRef {
+            kind: snapshot.kind,
+            name: snapshot.name.clone(),
+        },
+        pipeline: pipeline.name.clone(),
+        from_version: base.as_ref().map_or(0, |b| b.version),
+        to_version: snapshot.version,
+        status: TriggerStatus::InProgress,
+        current_phase: 0,
+        current_phase_id: pipeline.phases.first().map(|ph| ph.id.clone()),
+        phase_state: None,
+        paused: false,
+        paused_reason: None,
+        phase_ends_at_ms: None,
+        remaining_wait_ms: None,
+        approvals: Vec::new(),
+        segments,
+        created_by: actor.clone(),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        history: Vec::new(),
+        pipeline_snapshot: pipeline,
+    };
+    let mut rec = TriggerRecord {
+        trigger,
+        snapshot,
+        base,
+        published: 0,
+        apply_deadline_ms: None,
+        health_ok: true,
+    };
+    record(&mut rec.trigger, HistoryType::Started, actor, now_ms, comment);
+    // No step beyond entering the first phase: progress needs the fleet,
+    // which the caller passes to [`observe`] next.
+    begin_phase(&mut rec, now_ms);
+    rec
+}
+
+/// Applies an operator action, or explains with the contract's error code
+/// why it is refused. On error the record is unchanged.
+pub fn act(
+    rec: &mut TriggerRecord,
+    action: Action,
+    req: &ActionRequest,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    check_action(rec, action, req)?;
+    let actor = req.actor.clone();
+    let comment = req.comment.clone();
+    let t = &mut rec.trigger;
+    match action {
+        Action::Approve => {
+            t.approvals.push(ApprovalRecord {
+                actor: actor.clone(),
+                at_ms: now_ms,
+                comment: comment.clone(),
+            });
+            record(t, HistoryType::Approved, actor, now_ms, comment);
+        }
+        Action::Pause => {
+            record(t, HistoryType::Paused, actor, now_ms, comment);
+            pause(rec, PausedReason::Manual, now_ms);
+        }
+        Action::Resume => {
+            record(t, HistoryType::Resumed, actor, now_ms, comment);
+            resume(rec, now_ms);
+        }
+        Action::Skip => {
+            record(t, HistoryType::Skipped, actor, now_ms, comment);
+            t.paused = false;
+            t.paused_reason = None;
+            t.remaining_wait_ms = None;
+            // A phase not yet published is published, without waiting for acks.
+            rec.published = rec.published.max(t.current_phase + 1);
+            end_phase(rec, now_ms);
+        }
+        Action::Rollout => {
+            record(t, HistoryType::Rollout, actor.clone(), now_ms, comment);
+            complete(rec, actor, now_ms);
+        }
+        Action::Abort => {
+            abort(rec, actor, comment, now_ms);
+        }
+    }
+    advance(rec, now_ms);
+    refresh_active(rec);
+    rec.trigger.updated_at_ms = now_ms;
+    Ok(())
+}
+
+/// The kill switch: aborts the trigger on behalf of `actor`.
+pub fn kill(rec: &mut TriggerRecord, actor: Actor, now_ms: u64) {
+    if rec.trigger.status.is_finished() {
+        return;
+    }
+    abort(rec, actor, Some("kill switch".to_owned()), now_ms);
+    refresh_active(rec);
+}
+
+fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Result<(), ApiError> {
+    let t = &rec.trigger;
+    let verb = action.as_str();
+    // invalid first, then conflict, then forbidden (SPEC.md §6).
+    if action.needs_phase_id() && req.phase_id.is_none() {
+        return Err(ApiError::invalid(format!(
+            "phase_id is required for {verb}: name the phase you act on"
+        )));
+    }
+    if t.status.is_finished() {
+        return Err(ApiError::conflict(format!(
+            "trigger {} is {}; it no longer accepts actions",
+            t.id,
+            status_str(t.status)
+        )));
+    }
+    if let Some(p) = &req.phase_id
+        && Some(p) != t.current_phase_id.as_ref()
+    {
+        return Err(ApiError::conflict(format!(
+            "phase_id {p} is not the current phase ({})",
+            t.current_phase_id
+                .as_ref()
+                .map_or("none", |id| id.as_str())
+        )));
+    }
+    let phases = &t.pipeline_snapshot.phases;
+    let current = phases.get(t.current_phase as usize);
+    match action {
+        Action::Approve => {
+            if t.phase_state != Some(PhaseState::AwaitingApproval) {
+                return Err(ApiError::conflict(
+                    "the current phase is not awaiting approval",
+                ));
+            }
+            if t.approvals.iter().any(|a| a.actor == req.actor) {
+                return Err(ApiError::conflict(format!(
+                    "{} has already approved this phase",
+                    req.actor
+                )));
+            }
+            if let Some(ph) = current
+                && !ph.approval.allows(&req.actor)
+            {
+                return Err(ApiError::forbidden(format!(
+                    "{} is not an approver of phase {}",
+                    req.actor, ph.id
+                )));
+            }
+        }
+        Action::Pause if t.paused => {
+            return Err(ApiError::conflict("the trigger is already paused"));
+        }
+        Action::Resume if !t.paused => {
+            return Err(ApiError::conflict("the trigger is not paused"));
+        }
+        Action::Skip | Action::Rollout => {
+            let past: &[Phase] = match action {
+                Action::Skip => current.map(std::slice::from_ref).unwrap_or_default(),
+                _ => phases.get(t.current_phase as usize..).unwrap_or_default(),
+            };
+            if let Some(ph) = past
+                .iter()
+                .find(|ph| ph.approval.required && !ph.approval.allows(&req.actor))
+            {
+                return Err(ApiError::forbidden(format!(
+                    "{} may not {verb} past phase {}, which requires approval by {}",
+                    req.actor,
+                    ph.id,
+                    ph.approval
+                        .approvers
+                        .iter()
+                        .map(Actor::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn status_str(s: TriggerStatus) -> &'static str {
+    match s {
+        TriggerStatus::InProgress => "in_progress",
+        TriggerStatus::Completed => "completed",
+        TriggerStatus::Aborted => "aborted",
+    }
+}
+
+/// Takes in the fleet: agent counts per segment, acks and health. Moves an
+/// `applying` phase to `baking` once every live agent of its segments
+/// applied it, and applies the phase's health policy.
+pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
+    if rec.trigger.status.is_finished() {
+        return;
+    }
+    let before = rec.trigger.clone();
+    let literal: Vec<String> = rec
+        .trigger
+        .pipeline_snapshot
+        .phases
+        .iter()
+        .flat_map(|ph| ph.segments.iter())
+        .filter(|s| s.is_literal())
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    let mut segments: BTreeMap<String, SegmentProgress> = BTreeMap::new();
+    for name in literal.into_iter().chain(fleet.keys().cloned()) {
+        let f = fleet.get(&name).copied().unwrap_or_default();
+        segments.insert(
+            name,
+            SegmentProgress {
+                version_active: false,
+                agents_live: f.live,
+                agents_applied: f.applied.min(f.live),
+                agents_healthy: f.healthy.min(f.live),
+            },
+        );
+    }
+    rec.trigger.segments = segments;
+    refresh_active(rec);
+    check_health(rec, now_ms);
+    advance(rec, now_ms);
+    refresh_active(rec);
+    if rec.trigger != before {
+        rec.trigger.updated_at_ms = now_ms;
+    }
+}
+
+/// Fires the deadlines that have passed: bake end, apply timeout.
+pub fn tick(rec: &mut TriggerRecord, now_ms: u64) {
+    let before = rec.trigger.clone();
+    advance(rec, now_ms);
+    refresh_active(rec);
+    if rec.trigger != before {
+        rec.trigger.updated_at_ms = now_ms;
+    }
+}
+
+/// The next instant at which [`tick`] has something to do, if any.
+pub fn next_deadline_ms(rec: &TriggerRecord) -> Option<u64> {
+    let t = &rec.trigger;
+    if t.status.is_finished() || t.paused {
+        return None;
+    }
+    match t.phase_state? {
+        PhaseState::AwaitingApproval => None,
+        PhaseState::Applying => rec.apply_deadline_ms,
+        PhaseState::Baking => t.phase_ends_at_ms,
+    }
+}
+
+/// The health ratio over the segments where the new version is active:
+/// live healthy agents ÷ live agents, 1 when none is live.
+pub fn health_ratio(t: &Trigger) -> f64 {
+    let (mut live, mut healthy) = (0u64, 0u64);
+    for s in t.segments.values().filter(|s| s.version_active) {
+        live += u64::from(s.agents_live);
+        healthy += u64::from(s.agents_healthy);
+    }
+    if live == 0 {
+        1.0
+    } else {
+        #[allow(clippy::cast_precision_loss)] // agent counts are far below 2^52
+        let r = healthy as f64 / live as f64;
+        r
+    }
+}
+
+fn check_health(rec: &mut TriggerRecord, now_ms: u64) {
+    let t = &rec.trigger;
+    let Some(phase) = t.pipeline_snapshot.phases.get(t.current_phase as usize) else {
+        return;
+    };
+    let policy = phase.health.clone();
+    let ok = health_ratio(t) >= policy.min_healthy_ratio;
+    let system = Actor::system();
+    if !ok && rec.health_ok {
+        rec.health_ok = false;
+        let comment = Some(format!(
+            "healthy ratio {:.3} below {}",
+            health_ratio(&rec.trigger),
+            policy.min_healthy_ratio
+        ));
+        record(
+            &mut rec.trigger,
+            HistoryType::HealthDegraded,
+            system.clone(),
+            now_ms,
+            comment,
+        );
+        match policy.on_unhealthy {
+            phasegate_proto::OnUnhealthy::Pause => {
+                if !rec.trigger.paused {
+                    record(
+                        &mut rec.trigger,
+                        HistoryType::Paused,
+                        system,
+                        now_ms,
+                        Some("health".to_owned()),
+                    );
+                    pause(rec, PausedReason::Health, now_ms);
+                }
+            }
+            phasegate_proto::OnUnhealthy::Abort => {
+                abort(rec, system, Some("health".to_owned()), now_ms);
+            }
+            phasegate_proto::OnUnhealthy::Ignore => {}
+        }
+    } else if ok && !rec.health_ok {
+        rec.health_ok = true;
+        record(
+            &mut rec.trigger,
+            HistoryType::HealthRecovered,
+            system.clone(),
+            now_ms,
+            None,
+        );
+        // Only a pause that health itself made is lifted; a pause by anyone
+        // since then changed the reason and stays.
+        if rec.trigger.paused && rec.trigger.paused_reason == Some(PausedReason::Health) {
+            record(
+                &mut rec.trigger,
+                HistoryType::Resumed,
+                system,
+                now_ms,
+                Some("health recovered".to_owned()),
+            );
+            resume(rec, now_ms);
+        }
+    }
+}
+
+fn record(t: &mut Trigger, kind: HistoryType, actor: Actor, at_ms: u64, comment: Option<String>) {
+    t.history.push(HistoryEntry {
+        kind,
+        phase_id: t.current_phase_id.clone(),
+        actor,
+        at_ms,
+        comment,
+    });
+}
+
+fn current_phase(rec: &TriggerRecord) -> Option<&Phase> {
+    rec.trigger
+        .pipeline_snapshot
+        .phases
+        .get(rec.trigger.current_phase as usize)
+}
+
+/// Enters the current phase: `awaiting_approval` when it requires approval,
+/// else `applying`.
+fn begin_phase(rec: &mut TriggerRecord, now_ms: u64) {
+    let Some(phase) = current_phase(rec) else {
+        return;
+    };
+    let needs_approval = phase.approval.required;
+    let id = phase.id.clone();
+    let t = &mut rec.trigger;
+    t.current_phase_id = Some(id);
+    t.approvals.clear();
+    t.phase_ends_at_ms = None;
+    t.remaining_wait_ms = None;
+    record(t, HistoryType::PhaseStarted, Actor::system(), now_ms, None);
+    if needs_approval {
+        t.phase_state = Some(PhaseState::AwaitingApproval);
+        rec.apply_deadline_ms = None;
+    } else {
+        begin_applying(rec, now_ms);
+    }
+}
+
+/// Publishes the current phase and waits for acks.
+fn begin_applying(rec: &mut TriggerRecord, now_ms: u64) {
+    let timeout = current_phase(rec).map_or(0, |ph| ph.apply_timeout_ms);
+    let covered: Vec<String> = match current_phase(rec) {
+        Some(ph) => rec
+            .trigger
+            .segments
+            .keys()
+            .filter(|s| phase_covers(ph, s))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let t = &mut rec.trigger;
+    t.phase_state = Some(PhaseState::Applying);
+    rec.published = rec.published.max(t.current_phase + 1);
+    rec.apply_deadline_ms = Some(now_ms.saturating_add(timeout));
+    // Acks count against the revision just published: none has arrived yet.
+    for s in covered {
+        if let Some(p) = t.segments.get_mut(&s) {
+            p.agents_applied = 0;
+        }
+    }
+}
+
+/// Moves through every step that is due now, until nothing changes.
+fn advance(rec: &mut TriggerRecord, now_ms: u64) {
+    // Each pass either changes phase state or returns; the bound only
+    // guards against a bug turning into a hang.
+    for _ in 0..(4 * rec.trigger.pipeline_snapshot.phases.len() + 8) {
+        let t = &rec.trigger;
+        if t.status.is_finished() {
+            return;
+        }
+        let Some(phase) = current_phase(rec) else {
+            return;
+        };
+        let (min_approvals, wait_ms) = (phase.approval.min_approvals, phase.wait_ms);
+        match t.phase_state {
+            Some(PhaseState::AwaitingApproval) => {
+                if t.paused || (t.approvals.len() as u64) < u64::from(min_approvals) {
+                    return;
+                }
+                begin_applying(rec, now_ms);
+            }
+            Some(PhaseState::Applying) => {
+                if all_applied(rec) {
+                    let t = &mut rec.trigger;
+                    t.phase_state = Some(PhaseState::Baking);
+                    rec.apply_deadline_ms = None;
+                    record(t, HistoryType::PhaseApplied, Actor::system(), now_ms, None);
+                    if t.paused {
+                        // Applied while paused: the whole bake waits for resume.
+                        t.remaining_wait_ms = Some(wait_ms);
+                        t.phase_ends_at_ms = None;
+                        return;
+                    }
+                    t.phase_ends_at_ms = Some(now_ms.saturating_add(wait_ms));
+                } else if !t.paused && rec.apply_deadline_ms.is_some_and(|d| now_ms >= d) {
+                    record(
+                        &mut rec.trigger,
+                        HistoryType::Paused,
+                        Actor::system(),
+                        now_ms,
+                        Some("apply_timeout".to_owned()),
+                    );
+                    pause(rec, PausedReason::ApplyTimeout, now_ms);
+                    return;
+                } else {
+                    return;
+                }
+            }
+            Some(PhaseState::Baking) => {
+                if t.paused || t.phase_ends_at_ms.is_none_or(|end| now_ms < end) {
+                    return;
+                }
+                end_phase(rec, now_ms);
+            }
+            None => return,
+        }
+    }
+}
+
+fn all_applied(rec: &TriggerRecord) -> bool {
+    let Some(phase) = current_phase(rec) else {
+        return true;
+    };
+    rec.trigger
+        .segments
+        .iter()
+        .filter(|(name, _)| phase_covers(phase, name))
+        .all(|(_, s)| s.agents_applied >= s.agents_live)
+}
+
+/// Ends the current phase: the next one begins, or the trigger completes.
+fn end_phase(rec: &mut TriggerRecord, now_ms: u64) {
+    let next = rec.trigger.current_phase + 1;
+    if (next as usize) < rec.trigger.pipeline_snapshot.phases.len() {
+        rec.trigger.current_phase = next;
+        begin_phase(rec, now_ms);
+    } else {
+        complete(rec, Actor::system(), now_ms);
+    }
+}
+
+fn pause(rec: &mut TriggerRecord, reason: PausedReason, now_ms: u64) {
+    let t = &mut rec.trigger;
+    t.paused = true;
+    t.paused_reason = Some(reason);
+    if t.phase_state == Some(PhaseState::Baking) {
+        t.remaining_wait_ms = Some(t.phase_ends_at_ms.map_or(0, |e| e.saturating_sub(now_ms)));
+        t.phase_ends_at_ms = None;
+    }
+}
+
+fn resume(rec: &mut TriggerRecord, now_ms: u64) {
+    let timeout = current_phase(rec).map_or(0, |ph| ph.apply_timeout_ms);
+    let t = &mut rec.trigger;
+    t.paused = false;
+    t.paused_reason = None;
+    match t.phase_state {
+        Some(PhaseState::Baking) => {
+            let left = t.remaining_wait_ms.take().unwrap_or(0);
+            t.phase_ends_at_ms = Some(now_ms.saturating_add(left));
+        }
+        // The apply window starts again: "resume waits again".
+        Some(PhaseState::Applying) => rec.apply_deadline_ms = Some(now_ms.saturating_add(timeout)),
+        _ => {}
+    }
+}
+
+fn finish(rec: &mut TriggerRecord, status: TriggerStatus) {
+    let t = &mut rec.trigger;
+    t.status = status;
+    t.phase_state = None;
+    t.paused = false;
+    t.paused_reason = None;
+    t.phase_ends_at_ms = None;
+    t.remaining_wait_ms = None;
+    rec.apply_deadline_ms = None;
+}
+
+fn complete(rec: &mut TriggerRecord, actor: Actor, now_ms: u64) {
+    rec.published = u32::try_from(rec.trigger.pipeline_snapshot.phases.len()).unwrap_or(u32::MAX);
+    finish(rec, TriggerStatus::Completed);
+    record(&mut rec.trigger, HistoryType::Completed, actor, now_ms, None);
+}
+
+fn abort(rec: &mut TriggerRecord, actor: Actor, comment: Option<String>, now_ms: u64) {
+    finish(rec, TriggerStatus::Aborted);
+    record(&mut rec.trigger, HistoryType::Aborted, actor, now_ms, comment);
+}
+
+/// Recomputes `version_active` of every segment.
+fn refresh_active(rec: &mut TriggerRecord) {
+    let status = rec.trigger.status;
+    let published = rec.published as usize;
+    let phases = &rec.trigger.pipeline_snapshot.phases;
+    for (name, s) in &mut rec.trigger.segments {
+        s.version_active = match status {
+            TriggerStatus::Completed => true,
+            TriggerStatus::Aborted => false,
+            TriggerStatus::InProgress => phases
+                .iter()
+                .take(published)
+                .any(|ph| phase_covers(ph, name)),
+        };
+    }
+}

@@ -1,0 +1,57 @@
+//! Records the coordinator persists. Internal to phasegate (not part of the
+//! external contract), but serialised like every other wire type so that a
+//! restarted coordinator reads exactly what it wrote.
+
+use serde::{Deserialize, Serialize};
+
+use crate::entity::{EntityKind, EntitySpec};
+use crate::names::{EntityName, TriggerId};
+use crate::trigger::Trigger;
+
+/// Everything the coordinator knows of one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// Gate or config.
+    pub kind: EntityKind,
+    /// Its name.
+    pub name: EntityName,
+    /// The latest version (the active trigger's `to_version` while one
+    /// runs); `None` when absent (never created, deleted, or aborted back to
+    /// absent).
+    #[serde(default)]
+    pub latest: Option<EntitySpec>,
+    /// The version every segment serves outside rollouts; `None` = absent.
+    #[serde(default)]
+    pub base: Option<EntitySpec>,
+    /// Highest version ever assigned, so numbers continue after delete or abort.
+    #[serde(default)]
+    pub last_version: u64,
+    /// The trigger rolling out `latest`, if one is active.
+    #[serde(default)]
+    pub active_trigger: Option<TriggerId>,
+}
+
+/// A trigger and what its rollout needs beyond the contract's view of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The trigger as the API shows it.
+    pub trigger: Trigger,
+    /// The new version being rolled out.
+    pub snapshot: EntitySpec,
+    /// The version before the trigger; `None` = absent.
+    #[serde(default)]
+    pub base: Option<EntitySpec>,
+    /// How many phases, from the first, are published to agents.
+    #[serde(default)]
+    pub published: u32,
+    /// When the current `applying` phase times out, unless paused.
+    #[serde(default)]
+    pub apply_deadline_ms: Option<u64>,
+    /// Whether health was at or above the bar at the last check.
+    #[serde(default = "default_true")]
+    pub health_ok: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
