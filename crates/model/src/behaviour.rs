@@ -62,8 +62,7 @@ fn rules_equal(a: &Rule, b: &Rule) -> bool {
 
 fn maps_equal(a: &ValueMap, b: &ValueMap) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
 }
 
@@ -93,8 +92,12 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_before_comparing() {
-        let a = spec(json!({"kind": "gate", "name": "g", "rules": [{"id": "r", "pass_percentage": 50}]}));
-        let b = spec(json!({"kind": "gate", "name": "g", "salt": "g", "rules": [{"id": "r", "pass_percentage": 50.0, "salt": ""}]}));
+        let a = spec(
+            json!({"kind": "gate", "name": "g", "rules": [{"id": "r", "pass_percentage": 50}]}),
+        );
+        let b = spec(
+            json!({"kind": "gate", "name": "g", "salt": "g", "rules": [{"id": "r", "pass_percentage": 50.0, "salt": ""}]}),
+        );
         assert!(same_behaviour(&a, &b));
         assert_eq!(a.salt.as_deref(), Some("g"));
         assert_eq!(a.rules[0].salt.as_deref(), Some("r"));
@@ -103,7 +106,8 @@ mod tests {
     #[test]
     fn numbers_compare_as_f64() {
         let a = spec(json!({"kind": "config", "name": "c", "default_value": {"n": 1, "l": [2]}}));
-        let b = spec(json!({"kind": "config", "name": "c", "default_value": {"n": 1.0, "l": [2.0]}}));
+        let b =
+            spec(json!({"kind": "config", "name": "c", "default_value": {"n": 1.0, "l": [2.0]}}));
         let c = spec(json!({"kind": "config", "name": "c", "default_value": {"n": 2}}));
         assert!(same_behaviour(&a, &b));
         assert!(!same_behaviour(&a, &c));
@@ -118,7 +122,10 @@ mod tests {
 
     #[test]
     fn kill_switch_is_only_enabled_going_off() {
-        let on = normalize(EntitySpec::new(EntityKind::Gate, EntityName::new("g").unwrap()));
+        let on = normalize(EntitySpec::new(
+            EntityKind::Gate,
+            EntityName::new("g").unwrap(),
+        ));
         let mut off = on.clone();
         off.enabled = false;
         assert!(is_kill_switch(&on, &off));
@@ -130,8 +137,12 @@ mod tests {
 
     #[test]
     fn config_rule_without_value_is_empty_map() {
-        let a = spec(json!({"kind": "config", "name": "c", "rules": [{"id": "r", "pass_percentage": 1}]}));
-        let b = spec(json!({"kind": "config", "name": "c", "rules": [{"id": "r", "pass_percentage": 1, "value": {}}]}));
+        let a = spec(
+            json!({"kind": "config", "name": "c", "rules": [{"id": "r", "pass_percentage": 1}]}),
+        );
+        let b = spec(
+            json!({"kind": "config", "name": "c", "rules": [{"id": "r", "pass_percentage": 1, "value": {}}]}),
+        );
         assert!(same_behaviour(&a, &b));
     }
 }

@@ -168,7 +168,9 @@ pub fn put(
         Some(p) => Some(p),
         None => match latest.and_then(|l| l.pipeline.as_ref()) {
             Some(name) => Some(pipelines(name).ok_or_else(|| {
-                ApiError::not_found(format!("pipeline {name} attached to the latest version no longer exists"))
+                ApiError::not_found(format!(
+                    "pipeline {name} attached to the latest version no longer exists"
+                ))
             })?),
             None => None,
         },

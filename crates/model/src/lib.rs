@@ -14,5 +14,7 @@ pub mod rollout;
 pub mod validate;
 
 pub use entity::{PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, put, settle};
-pub use rollout::{Action, FleetView, SegmentFleet, StartParams, act, next_deadline_ms, observe, tick};
+pub use rollout::{
+    Action, FleetView, SegmentFleet, StartParams, act, next_deadline_ms, observe, tick,
+};
 pub use validate::{ValidationError, validate_pipeline, validate_spec};

@@ -140,7 +140,13 @@ pub fn start(p: StartParams) -> TriggerRecord {
         apply_deadline_ms: None,
         health_ok: true,
     };
-    record(&mut rec.trigger, HistoryType::Started, actor, now_ms, comment);
+    record(
+        &mut rec.trigger,
+        HistoryType::Started,
+        actor,
+        now_ms,
+        comment,
+    );
     // No step beyond entering the first phase: progress needs the fleet,
     // which the caller passes to [`observe`] next.
     begin_phase(&mut rec, now_ms);
@@ -229,9 +235,7 @@ fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Res
     {
         return Err(ApiError::conflict(format!(
             "phase_id {p} is not the current phase ({})",
-            t.current_phase_id
-                .as_ref()
-                .map_or("none", |id| id.as_str())
+            t.current_phase_id.as_ref().map_or("none", |id| id.as_str())
         )));
     }
     let phases = &t.pipeline_snapshot.phases;
@@ -627,12 +631,24 @@ fn finish(rec: &mut TriggerRecord, status: TriggerStatus) {
 fn complete(rec: &mut TriggerRecord, actor: Actor, now_ms: u64) {
     rec.published = u32::try_from(rec.trigger.pipeline_snapshot.phases.len()).unwrap_or(u32::MAX);
     finish(rec, TriggerStatus::Completed);
-    record(&mut rec.trigger, HistoryType::Completed, actor, now_ms, None);
+    record(
+        &mut rec.trigger,
+        HistoryType::Completed,
+        actor,
+        now_ms,
+        None,
+    );
 }
 
 fn abort(rec: &mut TriggerRecord, actor: Actor, comment: Option<String>, now_ms: u64) {
     finish(rec, TriggerStatus::Aborted);
-    record(&mut rec.trigger, HistoryType::Aborted, actor, now_ms, comment);
+    record(
+        &mut rec.trigger,
+        HistoryType::Aborted,
+        actor,
+        now_ms,
+        comment,
+    );
 }
 
 /// Recomputes `version_active` of every segment.

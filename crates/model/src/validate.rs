@@ -58,10 +58,7 @@ pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
     if p.phases.is_empty() || p.phases.len() > MAX_PHASES {
         return Err(ValidationError::new(
             "pipeline.phases",
-            format!(
-                "must have 1 to {MAX_PHASES} phases, got {}",
-                p.phases.len()
-            ),
+            format!("must have 1 to {MAX_PHASES} phases, got {}", p.phases.len()),
         ));
     }
     let mut ids = HashSet::new();
@@ -70,7 +67,10 @@ pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
         if !ids.insert(ph.id.as_str()) {
             return Err(ValidationError::new(
                 format!("{at}.id"),
-                format!("phase id {:?} is used twice; ids must be unique", ph.id.as_str()),
+                format!(
+                    "phase id {:?} is used twice; ids must be unique",
+                    ph.id.as_str()
+                ),
             ));
         }
         if ph.segments.is_empty() {
@@ -84,7 +84,10 @@ pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
         if ph.wait_ms > MAX_WAIT_MS {
             return Err(ValidationError::new(
                 format!("{at}.wait_ms"),
-                format!("must be at most {MAX_WAIT_MS} (30 days), got {}", ph.wait_ms),
+                format!(
+                    "must be at most {MAX_WAIT_MS} (30 days), got {}",
+                    ph.wait_ms
+                ),
             ));
         }
         let a = &ph.approval;
@@ -120,7 +123,10 @@ pub fn validate_spec(spec: &EntitySpec) -> Result<(), ValidationError> {
     if spec.rules.len() > MAX_RULES {
         return Err(ValidationError::new(
             "spec.rules",
-            format!("must have at most {MAX_RULES} rules, got {}", spec.rules.len()),
+            format!(
+                "must have at most {MAX_RULES} rules, got {}",
+                spec.rules.len()
+            ),
         ));
     }
     let mut ids = HashSet::new();
@@ -129,7 +135,10 @@ pub fn validate_spec(spec: &EntitySpec) -> Result<(), ValidationError> {
         if !ids.insert(rule.id.as_str()) {
             return Err(ValidationError::new(
                 format!("{at}.id"),
-                format!("rule id {:?} is used twice; ids must be unique", rule.id.as_str()),
+                format!(
+                    "rule id {:?} is used twice; ids must be unique",
+                    rule.id.as_str()
+                ),
             ));
         }
         check_conditions(&format!("{at}.conditions"), &rule.conditions)?;

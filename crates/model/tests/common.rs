@@ -1,5 +1,11 @@
 //! Builders shared by the model's tests.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used)] // test helpers, shared by several test binaries
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // test helpers, shared by several test binaries
 
 use phasegate_model::{FleetView, SegmentFleet, StartParams};
 use phasegate_proto::*;
@@ -45,7 +51,11 @@ pub fn seed_pipeline() -> Pipeline {
     pipeline(vec![
         phase("dev", &["dev"], 1_000),
         phase("staging", &["staging"], 1_000),
-        approval(phase("us-west", &["prod-us-west"], 1_000), &["alice", "bob"], 1),
+        approval(
+            phase("us-west", &["prod-us-west"], 1_000),
+            &["alice", "bob"],
+            1,
+        ),
         phase("us-east", &["prod-us-east"], 1_000),
         phase("eu", &["prod-eu"], 1_000),
     ])

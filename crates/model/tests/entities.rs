@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use phasegate_model::{
-    Action, PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, observe, put,
-    settle,
+    Action, PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, observe, put, settle,
 };
 use phasegate_proto::*;
 use serde_json::json;
@@ -35,7 +34,11 @@ impl World {
         self.put_with(spec, None)
     }
 
-    fn put_with(&mut self, spec: serde_json::Value, expected: Option<u64>) -> Result<PutOutcome, ApiError> {
+    fn put_with(
+        &mut self,
+        spec: serde_json::Value,
+        expected: Option<u64>,
+    ) -> Result<PutOutcome, ApiError> {
         self.next_id += 1;
         let pipelines = self.pipelines.clone();
         let out = put(
@@ -75,12 +78,16 @@ impl World {
 #[test]
 fn plain_entities_change_everywhere_at_once() {
     let mut w = World::new();
-    let out = w.put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10}]})).unwrap();
+    let out = w
+        .put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10}]}))
+        .unwrap();
     assert_eq!(out.kind, PutKind::Immediate);
     assert_eq!(out.spec.version, 1);
     assert_eq!(out.spec.salt.as_deref(), Some("g"), "defaults filled in");
     // The same again is a no-op, numbers compared as f64.
-    let out = w.put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10.0}]})).unwrap();
+    let out = w
+        .put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10.0}]}))
+        .unwrap();
     assert_eq!(out.kind, PutKind::NoOp);
     assert_eq!(out.spec.version, 1);
     assert_eq!(w.serves("anywhere").base.unwrap().version, 1);
@@ -92,9 +99,12 @@ fn plain_entities_change_everywhere_at_once() {
 fn expected_version_and_name_are_checked() {
     let mut w = World::new();
     w.put(json!({"name": "g"})).unwrap();
-    let e = w.put_with(json!({"name": "g", "enabled": false}), Some(7)).unwrap_err();
+    let e = w
+        .put_with(json!({"name": "g", "enabled": false}), Some(7))
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
-    w.put_with(json!({"name": "g", "enabled": false}), Some(1)).unwrap();
+    w.put_with(json!({"name": "g", "enabled": false}), Some(1))
+        .unwrap();
     let e = w.put(json!({"name": "other"})).unwrap_err();
     assert_eq!(e.code, ErrorCode::Invalid);
 }
@@ -106,14 +116,22 @@ fn validation_then_not_found_then_conflict() {
         .put(json!({"name": "g", "pipeline": "nope", "rules": [{"id": "r", "pass_percentage": 101}]}))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Invalid);
-    assert!(e.message.contains("spec.rules[0].pass_percentage"), "{}", e.message);
+    assert!(
+        e.message.contains("spec.rules[0].pass_percentage"),
+        "{}",
+        e.message
+    );
     let e = w.put(json!({"name": "g", "pipeline": "nope"})).unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
     let e = w
         .put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 1, "conditions": [{"field": "email", "op": "str_matches", "values": ["("]}]}]}))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Invalid);
-    assert!(e.message.contains("spec.rules[0].conditions[0]"), "{}", e.message);
+    assert!(
+        e.message.contains("spec.rules[0].conditions[0]"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -135,9 +153,16 @@ fn creation_through_a_pipeline_starts_from_absent() {
     assert_eq!(ro.phase_id.as_str(), "dev");
     assert!(w.serves("prod-eu").rollout.is_none());
     // A put while the trigger runs is a conflict, but a retry of the same put is not.
-    let e = w.put(json!({"name": "g", "pipeline": "seed", "description": "d"})).unwrap_err();
+    let e = w
+        .put(json!({"name": "g", "pipeline": "seed", "description": "d"}))
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
-    assert_eq!(w.put(json!({"name": "g", "pipeline": "seed"})).unwrap().kind, PutKind::NoOp);
+    assert_eq!(
+        w.put(json!({"name": "g", "pipeline": "seed"}))
+            .unwrap()
+            .kind,
+        PutKind::NoOp
+    );
     // Abort: the entity reads as absent again; numbering continues.
     w.act(Action::Abort);
     assert!(w.entity.latest.is_none());
@@ -152,9 +177,19 @@ fn detaching_is_no_way_around_the_pipeline() {
     w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
     w.act(Action::Rollout);
     assert_eq!(w.entity.base.as_ref().unwrap().version, 1);
-    assert_eq!(w.serves("prod-eu").base.unwrap().version, 1, "completed: base everywhere");
-    let out = w.put(json!({"name": "g", "enabled": true, "rules": [{"id": "r", "pass_percentage": 5}]})).unwrap();
-    assert_eq!(out.kind, PutKind::Triggered, "the latest version's pipeline governs");
+    assert_eq!(
+        w.serves("prod-eu").base.unwrap().version,
+        1,
+        "completed: base everywhere"
+    );
+    let out = w
+        .put(json!({"name": "g", "enabled": true, "rules": [{"id": "r", "pass_percentage": 5}]}))
+        .unwrap();
+    assert_eq!(
+        out.kind,
+        PutKind::Triggered,
+        "the latest version's pipeline governs"
+    );
     assert_eq!(out.created.unwrap().trigger.from_version, 1);
 }
 
@@ -163,7 +198,11 @@ fn kill_switch_is_immediate_and_aborts_the_trigger() {
     let mut w = World::new();
     w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
     w.act(Action::Rollout);
-    let out = w.put(json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]})).unwrap();
+    let out = w
+        .put(
+            json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]}),
+        )
+        .unwrap();
     assert_eq!(out.kind, PutKind::Triggered);
     assert_eq!(out.spec.version, 2);
     // Turning off compares against the latest (the trigger's to_version).
@@ -183,7 +222,9 @@ fn kill_switch_is_immediate_and_aborts_the_trigger() {
     assert!(served.rollout.is_none());
     // Turning back on goes through the pipeline.
     let out = w
-        .put(json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]}))
+        .put(
+            json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]}),
+        )
         .unwrap();
     assert_eq!(out.kind, PutKind::Triggered);
 }
@@ -218,16 +259,34 @@ fn phase_rules_accumulate_per_segment() {
     let mut rec = start(p, 0);
     let f = fleet(&[("prod-eu", 1, 0, 1), ("prod-us", 1, 0, 1)]);
     observe(&mut rec, &f, 0);
-    observe(&mut rec, &fleet(&[("prod-eu", 1, 1, 1), ("prod-us", 1, 1, 1)]), 1);
-    assert_eq!(rec.trigger.current_phase_id.as_ref().unwrap().as_str(), "two");
-    observe(&mut rec, &fleet(&[("prod-eu", 1, 1, 1), ("prod-us", 1, 0, 1)]), 2);
-    assert_eq!(rec.trigger.current_phase_id.as_ref().unwrap().as_str(), "three");
+    observe(
+        &mut rec,
+        &fleet(&[("prod-eu", 1, 1, 1), ("prod-us", 1, 1, 1)]),
+        1,
+    );
+    assert_eq!(
+        rec.trigger.current_phase_id.as_ref().unwrap().as_str(),
+        "two"
+    );
+    observe(
+        &mut rec,
+        &fleet(&[("prod-eu", 1, 1, 1), ("prod-us", 1, 0, 1)]),
+        2,
+    );
+    assert_eq!(
+        rec.trigger.current_phase_id.as_ref().unwrap().as_str(),
+        "three"
+    );
     let eu = phasegate_model::desired::phase_rollout(&rec, "prod-eu").unwrap();
     assert_eq!(eu.phase_id.as_str(), "two");
     let pcts: Vec<f64> = eu.rules.iter().map(|r| r.pass_percentage).collect();
     assert_eq!(pcts, [10.0, 50.0]);
     assert_eq!(eu.rules[1].conditions.len(), 1);
     let us = phasegate_model::desired::phase_rollout(&rec, "prod-us").unwrap();
-    assert_eq!(us.phase_id.as_str(), "three", "three is applying: published");
+    assert_eq!(
+        us.phase_id.as_str(),
+        "three",
+        "three is applying: published"
+    );
     assert_eq!(us.rules.len(), 2);
 }

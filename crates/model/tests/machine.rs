@@ -65,11 +65,20 @@ fn every_action_in_every_state() {
     // approve, pause, resume, skip, rollout, abort
     let table: [(&str, [&str; 6]); 8] = [
         ("awaiting", ["ok", "ok", "conflict", "ok", "ok", "ok"]),
-        ("awaiting+paused", ["ok", "conflict", "ok", "ok", "ok", "ok"]),
+        (
+            "awaiting+paused",
+            ["ok", "conflict", "ok", "ok", "ok", "ok"],
+        ),
         ("applying", ["conflict", "ok", "conflict", "ok", "ok", "ok"]),
-        ("applying+paused", ["conflict", "conflict", "ok", "ok", "ok", "ok"]),
+        (
+            "applying+paused",
+            ["conflict", "conflict", "ok", "ok", "ok", "ok"],
+        ),
         ("baking", ["conflict", "ok", "conflict", "ok", "ok", "ok"]),
-        ("baking+paused", ["conflict", "conflict", "ok", "ok", "ok", "ok"]),
+        (
+            "baking+paused",
+            ["conflict", "conflict", "ok", "ok", "ok", "ok"],
+        ),
         ("completed", ["conflict"; 6]),
         ("aborted", ["conflict"; 6]),
     ];
@@ -80,13 +89,20 @@ fn every_action_in_every_state() {
             let got = code(run(&mut rec, *action, "op2", 20));
             assert_eq!(got, want, "{action:?} in {state}");
             if got != "ok" {
-                assert_eq!(rec, before, "a refused {action:?} changed the trigger in {state}");
+                assert_eq!(
+                    rec, before,
+                    "a refused {action:?} changed the trigger in {state}"
+                );
             }
             // The wrong phase is a conflict, whatever the state.
             let mut rec = in_state(state);
             let mut wrong = req(&rec, "op2");
             wrong.phase_id = Some(PhaseId::new("nope").unwrap());
-            assert_eq!(code(act(&mut rec, *action, &wrong, 20)), "conflict", "{action:?} wrong phase in {state}");
+            assert_eq!(
+                code(act(&mut rec, *action, &wrong, 20)),
+                "conflict",
+                "{action:?} wrong phase in {state}"
+            );
             // Forward moves must name the phase; stopping need not.
             let mut rec = in_state(state);
             let mut bare = req(&rec, "op2");
@@ -104,13 +120,7 @@ fn every_action_in_every_state() {
 #[test]
 fn seed_pipeline_walks_to_completion() {
     let mut rec = start(seed_pipeline(), 1_000);
-    let all = [
-        "dev",
-        "staging",
-        "prod-us-west",
-        "prod-us-east",
-        "prod-eu",
-    ];
+    let all = ["dev", "staging", "prod-us-west", "prod-us-east", "prod-eu"];
     // One agent per segment; nothing acked yet.
     let unacked: Vec<_> = all.iter().map(|s| (*s, 1, 0, 1)).collect();
     observe(&mut rec, &fleet(&unacked), 1_000);
@@ -134,20 +144,29 @@ fn seed_pipeline_walks_to_completion() {
     tick(&mut rec, 2_499);
     assert_eq!(rec.trigger.current_phase, 0, "bake not over yet");
     tick(&mut rec, 2_500);
-    assert_eq!(rec.trigger.current_phase_id.as_ref().unwrap().as_str(), "staging");
+    assert_eq!(
+        rec.trigger.current_phase_id.as_ref().unwrap().as_str(),
+        "staging"
+    );
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
     // The stale ack of dev's revision does not count for staging.
     assert_eq!(rec.trigger.segments["staging"].agents_applied, 0);
     observe(&mut rec, &fleet(&acked(2)), 2_600);
     tick(&mut rec, 3_600);
-    assert_eq!(rec.trigger.current_phase_id.as_ref().unwrap().as_str(), "us-west");
+    assert_eq!(
+        rec.trigger.current_phase_id.as_ref().unwrap().as_str(),
+        "us-west"
+    );
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
     assert_eq!(next_deadline_ms(&rec), None, "approval has no deadline");
     tick(&mut rec, 100_000);
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
     let mut charlie = req(&rec, "charlie");
     charlie.comment = Some("lgtm".into());
-    assert_eq!(code(act(&mut rec, Action::Approve, &charlie, 100_000)), "forbidden");
+    assert_eq!(
+        code(act(&mut rec, Action::Approve, &charlie, 100_000)),
+        "forbidden"
+    );
     run(&mut rec, Action::Approve, "alice", 100_000).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
     assert_eq!(rec.trigger.approvals.len(), 1);
@@ -176,34 +195,67 @@ fn seed_pipeline_walks_to_completion() {
 fn segments_without_agents_do_not_block() {
     let mut rec = start(pipeline(vec![phase("a", &["dev", "prod-*"], 0)]), 0);
     observe(&mut rec, &FleetView::new(), 0);
-    assert_eq!(rec.trigger.status, TriggerStatus::Completed, "no agent anywhere");
+    assert_eq!(
+        rec.trigger.status,
+        TriggerStatus::Completed,
+        "no agent anywhere"
+    );
     let mut rec = start(pipeline(vec![phase("a", &["prod-*"], 0)]), 0);
     // An agent that is not live does not block either.
-    observe(&mut rec, &fleet(&[("prod-eu", 0, 0, 0), ("prod-us", 1, 0, 1)]), 0);
+    observe(
+        &mut rec,
+        &fleet(&[("prod-eu", 0, 0, 0), ("prod-us", 1, 0, 1)]),
+        0,
+    );
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
-    observe(&mut rec, &fleet(&[("prod-eu", 0, 0, 0), ("prod-us", 1, 1, 1)]), 1);
+    observe(
+        &mut rec,
+        &fleet(&[("prod-eu", 0, 0, 0), ("prod-us", 1, 1, 1)]),
+        1,
+    );
     assert_eq!(rec.trigger.status, TriggerStatus::Completed);
-    assert!(rec.trigger.segments.contains_key("prod-eu"), "registered segments listed");
+    assert!(
+        rec.trigger.segments.contains_key("prod-eu"),
+        "registered segments listed"
+    );
 }
 
 #[test]
 fn min_approvals_and_once_per_actor() {
-    let p = pipeline(vec![approval(phase("a", &["dev"], 0), &["alice", "bob", "eve"], 2)]);
+    let p = pipeline(vec![approval(
+        phase("a", &["dev"], 0),
+        &["alice", "bob", "eve"],
+        2,
+    )]);
     let mut rec = start(p, 0);
     observe(&mut rec, &fleet(&[("dev", 1, 0, 1)]), 0);
     run(&mut rec, Action::Approve, "alice", 1).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
     assert_eq!(code(run(&mut rec, Action::Approve, "alice", 2)), "conflict");
-    assert_eq!(code(run(&mut rec, Action::Approve, "mallory", 2)), "forbidden");
+    assert_eq!(
+        code(run(&mut rec, Action::Approve, "mallory", 2)),
+        "forbidden"
+    );
     run(&mut rec, Action::Approve, "bob", 3).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
-    let who: Vec<_> = rec.trigger.approvals.iter().map(|a| a.actor.as_str()).collect();
+    let who: Vec<_> = rec
+        .trigger
+        .approvals
+        .iter()
+        .map(|a| a.actor.as_str())
+        .collect();
     assert_eq!(who, ["alice", "bob"]);
 }
 
 #[test]
 fn pause_keeps_the_remaining_time() {
-    let mut rec = start(pipeline(vec![phase("a", &["dev"], 10_000), phase("b", &["staging"], 0)]), 0);
+    let mut rec = start(
+        pipeline(vec![
+            phase("a", &["dev"], 10_000),
+            phase("b", &["staging"], 0),
+        ]),
+        0,
+    );
     observe(&mut rec, &fleet(&[("dev", 1, 1, 1)]), 1_000);
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(11_000));
     run(&mut rec, Action::Pause, "op", 4_000).unwrap();
@@ -212,7 +264,10 @@ fn pause_keeps_the_remaining_time() {
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::Manual));
     assert_eq!(next_deadline_ms(&rec), None);
     tick(&mut rec, 50_000);
-    assert_eq!(rec.trigger.current_phase, 0, "a paused trigger never advances by time");
+    assert_eq!(
+        rec.trigger.current_phase, 0,
+        "a paused trigger never advances by time"
+    );
     run(&mut rec, Action::Resume, "op", 60_000).unwrap();
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(67_000));
     assert_eq!(rec.trigger.remaining_wait_ms, None);
@@ -227,7 +282,11 @@ fn applied_while_paused_waits_for_resume_with_full_bake() {
     run(&mut rec, Action::Pause, "op", 10).unwrap();
     observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 20);
     let t = &rec.trigger;
-    assert_eq!(t.phase_state, Some(PhaseState::Baking), "acks still recorded");
+    assert_eq!(
+        t.phase_state,
+        Some(PhaseState::Baking),
+        "acks still recorded"
+    );
     assert!(t.paused);
     assert_eq!(t.remaining_wait_ms, Some(3_000));
     assert_eq!(t.phase_ends_at_ms, None);
@@ -243,12 +302,22 @@ fn approved_while_paused_waits_for_resume() {
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
     assert_eq!(rec.published, 0, "nothing published while paused");
     run(&mut rec, Action::Resume, "op", 3).unwrap();
-    assert_eq!(rec.trigger.status, TriggerStatus::Completed, "no agents: applies at once");
+    assert_eq!(
+        rec.trigger.status,
+        TriggerStatus::Completed,
+        "no agents: applies at once"
+    );
 }
 
 #[test]
 fn apply_timeout_pauses_resume_waits_again_skip_moves_on() {
-    let mut rec = start(pipeline(vec![phase("a", &["dev"], 0), phase("b", &["staging"], 1_000)]), 0);
+    let mut rec = start(
+        pipeline(vec![
+            phase("a", &["dev"], 0),
+            phase("b", &["staging"], 1_000),
+        ]),
+        0,
+    );
     observe(&mut rec, &fleet(&[("dev", 1, 0, 1)]), 0);
     assert_eq!(next_deadline_ms(&rec), Some(5_000));
     tick(&mut rec, 4_999);
@@ -256,7 +325,10 @@ fn apply_timeout_pauses_resume_waits_again_skip_moves_on() {
     tick(&mut rec, 5_000);
     assert!(rec.trigger.paused);
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::ApplyTimeout));
-    assert_eq!(rec.trigger.history.last().unwrap().actor.as_str(), "phasegate");
+    assert_eq!(
+        rec.trigger.history.last().unwrap().actor.as_str(),
+        "phasegate"
+    );
     run(&mut rec, Action::Resume, "op", 7_000).unwrap();
     assert_eq!(next_deadline_ms(&rec), Some(12_000), "resume waits again");
     tick(&mut rec, 12_000);
@@ -265,7 +337,11 @@ fn apply_timeout_pauses_resume_waits_again_skip_moves_on() {
     let t = &rec.trigger;
     assert!(!t.paused, "skip clears paused");
     assert_eq!(t.current_phase_id.as_ref().unwrap().as_str(), "b");
-    assert_eq!(t.phase_state, Some(PhaseState::Baking), "staging has no agent");
+    assert_eq!(
+        t.phase_state,
+        Some(PhaseState::Baking),
+        "staging has no agent"
+    );
     assert_eq!(t.phase_ends_at_ms, Some(14_000));
 }
 
@@ -284,7 +360,11 @@ fn skip_publishes_an_unpublished_phase() {
     assert!(phasegate_model::desired::phase_rollout(&rec, "dev").is_some());
     assert!(phasegate_model::desired::phase_rollout(&rec, "staging").is_none());
     run(&mut rec, Action::Skip, "bob", 2).unwrap();
-    assert_eq!(rec.trigger.status, TriggerStatus::Completed, "skip past the last phase completes");
+    assert_eq!(
+        rec.trigger.status,
+        TriggerStatus::Completed,
+        "skip past the last phase completes"
+    );
 }
 
 #[test]
@@ -304,19 +384,40 @@ fn rollout_needs_approvers_of_every_remaining_phase() {
 
 #[test]
 fn health_pause_and_recovery() {
-    let p = pipeline(vec![phase("a", &["dev"], 10_000), phase("b", &["staging"], 0)]);
+    let p = pipeline(vec![
+        phase("a", &["dev"], 10_000),
+        phase("b", &["staging"], 0),
+    ]);
     let mut rec = start(p, 0);
-    observe(&mut rec, &fleet(&[("dev", 2, 2, 2), ("staging", 1, 0, 0)]), 0);
-    assert_eq!(health_ratio(&rec.trigger), 1.0, "staging not active: its sick agent does not count");
+    observe(
+        &mut rec,
+        &fleet(&[("dev", 2, 2, 2), ("staging", 1, 0, 0)]),
+        0,
+    );
+    assert_eq!(
+        health_ratio(&rec.trigger),
+        1.0,
+        "staging not active: its sick agent does not count"
+    );
     assert!(!rec.trigger.paused);
-    observe(&mut rec, &fleet(&[("dev", 2, 2, 1), ("staging", 1, 0, 0)]), 2_000);
+    observe(
+        &mut rec,
+        &fleet(&[("dev", 2, 2, 1), ("staging", 1, 0, 0)]),
+        2_000,
+    );
     assert!(rec.trigger.paused);
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::Health));
     assert_eq!(rec.trigger.remaining_wait_ms, Some(8_000));
     assert!(history(&rec).contains(&H::HealthDegraded));
     // Still unhealthy: no second record.
     observe(&mut rec, &fleet(&[("dev", 2, 2, 0)]), 2_500);
-    assert_eq!(history(&rec).iter().filter(|k| **k == H::HealthDegraded).count(), 1);
+    assert_eq!(
+        history(&rec)
+            .iter()
+            .filter(|k| **k == H::HealthDegraded)
+            .count(),
+        1
+    );
     observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 3_000);
     assert!(!rec.trigger.paused, "health paused it, health resumes it");
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(11_000));
@@ -340,7 +441,11 @@ fn health_abort_and_ignore() {
     };
     let mut rec = start(pipeline(vec![ph.clone()]), 0);
     observe(&mut rec, &fleet(&[("dev", 4, 4, 2)]), 0);
-    assert_eq!(rec.trigger.status, TriggerStatus::InProgress, "0.5 is not below 0.5");
+    assert_eq!(
+        rec.trigger.status,
+        TriggerStatus::InProgress,
+        "0.5 is not below 0.5"
+    );
     observe(&mut rec, &fleet(&[("dev", 4, 4, 1)]), 10);
     assert_eq!(rec.trigger.status, TriggerStatus::Aborted);
     let last = rec.trigger.history.last().unwrap();
@@ -370,7 +475,9 @@ fn finished_fields_are_cleared() {
     let t = &rec.trigger;
     assert_eq!(t.status, TriggerStatus::Aborted);
     assert!(!t.paused && t.paused_reason.is_none());
-    assert!(t.phase_state.is_none() && t.phase_ends_at_ms.is_none() && t.remaining_wait_ms.is_none());
+    assert!(
+        t.phase_state.is_none() && t.phase_ends_at_ms.is_none() && t.remaining_wait_ms.is_none()
+    );
     assert!(t.segments.values().all(|s| !s.version_active));
     assert_eq!(next_deadline_ms(&rec), None);
 }

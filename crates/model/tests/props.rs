@@ -36,25 +36,26 @@ fn arb_phase(i: usize) -> impl Strategy<Value = Phase> {
         0.0f64..=1.0,
         0.0f64..=100.0,
     )
-        .prop_map(move |(segs, wait, required, approvers, policy, ratio, pct)| {
-            let mut ph = phase(&format!("p{i}"), &segs, wait);
-            ph.pass_percentage = pct;
-            ph.apply_timeout_ms = 1_500;
-            if required {
-                ph = approval(ph, &approvers, 1);
-            }
-            ph.health = HealthPolicy {
-                on_unhealthy: [OnUnhealthy::Pause, OnUnhealthy::Abort, OnUnhealthy::Ignore][policy],
-                min_healthy_ratio: ratio,
-            };
-            ph
-        })
+        .prop_map(
+            move |(segs, wait, required, approvers, policy, ratio, pct)| {
+                let mut ph = phase(&format!("p{i}"), &segs, wait);
+                ph.pass_percentage = pct;
+                ph.apply_timeout_ms = 1_500;
+                if required {
+                    ph = approval(ph, &approvers, 1);
+                }
+                ph.health = HealthPolicy {
+                    on_unhealthy: [OnUnhealthy::Pause, OnUnhealthy::Abort, OnUnhealthy::Ignore]
+                        [policy],
+                    min_healthy_ratio: ratio,
+                };
+                ph
+            },
+        )
 }
 
 fn arb_pipeline() -> impl Strategy<Value = Pipeline> {
-    (1usize..5).prop_flat_map(|n| {
-        (0..n).map(arb_phase).collect::<Vec<_>>().prop_map(pipeline)
-    })
+    (1usize..5).prop_flat_map(|n| (0..n).map(arb_phase).collect::<Vec<_>>().prop_map(pipeline))
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -65,7 +66,8 @@ fn arb_step() -> impl Strategy<Value = Step> {
             phase
         }),
         (0u64..2_500).prop_map(Step::Tick),
-        proptest::collection::vec((0u32..3, 0u32..4, 0u32..4), SEGMENTS.len()).prop_map(Step::Observe),
+        proptest::collection::vec((0u32..3, 0u32..4, 0u32..4), SEGMENTS.len())
+            .prop_map(Step::Observe),
     ]
 }
 

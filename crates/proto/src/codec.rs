@@ -6,6 +6,10 @@ use serde::de::DeserializeOwned;
 /// The largest body accepted or produced (NATS' default `max_payload`).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The deepest nesting accepted in MessagePack, as serde_json does for
+/// JSON: deeper bodies are refused before they can exhaust the stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// The header that selects the encoding of a request.
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
 
@@ -96,7 +100,11 @@ pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T
         });
     }
     Ok(match encoding {
-        Encoding::MsgPack => rmp_serde::from_slice(bytes)?,
+        Encoding::MsgPack => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            de.set_max_depth(MAX_DEPTH);
+            T::deserialize(&mut de)?
+        }
         Encoding::Json => serde_json::from_slice(bytes)?,
     })
 }

@@ -11,7 +11,9 @@ use crate::names::{EntityName, PipelineName, RuleId};
 pub type ValueMap = serde_json::Map<String, serde_json::Value>;
 
 /// Gates and configs live in separate namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     /// A feature gate: evaluates to a boolean.

@@ -21,7 +21,7 @@ pub use codec::{CodecError, Encoding, decode, encode};
 pub use entity::*;
 pub use names::*;
 pub use pipeline::*;
-pub use subjects::{Command, Subjects};
 pub use store::*;
+pub use subjects::{Command, Subjects};
 pub use sync::*;
 pub use trigger::*;
