@@ -8,7 +8,6 @@ use phasegate_proto::{
 };
 
 use crate::behaviour::{is_kill_switch, normalize, same_behaviour};
-use crate::desired::phase_rollout;
 use crate::rollout::{self, StartParams};
 use crate::validate::validate_spec;
 
@@ -264,19 +263,5 @@ pub fn entity_state(
     active: Option<&TriggerRecord>,
     segment: &str,
 ) -> EntityState {
-    match active {
-        Some(rec)
-            if entity.active_trigger.as_ref() == Some(&rec.trigger.id)
-                && !rec.trigger.status.is_finished() =>
-        {
-            EntityState {
-                base: rec.base.clone(),
-                rollout: phase_rollout(rec, segment),
-            }
-        }
-        _ => EntityState {
-            base: entity.base.clone(),
-            rollout: None,
-        },
-    }
+    crate::desired::view(&crate::desired::publish(entity, active), segment)
 }

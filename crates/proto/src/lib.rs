@@ -22,6 +22,6 @@ pub use entity::*;
 pub use names::*;
 pub use pipeline::*;
 pub use store::*;
-pub use subjects::{Command, Subjects};
+pub use subjects::{Bucket, Command, Subjects, entity_key};
 pub use sync::*;
 pub use trigger::*;

@@ -55,3 +55,15 @@ pub struct TriggerRecord {
 fn default_true() -> bool {
     true
 }
+
+/// The value stored under an entity's key: its record and, while one runs,
+/// its active trigger. Keeping both under one key makes every change to an
+/// entity and its rollout a single atomic, revision-checked write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEntity {
+    /// The entity.
+    pub record: EntityRecord,
+    /// Its active trigger, if any.
+    #[serde(default)]
+    pub active: Option<TriggerRecord>,
+}

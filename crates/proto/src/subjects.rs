@@ -65,6 +65,36 @@ commands! {
     AgentList => "agent", "list";
 }
 
+/// The JetStream key-value buckets phasegate keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Pipelines by name.
+    Pipelines,
+    /// Entities (and their active trigger) by `<kind>.<name>`.
+    Entities,
+    /// Finished triggers by id.
+    Triggers,
+    /// Desired state by `<kind>.<name>`, watched by every agent.
+    Desired,
+}
+
+impl Bucket {
+    /// The bucket's suffix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pipelines => "pipelines",
+            Self::Entities => "entities",
+            Self::Triggers => "triggers",
+            Self::Desired => "desired",
+        }
+    }
+}
+
+/// The key of an entity in the entity and desired-state buckets.
+pub fn entity_key(kind: crate::EntityKind, name: &crate::EntityName) -> String {
+    format!("{}.{}", kind.as_str(), name)
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.group(), self.verb())
@@ -126,6 +156,22 @@ impl Subjects {
     /// `<prefix>.v1.>`: every command, for a subscriber.
     pub fn all_commands(&self) -> String {
         format!("{}.{API_VERSION}.>", self.prefix)
+    }
+
+    /// Where agents send [`crate::AgentReport`]s: `<prefix>.v1.internal.report.<segment>`.
+    pub fn agent_report(&self, segment: &crate::Segment) -> String {
+        format!("{}.{API_VERSION}.internal.report.{segment}", self.prefix)
+    }
+
+    /// Every agent report, for the coordinator.
+    pub fn all_agent_reports(&self) -> String {
+        format!("{}.{API_VERSION}.internal.report.*", self.prefix)
+    }
+
+    /// The name of a JetStream key-value bucket of this installation:
+    /// `<prefix>_<what>`, dots of the prefix turned into underscores.
+    pub fn bucket(&self, what: Bucket) -> String {
+        format!("{}_{}", self.prefix.replace('.', "_"), what.as_str())
     }
 
     /// Parses a command subject under this prefix.

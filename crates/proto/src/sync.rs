@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::entity::{Condition, EntitySpec};
-use crate::names::{PhaseId, TriggerId};
+use crate::names::{AgentId, PhaseId, Segment, SegmentPattern, TriggerId};
 
 /// The targeting of one applied phase inside a segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,4 +40,74 @@ pub struct EntityState {
     /// The rollout, while a phase naming the segment is applied.
     #[serde(default)]
     pub rollout: Option<RolloutView>,
+}
+
+/// One published phase, as agents need it to derive their segment's view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTarget {
+    /// The phase.
+    pub id: PhaseId,
+    /// The segments it names (names or globs).
+    pub segments: Vec<SegmentPattern>,
+    /// Its extra targeting.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Its share of units.
+    pub pass_percentage: f64,
+}
+
+/// The rollout part of [`DesiredEntity`]: the new version and the phases
+/// published so far, in pipeline order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredRollout {
+    /// The trigger rolling it out.
+    pub trigger_id: TriggerId,
+    /// The new version.
+    pub snapshot: EntitySpec,
+    /// Published phases, first to last.
+    pub phases: Vec<PhaseTarget>,
+}
+
+/// What the coordinator publishes for one entity, for every segment at
+/// once: each agent derives its own [`EntityState`] from it. One record per
+/// entity means one durable write per change, whatever the number of
+/// segments, and an agent of a segment that appears later needs nothing
+/// re-sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredEntity {
+    /// Gate or config.
+    pub kind: crate::entity::EntityKind,
+    /// Its name.
+    pub name: crate::names::EntityName,
+    /// The version outside rollouts; `None` = absent.
+    #[serde(default)]
+    pub base: Option<EntitySpec>,
+    /// The active rollout, once a phase is published.
+    #[serde(default)]
+    pub rollout: Option<DesiredRollout>,
+}
+
+/// What an agent tells the coordinator, on every heartbeat and at once
+/// when it has applied a new revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its segment.
+    pub segment: Segment,
+    /// Its tier.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Every health probe passes.
+    pub healthy: bool,
+    /// The desired-state revision it has applied and persisted, all
+    /// earlier revisions included.
+    pub applied_revision: u64,
+    /// It has not synchronised for longer than its bound.
+    #[serde(default)]
+    pub stale: bool,
+    /// Its heartbeat interval: it is live while heard from within three.
+    pub heartbeat_ms: u64,
+    /// When it sent this, by its clock.
+    pub sent_at_ms: u64,
 }
