@@ -1,1 +1,24 @@
-//! placeholder
+//! The NATS layer of phasegate: connecting, request/reply over the codec of
+//! `phasegate-proto`, and the helpers a service uses to answer.
+//!
+//! This is the only crate that imports `async-nats`; every other crate talks
+//! to NATS through it (or through the client it exposes for JetStream). It
+//! moves bytes and maps transport failures to [`BusError`]; it must never
+//! hold business logic, decide what a request means, or spell a subject
+//! itself (subjects come from [`Subjects`]).
+
+mod client;
+mod error;
+mod serve;
+
+pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, connect};
+pub use error::BusError;
+pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};
+
+/// The `async-nats` crate itself, for what [`Client::nats`] and
+/// [`Client::jetstream`] give access to (KV configs, service builders),
+/// so that no other crate depends on it directly.
+pub use async_nats;
+/// Types of `async-nats` that appear in this crate's API.
+pub use async_nats::{HeaderMap, HeaderName, HeaderValue, Message};
+pub use phasegate_proto::{Command, Encoding, Subjects};

@@ -1,0 +1,36 @@
+# The few verbs people type. `make test` is what CI runs (.ci/run).
+#
+#   make tools   install the pinned nats-server into .tools/ (idempotent)
+#   make test    tools, then format check, clippy, and every test
+#   make lint    format check and clippy
+#   make fmt     format the workspace
+#   make bench   benchmarks (they print figures and ratios)
+#   make ci      what CI runs: the same as `make test`
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+# The tests find nats-server through this one variable (tests/src/lib.rs);
+# through make they always use the pinned, project-local binary.
+export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
+
+.PHONY: tools test lint fmt bench ci
+
+tools:
+	bash scripts/install-nats-server.sh
+
+test: tools lint
+	cargo test --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: tools
+	cargo bench --workspace
+
+ci: test

@@ -1,0 +1,295 @@
+//! Connecting, and the requesting side of request/reply.
+
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::{Event, HeaderMap, Message, RequestErrorKind};
+use bytes::Bytes;
+use phasegate_proto::{Command, Encoding, Reply, Subjects, decode, encode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::BusError;
+use crate::serve::headers_for;
+
+/// How long a request waits for its reply unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Server address(es), comma-separated: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Connection name shown by the server (`connz`) and in our logs.
+    pub name: String,
+    /// How long [`Client::request`] waits for a reply.
+    pub request_timeout: Duration,
+    /// Subjects of the command API (their prefix is configurable).
+    pub subjects: Subjects,
+}
+
+impl ConnectOptions {
+    /// Options for `url` with connection name `name`, the default request
+    /// timeout and the default subject prefix.
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            name: name.into(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            subjects: Subjects::default(),
+        }
+    }
+
+    /// The same options with another request timeout.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The same options with other subjects.
+    #[must_use]
+    pub fn with_subjects(mut self, subjects: Subjects) -> Self {
+        self.subjects = subjects;
+        self
+    }
+}
+
+/// A connection to NATS plus the subjects of the command API.
+///
+/// Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    subjects: Subjects,
+    request_timeout: Duration,
+}
+
+/// Connects to NATS.
+///
+/// Returns at once: the connection is made in the background and retried
+/// until it succeeds, so a process may start before its server. Once up, a
+/// lost connection is re-established forever, with its subscriptions.
+/// Requests made meanwhile wait at most the request timeout. Disconnects and
+/// reconnects are logged through `tracing`.
+///
+/// # Errors
+///
+/// [`BusError::Connect`] when the address cannot be parsed.
+pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
+    let name = opts.name.clone();
+    let nats = async_nats::ConnectOptions::new()
+        .name(&opts.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .request_timeout(Some(opts.request_timeout))
+        .event_callback(move |event| {
+            let name = name.clone();
+            async move { log_event(&name, &event) }
+        })
+        .connect(opts.url.as_str())
+        .await
+        .map_err(|source| BusError::Connect {
+            url: opts.url.clone(),
+            source,
+        })?;
+    Ok(Client {
+        nats,
+        subjects: opts.subjects,
+        request_timeout: opts.request_timeout,
+    })
+}
+
+fn log_event(name: &str, event: &Event) {
+    match event {
+        Event::Connected => tracing::info!(connection = name, "nats connected"),
+        Event::Disconnected => tracing::warn!(connection = name, "nats disconnected"),
+        Event::Closed => tracing::info!(connection = name, "nats connection closed"),
+        Event::LameDuckMode | Event::SlowConsumer(_) | Event::ServerError(_) => {
+            tracing::warn!(connection = name, %event, "nats event");
+        }
+        Event::ClientError(_) => tracing::warn!(connection = name, %event, "nats client error"),
+        Event::Draining => tracing::info!(connection = name, "nats connection draining"),
+    }
+}
+
+impl Client {
+    /// The underlying `async-nats` client, for what this crate does not
+    /// wrap (subscriptions, the service API).
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// A JetStream context on this connection (KV buckets, streams).
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.nats.clone())
+    }
+
+    /// The subjects of the command API.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// How long a request waits for its reply.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Whether the connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.nats.connection_state() == State::Connected
+    }
+
+    /// A round trip through the server; returns how long it took.
+    ///
+    /// Once it returns, the server has processed everything this client
+    /// sent before, subscriptions included: the way to know that a
+    /// service's subscription is in place before announcing it.
+    /// (`async_nats::Client::flush` only writes to the socket and gives no
+    /// such guarantee.) It asks on a fresh inbox subject that nobody serves
+    /// and takes the server's "no responders" as the answer.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::TimedOut`] when the server does not answer within the
+    /// request timeout (not connected), [`BusError::Request`] when the
+    /// connection fails.
+    pub async fn ping(&self) -> Result<Duration, BusError> {
+        let started = Instant::now();
+        let subject = self.nats.new_inbox();
+        match self
+            .request_bytes(&subject, HeaderMap::new(), Bytes::new())
+            .await
+        {
+            Ok(_) | Err(BusError::NoResponders { .. }) => Ok(started.elapsed()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `req` to `command` in `encoding` and returns the result of the
+    /// reply envelope.
+    ///
+    /// A JSON request carries `Content-Type: application/json`; the reply
+    /// is read in the request's encoding, as the contract says it answers.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Api`] when the service answers `ok: false`;
+    /// [`BusError::NoResponders`] when no service listens;
+    /// [`BusError::TimedOut`] when none answers in time; [`BusError::Encode`]
+    /// or [`BusError::Decode`] for bodies that do not fit the codec.
+    pub async fn request<Req, Res>(
+        &self,
+        command: Command,
+        req: &Req,
+        encoding: Encoding,
+    ) -> Result<Res, BusError>
+    where
+        Req: Serialize + ?Sized,
+        Res: DeserializeOwned,
+    {
+        let subject = self.subjects.command(command);
+        let body = encode(encoding, req).map_err(BusError::Encode)?;
+        let reply = self
+            .request_bytes(&subject, headers_for(encoding), body)
+            .await?;
+        decode_reply(encoding, &subject, &reply.payload)
+    }
+
+    /// Sends raw bytes with `headers` (none when empty) to `subject` and
+    /// returns the raw reply: for callers that need to send what the codec
+    /// would refuse to produce, such as malformed bodies.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::NoResponders`], [`BusError::TimedOut`], or
+    /// [`BusError::Request`] for other failures.
+    pub async fn request_bytes(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: impl Into<Bytes>,
+    ) -> Result<Message, BusError> {
+        let payload = payload.into();
+        let sent = if headers.is_empty() {
+            self.nats.request(subject.to_owned(), payload).await
+        } else {
+            self.nats
+                .request_with_headers(subject.to_owned(), headers, payload)
+                .await
+        };
+        sent.map_err(|source| {
+            tracing::debug!(subject, error = %source, "request failed");
+            match source.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders {
+                    subject: subject.to_owned(),
+                },
+                RequestErrorKind::TimedOut => BusError::TimedOut {
+                    subject: subject.to_owned(),
+                    timeout: self.request_timeout,
+                },
+                _ => BusError::Request {
+                    subject: subject.to_owned(),
+                    source,
+                },
+            }
+        })
+    }
+}
+
+/// Decodes a reply envelope and unwraps its result.
+fn decode_reply<Res: DeserializeOwned>(
+    encoding: Encoding,
+    subject: &str,
+    payload: &[u8],
+) -> Result<Res, BusError> {
+    let reply: Reply<Res> = decode(encoding, payload).map_err(|source| BusError::Decode {
+        subject: subject.to_owned(),
+        source,
+    })?;
+    Ok(reply.into_result()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use phasegate_proto::{ApiError, ErrorCode};
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Echo {
+        name: String,
+    }
+
+    #[test]
+    fn replies_unwrap_to_results_or_api_errors() {
+        for encoding in [Encoding::MsgPack, Encoding::Json] {
+            let ok = encode(encoding, &Reply::ok(Echo { name: "a".into() })).unwrap();
+            let echo: Echo = decode_reply(encoding, "s", &ok).unwrap();
+            assert_eq!(echo.name, "a");
+
+            let refused =
+                encode(encoding, &Reply::<Echo>::err(ApiError::conflict("busy"))).unwrap();
+            let err = decode_reply::<Echo>(encoding, "s", &refused).unwrap_err();
+            assert!(
+                matches!(&err, BusError::Api(e) if e.code == ErrorCode::Conflict),
+                "{err}"
+            );
+
+            let err = decode_reply::<Echo>(encoding, "s", b"\xc1 not a reply").unwrap_err();
+            assert!(matches!(err, BusError::Decode { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn options_default_to_the_contract() {
+        let opts = ConnectOptions::new("nats://127.0.0.1:4222", "test");
+        assert_eq!(opts.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(opts.subjects, Subjects::default());
+        let opts = opts.with_request_timeout(Duration::from_millis(5));
+        assert_eq!(opts.request_timeout, Duration::from_millis(5));
+    }
+}

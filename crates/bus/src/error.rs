@@ -1,0 +1,122 @@
+//! The errors of the bus.
+
+use std::time::Duration;
+
+use phasegate_proto::{ApiError, CodecError, ErrorCode};
+
+/// What can go wrong between a caller and a service over NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The server address could not be used (the connection itself is
+    /// retried in the background, forever).
+    #[error("cannot connect to nats at {url}: {source}")]
+    Connect {
+        /// The address given.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Nobody listens on the subject: the service is not running (yet).
+    #[error("no service answers on {subject}")]
+    NoResponders {
+        /// The request subject.
+        subject: String,
+    },
+    /// A service listens but did not answer in time.
+    #[error("no reply on {subject} within {timeout:?}")]
+    TimedOut {
+        /// The request subject.
+        subject: String,
+        /// The request timeout in force.
+        timeout: Duration,
+    },
+    /// Any other failure of a request (invalid subject, body larger than the
+    /// server accepts, connection closed).
+    #[error("request on {subject} failed: {source}")]
+    Request {
+        /// The request subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::RequestError,
+    },
+    /// A message could not be published.
+    #[error("cannot publish on {subject}: {source}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::PublishError,
+    },
+    /// A message to answer carries no reply subject.
+    #[error("message on {subject} has no reply subject")]
+    NoReplySubject {
+        /// The subject the message came on.
+        subject: String,
+    },
+    /// A request or reply body could not be encoded.
+    #[error("cannot encode body: {0}")]
+    Encode(#[source] CodecError),
+    /// A reply could not be decoded.
+    #[error("malformed reply on {subject}: {source}")]
+    Decode {
+        /// The request subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// The service answered `ok: false`.
+    #[error("service refused: {0}")]
+    Api(#[from] ApiError),
+}
+
+impl BusError {
+    /// The contract's error code this failure amounts to for a caller:
+    /// the service's own code for [`BusError::Api`], `unavailable` when no
+    /// service answered (retry later), `internal` otherwise.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Api(e) => e.code,
+            Self::NoResponders { .. } | Self::TimedOut { .. } => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_contract() {
+        let api = BusError::Api(ApiError::not_found("no pipeline named x"));
+        assert_eq!(api.code(), ErrorCode::NotFound);
+        assert_eq!(
+            api.to_string(),
+            "service refused: not_found: no pipeline named x"
+        );
+        let gone = BusError::NoResponders {
+            subject: "phasegate.v1.gate.get".into(),
+        };
+        assert_eq!(gone.code(), ErrorCode::Unavailable);
+        assert_eq!(
+            gone.to_string(),
+            "no service answers on phasegate.v1.gate.get"
+        );
+        let slow = BusError::TimedOut {
+            subject: "s".into(),
+            timeout: Duration::from_millis(250),
+        };
+        assert_eq!(slow.code(), ErrorCode::Unavailable);
+        assert_eq!(
+            BusError::NoReplySubject {
+                subject: "s".into()
+            }
+            .code(),
+            ErrorCode::Internal
+        );
+    }
+}
