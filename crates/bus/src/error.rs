@@ -68,6 +68,24 @@ pub enum BusError {
         #[source]
         source: CodecError,
     },
+    /// A key-value operation failed.
+    #[error("key-value bucket {bucket}: {op} failed: {message}")]
+    Kv {
+        /// The bucket.
+        bucket: String,
+        /// What was attempted.
+        op: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A revision-checked write lost to another writer.
+    #[error("key-value bucket {bucket}: {key} was changed by another writer")]
+    KvConflict {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
     /// The service answered `ok: false`.
     #[error("service refused: {0}")]
     Api(#[from] ApiError),

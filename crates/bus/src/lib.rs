@@ -9,10 +9,12 @@
 
 mod client;
 mod error;
+mod kv;
 mod serve;
 
 pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, connect};
 pub use error::BusError;
+pub use kv::{BucketOptions, Kv, KvChange, KvEntry, KvWatch};
 pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};
 
 /// The `async-nats` crate itself, for what [`Client::nats`] and

@@ -1,0 +1,295 @@
+//! JetStream key-value buckets: what phasegate persists and what agents
+//! watch. Values are opaque bytes here; callers encode with the codec.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{
+    Config, CreateErrorKind, Operation, Store, UpdateErrorKind, Watch,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::client::Client;
+use crate::error::BusError;
+
+/// How a bucket is created when it does not exist yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketOptions {
+    /// Values kept per key (1 = latest only).
+    pub history: i64,
+    /// Largest value accepted, in bytes.
+    pub max_value_size: i32,
+    /// Free text shown by `nats kv ls`.
+    pub description: String,
+}
+
+impl Default for BucketOptions {
+    fn default() -> Self {
+        Self {
+            history: 1,
+            max_value_size: 1024 * 1024,
+            description: String::new(),
+        }
+    }
+}
+
+/// One value of a bucket with the revision that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Bytes,
+    /// The bucket-wide sequence number of the write.
+    pub revision: u64,
+}
+
+/// A change seen by a watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvChange {
+    /// The key.
+    pub key: String,
+    /// The new value; `None` when the key was deleted or purged.
+    pub value: Option<Bytes>,
+    /// The bucket-wide sequence number of the change.
+    pub revision: u64,
+    /// True once every value that existed when the watch began was delivered.
+    pub seen_current: bool,
+}
+
+/// A stream of changes of a bucket.
+pub type KvWatch = Pin<Box<dyn Stream<Item = Result<KvChange, BusError>> + Send>>;
+
+/// A JetStream key-value bucket.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    store: Store,
+    bucket: String,
+}
+
+fn kv_err(bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BusError {
+    BusError::Kv {
+        bucket: bucket.to_owned(),
+        op,
+        message: e.to_string(),
+    }
+}
+
+impl Client {
+    /// Opens `bucket`, creating it with `opts` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when JetStream is not reachable or refuses.
+    pub async fn kv(&self, bucket: &str, opts: BucketOptions) -> Result<Kv, BusError> {
+        let js = self.jetstream();
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(Config {
+                    bucket: bucket.to_owned(),
+                    description: opts.description,
+                    history: opts.history,
+                    max_value_size: opts.max_value_size,
+                    ..Config::default()
+                })
+                .await
+                .map_err(|e| kv_err(bucket, "create bucket", e))?,
+        };
+        Ok(Kv {
+            store,
+            bucket: bucket.to_owned(),
+        })
+    }
+
+    /// Opens `bucket`, which must exist: for readers that must not create
+    /// what a writer owns.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when the bucket does not exist (yet) or JetStream
+    /// is not reachable.
+    pub async fn kv_existing(&self, bucket: &str) -> Result<Kv, BusError> {
+        let js = self.jetstream();
+        let store = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| kv_err(bucket, "open bucket", e))?;
+        Ok(Kv {
+            store,
+            bucket: bucket.to_owned(),
+        })
+    }
+}
+
+impl Kv {
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The latest value of `key`, if it has one.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, BusError> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| kv_err(&self.bucket, "get", e))?;
+        Ok(entry.and_then(|e| match e.operation {
+            Operation::Put => Some(KvEntry {
+                key: e.key,
+                value: e.value,
+                revision: e.revision,
+            }),
+            Operation::Delete | Operation::Purge => None,
+        }))
+    }
+
+    /// Writes `value` unconditionally; returns its revision.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        self.store
+            .put(key, value)
+            .await
+            .map_err(|e| kv_err(&self.bucket, "put", e))
+    }
+
+    /// Writes `value` only if `key` has no value; returns its revision.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::KvConflict`] when the key exists, [`BusError::Kv`] otherwise.
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
+        self.store.create(key, value).await.map_err(|e| {
+            if e.kind() == CreateErrorKind::AlreadyExists {
+                BusError::KvConflict {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                }
+            } else {
+                kv_err(&self.bucket, "create", e)
+            }
+        })
+    }
+
+    /// Writes `value` only if the latest revision of `key` is `revision`
+    /// (0 = the key must have no value); returns the new revision. Two
+    /// writers can never silently overwrite each other.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::KvConflict`] on a stale revision, [`BusError::Kv`] otherwise.
+    pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BusError> {
+        if revision == 0 {
+            return self.create(key, value).await;
+        }
+        self.store.update(key, value, revision).await.map_err(|e| {
+            if e.kind() == UpdateErrorKind::WrongLastRevision {
+                BusError::KvConflict {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                }
+            } else {
+                kv_err(&self.bucket, "update", e)
+            }
+        })
+    }
+
+    /// Deletes `key` (a tombstone that watchers see).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn delete(&self, key: &str) -> Result<(), BusError> {
+        self.store
+            .delete(key)
+            .await
+            .map_err(|e| kv_err(&self.bucket, "delete", e))
+    }
+
+    /// Every live value of the bucket, read in one pass.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn entries(&self) -> Result<Vec<KvEntry>, BusError> {
+        let status = self
+            .store
+            .status()
+            .await
+            .map_err(|e| kv_err(&self.bucket, "status", e))?;
+        if status.values() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut watch = self
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| kv_err(&self.bucket, "watch", e))?;
+        let mut out = std::collections::BTreeMap::new();
+        // The watch delivers the latest value of every key, then waits for
+        // changes; `delta == 0` marks the last of the existing ones.
+        while let Some(next) = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .map_err(|e| kv_err(&self.bucket, "read all", e))?
+        {
+            let e = next.map_err(|e| kv_err(&self.bucket, "read all", e))?;
+            let done = e.delta == 0;
+            match e.operation {
+                Operation::Put => {
+                    out.insert(
+                        e.key.clone(),
+                        KvEntry {
+                            key: e.key,
+                            value: e.value,
+                            revision: e.revision,
+                        },
+                    );
+                }
+                Operation::Delete | Operation::Purge => {
+                    out.remove(&e.key);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Watches every key: first the latest value of each (deleted keys
+    /// included as `None`), then every change as it happens, in revision
+    /// order. `seen_current` turns true once the existing values are through.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when the watch cannot be set up.
+    pub async fn watch_all_with_history(&self) -> Result<KvWatch, BusError> {
+        let watch: Watch = self
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| kv_err(&self.bucket, "watch", e))?;
+        let bucket = self.bucket.clone();
+        Ok(Box::pin(watch.map(move |next| {
+            let e = next.map_err(|e| kv_err(&bucket, "watch", e))?;
+            Ok(KvChange {
+                key: e.key,
+                value: match e.operation {
+                    Operation::Put => Some(e.value),
+                    Operation::Delete | Operation::Purge => None,
+                },
+                revision: e.revision,
+                seen_current: e.seen_current || e.delta == 0,
+            })
+        })))
+    }
+}
