@@ -282,6 +282,15 @@ text_name!(
     "must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 );
 
+impl TriggerId {
+    /// A fresh id from a creation time and random bits,
+    /// `t-<ms hex>-<random hex>`: always valid, and a valid key of the
+    /// key-value store.
+    pub fn generate(now_ms: u64, random: u64) -> Self {
+        Self(format!("t-{now_ms:x}-{random:016x}"))
+    }
+}
+
 impl Actor {
     /// The actor recorded for automatic steps.
     pub fn system() -> Self {

@@ -67,3 +67,20 @@ pub struct StoredEntity {
     #[serde(default)]
     pub active: Option<TriggerRecord>,
 }
+
+/// An agent the coordinator has heard from, persisted so that a restarted
+/// coordinator still waits for it before calling a phase applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// The agent.
+    pub agent_id: crate::names::AgentId,
+    /// Its segment.
+    pub segment: crate::names::Segment,
+    /// Its tier.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Its heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// When it was first heard from.
+    pub first_seen_ms: u64,
+}

@@ -76,6 +76,8 @@ pub enum Bucket {
     Triggers,
     /// Desired state by `<kind>.<name>`, watched by every agent.
     Desired,
+    /// Agents ever heard from, by id.
+    Agents,
 }
 
 impl Bucket {
@@ -86,6 +88,7 @@ impl Bucket {
             Self::Entities => "entities",
             Self::Triggers => "triggers",
             Self::Desired => "desired",
+            Self::Agents => "agents",
         }
     }
 }

@@ -1,0 +1,624 @@
+//! The catalog: pipelines, entities and the index of triggers. It answers
+//! every command except trigger actions, which it hands to the actor of the
+//! trigger; while a trigger runs, that actor owns the entity's record and
+//! the catalog keeps a read copy it is told about after every write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use phasegate_model::{self as model, Action, PutKind, PutRequest};
+use phasegate_proto::{
+    ActionRequest, ApiError, EntityGetRequest, EntityKind, EntityListResult, EntityPutRequest,
+    EntityResult, EntitySpec, PipelineName, Pipeline, PipelineDeleteRequest, PipelinePutRequest,
+    StoredEntity, Trigger, TriggerId, TriggerListRequest, TriggerRecord, entity_key,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::clock::{new_trigger_id, now_ms};
+use crate::directory::DirectoryMsg;
+use crate::error::CoordinatorError;
+use crate::store::{Store, load_all, to_bytes};
+use crate::trigger::{TriggerActor, TriggerArgs, TriggerMsg};
+
+/// Pipelines by name, with the revision of their stored value.
+pub(crate) type Pipelines = BTreeMap<PipelineName, (Pipeline, u64)>;
+
+type Reply<T> = RpcReplyPort<Result<T, ApiError>>;
+
+/// Messages of the catalog.
+pub(crate) enum CatalogMsg {
+    PipelinePut(PipelinePutRequest, Reply<Pipeline>),
+    PipelineGet(PipelineName, Reply<Pipeline>),
+    PipelineList(Reply<Vec<Pipeline>>),
+    PipelineDelete(PipelineDeleteRequest, Reply<()>),
+    EntityPut(EntityKind, EntityPutRequest, Reply<EntityResult>),
+    EntityGet(EntityKind, EntityGetRequest, Reply<EntityResult>),
+    EntityList(EntityKind, Reply<EntityListResult>),
+    EntityDelete(EntityKind, phasegate_proto::EntityDeleteRequest, Reply<()>),
+    TriggerGet(TriggerId, Reply<Trigger>),
+    TriggerList(TriggerListRequest, Reply<Vec<Trigger>>),
+    TriggerAct(Action, ActionRequest, Reply<Trigger>),
+    /// From a trigger actor, after each write.
+    TriggerUpdated {
+        key: String,
+        stored: StoredEntity,
+        revision: u64,
+    },
+    /// From a trigger actor, after its last write.
+    TriggerFinished {
+        key: String,
+        stored: StoredEntity,
+        revision: u64,
+        trigger: Box<TriggerRecord>,
+    },
+}
+
+/// The catalog's arguments.
+pub(crate) struct CatalogArgs {
+    pub(crate) store: Store,
+    pub(crate) directory: ActorRef<DirectoryMsg>,
+}
+
+struct EntitySlot {
+    stored: StoredEntity,
+    revision: u64,
+}
+
+pub(crate) struct CatalogState {
+    store: Store,
+    directory: ActorRef<DirectoryMsg>,
+    pipelines: Arc<Pipelines>,
+    entities: BTreeMap<(EntityKind, String), EntitySlot>,
+    finished: HashMap<TriggerId, Trigger>,
+    actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
+}
+
+pub(crate) struct Catalog;
+
+impl Actor for Catalog {
+    type Msg = CatalogMsg;
+    type State = CatalogState;
+    type Arguments = CatalogArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: CatalogArgs,
+    ) -> Result<CatalogState, ActorProcessingErr> {
+        let mut state = CatalogState {
+            store: args.store,
+            directory: args.directory,
+            pipelines: Arc::new(BTreeMap::new()),
+            entities: BTreeMap::new(),
+            finished: HashMap::new(),
+            actors: HashMap::new(),
+        };
+        state.recover(&myself).await?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: CatalogMsg,
+        state: &mut CatalogState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CatalogMsg::PipelinePut(req, reply) => {
+                let _ = reply.send(state.pipeline_put(req).await);
+            }
+            CatalogMsg::PipelineGet(name, reply) => {
+                let _ = reply.send(
+                    state
+                        .pipelines
+                        .get(&name)
+                        .map(|(p, _)| p.clone())
+                        .ok_or_else(|| ApiError::not_found(format!("pipeline {name} does not exist"))),
+                );
+            }
+            CatalogMsg::PipelineList(reply) => {
+                let _ = reply.send(Ok(state.pipelines.values().map(|(p, _)| p.clone()).collect()));
+            }
+            CatalogMsg::PipelineDelete(req, reply) => {
+                let _ = reply.send(state.pipeline_delete(req).await);
+            }
+            CatalogMsg::EntityPut(kind, req, reply) => state.entity_put(&myself, kind, req, reply).await,
+            CatalogMsg::EntityGet(kind, req, reply) => {
+                let _ = reply.send(state.entity_get(kind, &req));
+            }
+            CatalogMsg::EntityList(kind, reply) => {
+                let specs = state
+                    .entities
+                    .range((kind, String::new())..)
+                    .take_while(|((k, _), _)| *k == kind)
+                    .filter_map(|(_, slot)| slot.stored.record.latest.clone())
+                    .collect();
+                let _ = reply.send(Ok(EntityListResult { specs }));
+            }
+            CatalogMsg::EntityDelete(kind, req, reply) => {
+                let _ = reply.send(state.entity_delete(kind, req).await);
+            }
+            CatalogMsg::TriggerGet(id, reply) => {
+                let _ = reply.send(
+                    state
+                        .find_trigger(&id)
+                        .ok_or_else(|| ApiError::not_found(format!("trigger {id} does not exist"))),
+                );
+            }
+            CatalogMsg::TriggerList(req, reply) => {
+                let _ = reply.send(Ok(state.trigger_list(&req)));
+            }
+            CatalogMsg::TriggerAct(action, req, reply) => state.trigger_act(action, req, reply),
+            CatalogMsg::TriggerUpdated {
+                key,
+                stored,
+                revision,
+            } => state.adopt(&key, stored, revision),
+            CatalogMsg::TriggerFinished {
+                key,
+                stored,
+                revision,
+                trigger,
+            } => {
+                state.actors.remove(&trigger.trigger.id);
+                state.finished.insert(trigger.trigger.id.clone(), trigger.trigger);
+                state.adopt(&key, stored, revision);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut CatalogState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The one place that decides restart-or-stop for trigger actors: a
+        // trigger actor that stops normally has finished; one that fails is
+        // restarted from what is stored, which is the truth.
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let failed = state
+                .actors
+                .iter()
+                .find(|(_, a)| a.get_id() == cell.get_id())
+                .map(|(id, _)| id.clone());
+            if let Some(id) = failed {
+                tracing::error!(trigger_id = %id, error = %err, "trigger actor failed; restarting from stored state");
+                state.actors.remove(&id);
+                let found = state
+                    .entities
+                    .iter()
+                    .find(|(_, s)| s.stored.active.as_ref().is_some_and(|a| a.trigger.id == id))
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = found
+                    && let Err(e) = state.reload_and_spawn(&myself, &k).await
+                {
+                    tracing::error!(trigger_id = %id, error = %e, "cannot restart trigger actor");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn store_err(e: impl Into<CoordinatorError>) -> ApiError {
+    ApiError::from(e.into())
+}
+
+impl CatalogState {
+    /// Loads everything and resumes every active trigger.
+    async fn recover(&mut self, myself: &ActorRef<CatalogMsg>) -> Result<(), CoordinatorError> {
+        let mut pipelines = BTreeMap::new();
+        for e in load_all::<Pipeline>(&self.store.pipelines).await? {
+            pipelines.insert(e.value.name.clone(), (e.value, e.revision));
+        }
+        self.pipelines = Arc::new(pipelines);
+        for e in load_all::<TriggerRecord>(&self.store.triggers).await? {
+            self.finished.insert(e.value.trigger.id.clone(), e.value.trigger);
+        }
+        let archived: HashMap<TriggerId, TriggerRecord> = load_all::<TriggerRecord>(&self.store.triggers)
+            .await?
+            .into_iter()
+            .map(|e| (e.value.trigger.id.clone(), e.value))
+            .collect();
+        let desired: HashMap<String, (phasegate_proto::DesiredEntity, u64)> =
+            load_all::<phasegate_proto::DesiredEntity>(&self.store.desired)
+                .await?
+                .into_iter()
+                .map(|e| (e.key, (e.value, e.revision)))
+                .collect();
+        for e in load_all::<StoredEntity>(&self.store.entities).await? {
+            let kind = e.value.record.kind;
+            let name = e.value.record.name.to_string();
+            let mut stored = e.value;
+            let mut revision = e.revision;
+            // A trigger archived as finished whose entity was not settled
+            // yet (a stop between the two writes): settle it now.
+            if let Some(active) = &stored.active
+                && let Some(done) = archived.get(&active.trigger.id)
+                && done.trigger.status.is_finished()
+            {
+                model::settle(&mut stored.record, done);
+                stored.active = None;
+                revision = self.store.entities.update(&e.key, to_bytes(&stored)?, revision).await?;
+            }
+            if stored.active.is_none() {
+                // Make sure agents were told (a stop may have come between
+                // the entity write and the publish).
+                let want = model::desired::publish(&stored.record, None);
+                let published = desired.get(&e.key).map(|(d, _)| d);
+                if published != Some(&want) {
+                    self.store.desired.put(&e.key, to_bytes(&want)?).await?;
+                }
+            }
+            self.entities.insert((kind, name.clone()), EntitySlot { stored, revision });
+            if self.entities.get(&(kind, name.clone())).is_some_and(|s| s.stored.active.is_some()) {
+                self.spawn_trigger(myself, &(kind, name)).await?;
+            }
+        }
+        tracing::info!(
+            pipelines = self.pipelines.len(),
+            entities = self.entities.len(),
+            active_triggers = self.actors.len(),
+            finished_triggers = self.finished.len(),
+            "state recovered"
+        );
+        Ok(())
+    }
+
+    async fn spawn_trigger(
+        &mut self,
+        myself: &ActorRef<CatalogMsg>,
+        k: &(EntityKind, String),
+    ) -> Result<(), CoordinatorError> {
+        let Some(slot) = self.entities.get(k) else {
+            return Ok(());
+        };
+        let Some(id) = slot.stored.active.as_ref().map(|a| a.trigger.id.clone()) else {
+            return Ok(());
+        };
+        let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            TriggerActor,
+            TriggerArgs {
+                key,
+                stored: slot.stored.clone(),
+                revision: slot.revision,
+                store: self.store.clone(),
+                catalog: myself.clone(),
+                directory: self.directory.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
+        self.actors.insert(id, actor);
+        Ok(())
+    }
+
+    async fn reload_and_spawn(
+        &mut self,
+        myself: &ActorRef<CatalogMsg>,
+        k: &(EntityKind, String),
+    ) -> Result<(), CoordinatorError> {
+        let Some(slot) = self.entities.get(k) else {
+            return Ok(());
+        };
+        let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
+        if let Some(e) = self.store.entities.get(&key).await? {
+            let stored: StoredEntity = phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value)?;
+            self.entities.insert(
+                k.clone(),
+                EntitySlot {
+                    stored,
+                    revision: e.revision,
+                },
+            );
+        }
+        self.spawn_trigger(myself, k).await
+    }
+
+    fn adopt(&mut self, key: &str, stored: StoredEntity, revision: u64) {
+        let k = (stored.record.kind, stored.record.name.to_string());
+        debug_assert_eq!(key, entity_key(k.0, &stored.record.name));
+        match self.entities.get_mut(&k) {
+            // Writes of one key are ordered by revision: never go back.
+            Some(slot) if slot.revision > revision => {}
+            Some(slot) => {
+                slot.stored = stored;
+                slot.revision = revision;
+            }
+            None => {
+                self.entities.insert(k, EntitySlot { stored, revision });
+            }
+        }
+    }
+
+    fn pipeline_in_use(&self, name: &PipelineName) -> bool {
+        self.entities
+            .values()
+            .any(|s| s.stored.active.as_ref().is_some_and(|a| &a.trigger.pipeline == name))
+    }
+
+    async fn pipeline_put(&mut self, req: PipelinePutRequest) -> Result<Pipeline, ApiError> {
+        let p = req.pipeline;
+        model::validate_pipeline(&p).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let existing = self.pipelines.get(&p.name);
+        if existing.is_some_and(|(old, _)| old == &p) {
+            return Ok(p);
+        }
+        if self.pipeline_in_use(&p.name) {
+            return Err(ApiError::conflict(format!(
+                "pipeline {} is used by an active trigger; it is frozen until that trigger finishes",
+                p.name
+            )));
+        }
+        let revision = existing.map_or(0, |(_, r)| *r);
+        let new_rev = self
+            .store
+            .pipelines
+            .update(p.name.as_str(), to_bytes(&p).map_err(store_err)?, revision)
+            .await
+            .map_err(store_err)?;
+        tracing::info!(pipeline = %p.name, actor = %req.actor, "pipeline stored");
+        Arc::make_mut(&mut self.pipelines).insert(p.name.clone(), (p.clone(), new_rev));
+        Ok(p)
+    }
+
+    async fn pipeline_delete(&mut self, req: PipelineDeleteRequest) -> Result<(), ApiError> {
+        if !self.pipelines.contains_key(&req.name) {
+            return Err(ApiError::not_found(format!("pipeline {} does not exist", req.name)));
+        }
+        if self.pipeline_in_use(&req.name) {
+            return Err(ApiError::conflict(format!(
+                "pipeline {} is used by an active trigger",
+                req.name
+            )));
+        }
+        let attached = self.entities.values().find(|s| {
+            s.stored
+                .record
+                .latest
+                .as_ref()
+                .is_some_and(|l| l.pipeline.as_ref() == Some(&req.name))
+        });
+        if let Some(s) = attached {
+            return Err(ApiError::conflict(format!(
+                "pipeline {} is attached to {} {}; detach it first",
+                req.name, s.stored.record.kind, s.stored.record.name
+            )));
+        }
+        self.store.pipelines.delete(req.name.as_str()).await.map_err(store_err)?;
+        tracing::info!(pipeline = %req.name, actor = %req.actor, "pipeline deleted");
+        Arc::make_mut(&mut self.pipelines).remove(&req.name);
+        Ok(())
+    }
+
+    async fn entity_put(
+        &mut self,
+        myself: &ActorRef<CatalogMsg>,
+        kind: EntityKind,
+        req: EntityPutRequest,
+        reply: Reply<EntityResult>,
+    ) {
+        let k = (kind, req.spec.name.to_string());
+        // While a trigger runs, its actor owns the record.
+        if let Some(slot) = self.entities.get(&k)
+            && let Some(active) = &slot.stored.active
+            && let Some(actor) = self.actors.get(&active.trigger.id)
+        {
+            let msg = TriggerMsg::Put {
+                req,
+                pipelines: self.pipelines.clone(),
+                reply,
+            };
+            if let Err(e) = actor.cast(msg) {
+                tracing::warn!(error = %e, "trigger actor gone while forwarding a put");
+            }
+            return;
+        }
+        let result = self.entity_put_here(myself, kind, req).await;
+        let _ = reply.send(result);
+    }
+
+    async fn entity_put_here(
+        &mut self,
+        myself: &ActorRef<CatalogMsg>,
+        kind: EntityKind,
+        req: EntityPutRequest,
+    ) -> Result<EntityResult, ApiError> {
+        let k = (kind, req.spec.name.to_string());
+        let (current, revision) = match self.entities.get(&k) {
+            Some(s) => (s.stored.clone(), s.revision),
+            None => (
+                StoredEntity {
+                    record: model::new_record(kind, req.spec.name.clone()),
+                    active: None,
+                },
+                0,
+            ),
+        };
+        let now = now_ms();
+        let pipelines = self.pipelines.clone();
+        let outcome = model::put(
+            &current.record,
+            current.active.as_ref(),
+            PutRequest {
+                spec: req.spec,
+                actor: req.actor.clone(),
+                comment: req.comment,
+                expected_version: req.expected_version,
+            },
+            &|name| pipelines.get(name).map(|(p, _)| p.clone()),
+            new_trigger_id(now),
+            now,
+        )?;
+        if outcome.kind == PutKind::NoOp {
+            return Ok(EntityResult {
+                spec: outcome.spec,
+                trigger: None,
+            });
+        }
+        let stored = StoredEntity {
+            record: outcome.record,
+            active: outcome.created.clone(),
+        };
+        let key = entity_key(kind, &stored.record.name);
+        let new_rev = self
+            .store
+            .entities
+            .update(&key, to_bytes(&stored).map_err(store_err)?, revision)
+            .await
+            .map_err(store_err)?;
+        tracing::info!(%kind, name = %stored.record.name, version = outcome.spec.version, change = ?outcome.kind, actor = %req.actor, "entity stored");
+        self.entities.insert(
+            k.clone(),
+            EntitySlot {
+                stored: stored.clone(),
+                revision: new_rev,
+            },
+        );
+        match &outcome.created {
+            Some(created) => {
+                // The trigger actor publishes the first phase and drives it.
+                self.spawn_trigger(myself, &k).await.map_err(store_err)?;
+                Ok(EntityResult {
+                    spec: outcome.spec,
+                    trigger: Some(created.trigger.clone()),
+                })
+            }
+            None => {
+                let desired = model::desired::publish(&stored.record, None);
+                if let Err(e) = async {
+                    self.store.desired.put(&key, to_bytes(&desired)?).await?;
+                    Ok::<_, CoordinatorError>(())
+                }
+                .await
+                {
+                    tracing::error!(%key, error = %e, "cannot publish desired state; agents catch up at the next restart");
+                }
+                Ok(EntityResult {
+                    spec: outcome.spec,
+                    trigger: None,
+                })
+            }
+        }
+    }
+
+    fn entity_get(&self, kind: EntityKind, req: &EntityGetRequest) -> Result<EntityResult, ApiError> {
+        let slot = self
+            .entities
+            .get(&(kind, req.name.to_string()))
+            .filter(|s| s.stored.record.latest.is_some())
+            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
+        let spec: EntitySpec = slot
+            .stored
+            .record
+            .latest
+            .clone()
+            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
+        Ok(EntityResult {
+            spec,
+            trigger: slot.stored.active.as_ref().map(|a| a.trigger.clone()),
+        })
+    }
+
+    async fn entity_delete(
+        &mut self,
+        kind: EntityKind,
+        req: phasegate_proto::EntityDeleteRequest,
+    ) -> Result<(), ApiError> {
+        let k = (kind, req.name.to_string());
+        let slot = self
+            .entities
+            .get(&k)
+            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
+        let record = model::delete(&slot.stored.record)?;
+        let stored = StoredEntity { record, active: None };
+        let key = entity_key(kind, &req.name);
+        let new_rev = self
+            .store
+            .entities
+            .update(&key, to_bytes(&stored).map_err(store_err)?, slot.revision)
+            .await
+            .map_err(store_err)?;
+        tracing::info!(%kind, name = %req.name, actor = %req.actor, "entity deleted");
+        let desired = model::desired::publish(&stored.record, None);
+        self.entities.insert(
+            k,
+            EntitySlot {
+                stored,
+                revision: new_rev,
+            },
+        );
+        if let Err(e) = async {
+            self.store.desired.put(&key, to_bytes(&desired)?).await?;
+            Ok::<_, CoordinatorError>(())
+        }
+        .await
+        {
+            tracing::error!(%key, error = %e, "cannot publish desired state");
+        }
+        Ok(())
+    }
+
+    fn find_trigger(&self, id: &TriggerId) -> Option<Trigger> {
+        if let Some(t) = self.finished.get(id) {
+            return Some(t.clone());
+        }
+        self.entities.values().find_map(|s| {
+            s.stored
+                .active
+                .as_ref()
+                .filter(|a| &a.trigger.id == id)
+                .map(|a| a.trigger.clone())
+        })
+    }
+
+    fn trigger_list(&self, req: &TriggerListRequest) -> Vec<Trigger> {
+        let active = self
+            .entities
+            .values()
+            .filter_map(|s| s.stored.active.as_ref().map(|a| &a.trigger));
+        let mut out: Vec<Trigger> = active
+            .chain(self.finished.values())
+            .filter(|t| req.entity_kind.is_none_or(|k| t.entity.kind == k))
+            .filter(|t| req.entity_name.as_ref().is_none_or(|n| &t.entity.name == n))
+            .filter(|t| req.status.is_none_or(|s| t.status == s))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: Reply<Trigger>) {
+        if matches!(action, Action::Approve | Action::Skip | Action::Rollout) && req.phase_id.is_none() {
+            let _ = reply.send(Err(ApiError::invalid(format!(
+                "phase_id is required for {}: name the phase you act on",
+                action.as_str()
+            ))));
+            return;
+        }
+        if let Some(actor) = self.actors.get(&req.id) {
+            let id = req.id.clone();
+            if let Err(e) = actor.cast(TriggerMsg::Act { action, req, reply }) {
+                tracing::warn!(trigger_id = %id, error = %e, "trigger actor gone while forwarding an action");
+            }
+            return;
+        }
+        let answer = match self.find_trigger(&req.id) {
+            None => Err(ApiError::not_found(format!("trigger {} does not exist", req.id))),
+            Some(t) if t.status.is_finished() => Err(ApiError::conflict(format!(
+                "trigger {} is finished; it no longer accepts actions",
+                req.id
+            ))),
+            Some(_) => Err(ApiError::new(
+                phasegate_proto::ErrorCode::Unavailable,
+                "the trigger is being restarted; retry",
+            )),
+        };
+        let _ = reply.send(answer);
+    }
+}

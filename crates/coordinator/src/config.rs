@@ -1,0 +1,89 @@
+//! The coordinator's configuration file (`--config FILE`, TOML).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+fn default_prefix() -> String {
+    phasegate_proto::subjects::DEFAULT_PREFIX.to_owned()
+}
+
+fn default_sweep_ms() -> u64 {
+    100
+}
+
+fn default_forget_agents_after_ms() -> u64 {
+    2 * 60 * 60 * 1000
+}
+
+/// Settings of `phasegate coordinator`. Every field has a default; flags
+/// given on the command line win over the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// NATS server URL(s), comma-separated. Default: `$PHASEGATE_NATS_URL`,
+    /// else `nats://127.0.0.1:4222`.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// Subject prefix of the command API (`<prefix>.v1.…`) and of bucket
+    /// names. Default `phasegate`.
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// How often agent liveness is checked and pending fleet views are sent
+    /// to triggers, in ms. Default 100.
+    #[serde(default = "default_sweep_ms")]
+    pub sweep_ms: u64,
+    /// How long an agent not heard from stays listed, in ms. Default two
+    /// hours (the contract asks for at least one).
+    #[serde(default = "default_forget_agents_after_ms")]
+    pub forget_agents_after_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            subject_prefix: default_prefix(),
+            sweep_ms: default_sweep_ms(),
+            forget_agents_after_ms: default_forget_agents_after_ms(),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads and checks `path`; errors name the file, the key and the fix.
+    pub fn load(path: &Path) -> Result<Self, crate::CoordinatorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::CoordinatorError::Config(format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, crate::CoordinatorError> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| crate::CoordinatorError::Config(format!("{origin}: {e}")))?;
+        cfg.check(origin)?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn check(&self, origin: &str) -> Result<(), crate::CoordinatorError> {
+        phasegate_proto::Subjects::new(self.subject_prefix.clone()).map_err(|e| {
+            crate::CoordinatorError::Config(format!("{origin}: subject_prefix: {e}"))
+        })?;
+        if !(1..=60_000).contains(&self.sweep_ms) {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: sweep_ms: must be from 1 to 60000, got {}",
+                self.sweep_ms
+            )));
+        }
+        if self.forget_agents_after_ms < 3_600_000 {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: forget_agents_after_ms: must be at least 3600000 (one hour), got {}",
+                self.forget_agents_after_ms
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! The command API on NATS (SPEC.md §6), on the NATS service API so the
+//! coordinator is discoverable (`$SRV.PING`, `$SRV.INFO`) and keeps
+//! per-endpoint stats (`$SRV.STATS`). Handlers decode, ask the catalog or
+//! directory, and encode the envelope; nothing here decides anything.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use phasegate_bus::async_nats::service::{self, ServiceExt};
+use phasegate_bus::{Client, encode_reply, encoding_of};
+use phasegate_model::Action;
+use phasegate_proto::{
+    ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
+    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
+    PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
+    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
+    decode,
+};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::catalog::CatalogMsg;
+use crate::directory::DirectoryMsg;
+use crate::error::CoordinatorError;
+
+/// How long a handler waits for the actors before answering `unavailable`.
+const ACTOR_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    pub(crate) catalog: ActorRef<CatalogMsg>,
+    pub(crate) directory: ActorRef<DirectoryMsg>,
+}
+
+/// Starts the service with one endpoint per command; returns the service
+/// (stop it to stop answering) and the tasks serving the endpoints.
+pub(crate) async fn start(
+    client: &Client,
+    handlers: Handlers,
+) -> Result<(service::Service, Vec<tokio::task::JoinHandle<()>>), CoordinatorError> {
+    let svc = client
+        .nats()
+        .service_builder()
+        .description("phasegate coordinator: release pipelines for gates and configs")
+        .start("phasegate-coordinator", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| CoordinatorError::Actor(format!("cannot start the nats service: {e}")))?;
+    let mut tasks = Vec::new();
+    for &command in Command::ALL {
+        let subject = client.subjects().command(command);
+        let mut endpoint = svc
+            .endpoint_builder()
+            .name(format!("{}-{}", command.group(), command.verb()))
+            .add(subject)
+            .await
+            .map_err(|e| CoordinatorError::Actor(format!("cannot add endpoint {command}: {e}")))?;
+        let h = handlers.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let h = h.clone();
+                // Each request runs on its own so a slow one never holds up
+                // the endpoint; the actors serialise what must be.
+                tokio::spawn(async move {
+                    let encoding = encoding_of(&request.message);
+                    let span = tracing::info_span!("command", command = %command);
+                    let body = handle(&h, command, encoding, &request.message.payload)
+                        .instrument(span)
+                        .await;
+                    if let Err(e) = request
+                        .respond_with_headers(Ok(body.0), body.1)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "cannot send reply");
+                    }
+                });
+            }
+        }));
+    }
+    Ok((svc, tasks))
+}
+
+fn envelope<T: Serialize>(encoding: Encoding, result: Result<T, ApiError>) -> (Bytes, phasegate_bus::HeaderMap) {
+    let reply = match result {
+        Ok(r) => Reply::ok(r),
+        Err(e) => Reply::err(e),
+    };
+    match encode_reply(&reply, encoding) {
+        Ok(x) => x,
+        // Even the fallback failed: answer with an empty body rather than
+        // leave the requester waiting.
+        Err(_) => (Bytes::new(), phasegate_bus::HeaderMap::new()),
+    }
+}
+
+fn parse<T: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, ApiError> {
+    // An empty body reads as an empty map, so `list` needs no body at all.
+    if body.is_empty() {
+        return decode(Encoding::Json, b"{}").map_err(|e| ApiError::invalid(e.to_string()));
+    }
+    decode(encoding, body).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+async fn ask<T, F>(actor: &ActorRef<CatalogMsg>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(RpcReplyPort<Result<T, ApiError>>) -> CatalogMsg,
+{
+    match actor.call(f, Some(ACTOR_TIMEOUT)).await {
+        Ok(CallResult::Success(r)) => r,
+        Ok(CallResult::Timeout) => Err(ApiError::new(ErrorCode::Unavailable, "the coordinator is busy; retry")),
+        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the request was interrupted; retry",
+        )),
+    }
+}
+
+async fn run<Req, Res, Fut>(
+    encoding: Encoding,
+    body: &[u8],
+    f: impl FnOnce(Req) -> Fut,
+) -> (Bytes, phasegate_bus::HeaderMap)
+where
+    Req: DeserializeOwned,
+    Res: Serialize,
+    Fut: Future<Output = Result<Res, ApiError>>,
+{
+    let result = match parse::<Req>(encoding, body) {
+        Ok(req) => f(req).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result
+        && matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable)
+    {
+        tracing::warn!(code = %e.code, message = %e.message, "command failed");
+    }
+    envelope(encoding, result)
+}
+
+fn action_of(command: Command) -> Option<Action> {
+    Some(match command {
+        Command::TriggerApprove => Action::Approve,
+        Command::TriggerPause => Action::Pause,
+        Command::TriggerResume => Action::Resume,
+        Command::TriggerSkip => Action::Skip,
+        Command::TriggerRollout => Action::Rollout,
+        Command::TriggerAbort => Action::Abort,
+        _ => return None,
+    })
+}
+
+async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> (Bytes, phasegate_bus::HeaderMap) {
+    let c = &h.catalog;
+    let kind = |g: &str| if g == "config" { EntityKind::Config } else { EntityKind::Gate };
+    if let Some(action) = action_of(command) {
+        return run(enc, body, |req: ActionRequest| async move {
+            let trigger = ask(c, |r| CatalogMsg::TriggerAct(action, req, r)).await?;
+            Ok(TriggerResult { trigger })
+        })
+        .await;
+    }
+    match command {
+        Command::PipelinePut => {
+            run(enc, body, |req: PipelinePutRequest| async move {
+                let pipeline = ask(c, |r| CatalogMsg::PipelinePut(req, r)).await?;
+                Ok(PipelineResult { pipeline })
+            })
+            .await
+        }
+        Command::PipelineGet => {
+            run(enc, body, |req: PipelineGetRequest| async move {
+                let pipeline = ask(c, |r| CatalogMsg::PipelineGet(req.name, r)).await?;
+                Ok(PipelineResult { pipeline })
+            })
+            .await
+        }
+        Command::PipelineList => {
+            run(enc, body, |_: Empty| async move {
+                let pipelines = ask(c, CatalogMsg::PipelineList).await?;
+                Ok(PipelineListResult { pipelines })
+            })
+            .await
+        }
+        Command::PipelineDelete => {
+            run(enc, body, |req: PipelineDeleteRequest| async move {
+                ask(c, |r| CatalogMsg::PipelineDelete(req, r)).await?;
+                Ok(Empty {})
+            })
+            .await
+        }
+        Command::GatePut | Command::ConfigPut => {
+            let k = kind(command.group());
+            run(enc, body, |req: EntityPutRequest| async move {
+                ask(c, |r| CatalogMsg::EntityPut(k, req, r)).await
+            })
+            .await
+        }
+        Command::GateGet | Command::ConfigGet => {
+            let k = kind(command.group());
+            run(enc, body, |req: EntityGetRequest| async move {
+                ask(c, |r| CatalogMsg::EntityGet(k, req, r)).await
+            })
+            .await
+        }
+        Command::GateList | Command::ConfigList => {
+            let k = kind(command.group());
+            run(enc, body, |_: Empty| async move { ask(c, |r| CatalogMsg::EntityList(k, r)).await }).await
+        }
+        Command::GateDelete | Command::ConfigDelete => {
+            let k = kind(command.group());
+            run(enc, body, |req: EntityDeleteRequest| async move {
+                ask(c, |r| CatalogMsg::EntityDelete(k, req, r)).await?;
+                Ok(Empty {})
+            })
+            .await
+        }
+        Command::TriggerGet => {
+            run(enc, body, |req: TriggerGetRequest| async move {
+                let trigger = ask(c, |r| CatalogMsg::TriggerGet(req.id, r)).await?;
+                Ok(TriggerResult { trigger })
+            })
+            .await
+        }
+        Command::TriggerList => {
+            run(enc, body, |req: TriggerListRequest| async move {
+                let triggers = ask(c, |r| CatalogMsg::TriggerList(req, r)).await?;
+                Ok(TriggerListResult { triggers })
+            })
+            .await
+        }
+        Command::AgentList => {
+            let d = &h.directory;
+            run(enc, body, |req: AgentListRequest| async move {
+                match d
+                    .call(
+                        |r| DirectoryMsg::List {
+                            segment: req.segment,
+                            reply: r,
+                        },
+                        Some(ACTOR_TIMEOUT),
+                    )
+                    .await
+                {
+                    Ok(CallResult::Success(agents)) => Ok(AgentListResult { agents }),
+                    _ => Err(ApiError::new(ErrorCode::Unavailable, "the agent directory is busy; retry")),
+                }
+            })
+            .await
+        }
+        // Actions were handled above.
+        _ => envelope::<Empty>(enc, Err(ApiError::new(ErrorCode::Internal, "unrouted command"))),
+    }
+}

@@ -1,0 +1,76 @@
+//! Durable state in JetStream key-value buckets, typed with the codec.
+//!
+//! Every write that an `ok` reply stands on is revision-checked: the
+//! caller passes the revision it last read and gets the new one, so two
+//! writers can never silently overwrite each other.
+
+use bytes::Bytes;
+use phasegate_bus::{BucketOptions, BusError, Client, Kv};
+use phasegate_proto::{Bucket, Encoding, Subjects, decode, encode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::CoordinatorError;
+
+/// The coordinator's buckets.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pub(crate) pipelines: Kv,
+    pub(crate) entities: Kv,
+    pub(crate) triggers: Kv,
+    pub(crate) desired: Kv,
+    pub(crate) agents: Kv,
+}
+
+/// A decoded value with the revision that wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct Versioned<T> {
+    pub(crate) key: String,
+    pub(crate) value: T,
+    pub(crate) revision: u64,
+}
+
+impl Store {
+    /// Opens (creating when needed) every bucket under `subjects`' prefix.
+    pub(crate) async fn open(client: &Client, subjects: &Subjects) -> Result<Self, CoordinatorError> {
+        let open = |what: Bucket, description: &str| {
+            let name = subjects.bucket(what);
+            let opts = BucketOptions {
+                description: description.to_owned(),
+                ..BucketOptions::default()
+            };
+            async move { client.kv(&name, opts).await }
+        };
+        Ok(Self {
+            pipelines: open(Bucket::Pipelines, "phasegate pipelines").await?,
+            entities: open(Bucket::Entities, "phasegate gates and configs with their active trigger").await?,
+            triggers: open(Bucket::Triggers, "phasegate finished triggers").await?,
+            desired: open(Bucket::Desired, "phasegate desired state, watched by agents").await?,
+            agents: open(Bucket::Agents, "phasegate agents ever heard from").await?,
+        })
+    }
+}
+
+/// Encodes a stored value (always MessagePack maps).
+pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, CoordinatorError> {
+    Ok(Bytes::from(encode(Encoding::MsgPack, value)?))
+}
+
+/// Reads every value of `kv`, skipping (and logging) any that does not
+/// decode rather than refusing to start.
+pub(crate) async fn load_all<T: DeserializeOwned>(kv: &Kv) -> Result<Vec<Versioned<T>>, BusError> {
+    let mut out = Vec::new();
+    for e in kv.entries().await? {
+        match decode::<T>(Encoding::MsgPack, &e.value) {
+            Ok(value) => out.push(Versioned {
+                key: e.key,
+                value,
+                revision: e.revision,
+            }),
+            Err(err) => {
+                tracing::error!(bucket = kv.bucket(), key = %e.key, error = %err, "undecodable value skipped");
+            }
+        }
+    }
+    Ok(out)
+}

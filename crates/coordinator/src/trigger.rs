@@ -1,0 +1,411 @@
+//! One actor per active trigger. It owns its entity's stored record while
+//! the trigger runs: every change of the rollout is computed by the pure
+//! model on a copy, written with a revision check, and only then adopted,
+//! published to agents and answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasegate_model::{self as model, Action, FleetView, PutKind, PutRequest};
+use phasegate_proto::{
+    ActionRequest, ApiError, EntityPutRequest, EntityResult, StoredEntity, Trigger, TriggerId,
+};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::Instrument;
+
+use crate::catalog::{CatalogMsg, Pipelines};
+use crate::clock::{new_trigger_id, now_ms};
+use crate::directory::DirectoryMsg;
+use crate::store::{Store, to_bytes};
+
+/// Messages of a trigger actor.
+pub(crate) enum TriggerMsg {
+    /// An operator action.
+    Act {
+        action: Action,
+        req: ActionRequest,
+        reply: RpcReplyPort<Result<Trigger, ApiError>>,
+    },
+    /// A put of the entity while the trigger runs (kill switch, no-op or
+    /// conflict).
+    Put {
+        req: EntityPutRequest,
+        pipelines: Arc<Pipelines>,
+        reply: RpcReplyPort<Result<EntityResult, ApiError>>,
+    },
+    /// The fleet as the directory sees it for this trigger.
+    Fleet(FleetView),
+    /// A deadline may have passed.
+    Tick,
+}
+
+/// What a trigger actor starts from.
+pub(crate) struct TriggerArgs {
+    pub(crate) key: String,
+    pub(crate) stored: StoredEntity,
+    pub(crate) revision: u64,
+    pub(crate) store: Store,
+    pub(crate) catalog: ActorRef<CatalogMsg>,
+    pub(crate) directory: ActorRef<DirectoryMsg>,
+}
+
+pub(crate) struct TriggerState {
+    key: String,
+    id: TriggerId,
+    stored: StoredEntity,
+    revision: u64,
+    store: Store,
+    catalog: ActorRef<CatalogMsg>,
+    directory: ActorRef<DirectoryMsg>,
+    /// Revision of the last desired state published for the entity.
+    desired_revision: u64,
+    /// The desired state last published, to skip writes that change nothing.
+    desired: Option<phasegate_proto::DesiredEntity>,
+    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<TriggerMsg>>>>,
+    deadline: Option<u64>,
+}
+
+pub(crate) struct TriggerActor;
+
+impl Actor for TriggerActor {
+    type Msg = TriggerMsg;
+    type State = TriggerState;
+    type Arguments = TriggerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: TriggerArgs,
+    ) -> Result<TriggerState, ActorProcessingErr> {
+        let id = args
+            .stored
+            .active
+            .as_ref()
+            .map(|a| a.trigger.id.clone())
+            .ok_or("trigger actor started without an active trigger")?;
+        let mut state = TriggerState {
+            key: args.key,
+            id,
+            stored: args.stored,
+            revision: args.revision,
+            store: args.store,
+            catalog: args.catalog,
+            directory: args.directory,
+            desired_revision: 0,
+            desired: None,
+            timer: None,
+            deadline: None,
+        };
+        // What agents were last told, so a restart only re-publishes when
+        // the stored rollout moved on without its desired state.
+        if let Some(e) = state.store.desired.get(&state.key).await? {
+            state.desired_revision = e.revision;
+            state.desired = phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value).ok();
+        }
+        state.publish_desired().await?;
+        let patterns = state
+            .active()
+            .map(|a| {
+                a.trigger
+                    .pipeline_snapshot
+                    .phases
+                    .iter()
+                    .flat_map(|p| p.segments.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        state.directory.cast(DirectoryMsg::Register {
+            id: state.id.clone(),
+            patterns,
+            revision: state.desired_revision,
+            actor: myself.clone(),
+        })?;
+        // A deadline that passed while the coordinator was down fires now.
+        myself.cast(TriggerMsg::Tick)?;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut TriggerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        let _ = state.directory.cast(DirectoryMsg::Unregister(state.id.clone()));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: TriggerMsg,
+        state: &mut TriggerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TriggerMsg::Act { action, req, reply } => {
+                let span = tracing::info_span!(
+                    "trigger.action",
+                    trigger_id = %state.id,
+                    action = action.as_str(),
+                    actor = %req.actor
+                );
+                let answer = async {
+                    let now = now_ms();
+                    let mut next = state.stored.clone();
+                    match next.active.as_mut() {
+                        Some(rec) => model::act(rec, action, &req, now)?,
+                        None => return Err(ApiError::conflict("the trigger is finished")),
+                    }
+                    // The trigger as it was acted on, even if finishing it
+                    // moved it out of the entity's record.
+                    let view = next.active.as_ref().map(|a| a.trigger.clone());
+                    state.commit(next).await?;
+                    tracing::info!("action applied");
+                    view.ok_or_else(|| ApiError::conflict("the trigger is finished"))
+                }
+                .instrument(span)
+                .await;
+                let _ = reply.send(answer);
+            }
+            TriggerMsg::Put {
+                req,
+                pipelines,
+                reply,
+            } => {
+                let answer = state.put(req, &pipelines).await;
+                let _ = reply.send(answer);
+            }
+            TriggerMsg::Fleet(view) => {
+                let now = now_ms();
+                let mut next = state.stored.clone();
+                if let Some(rec) = next.active.as_mut() {
+                    model::observe(rec, &view, now);
+                }
+                if material_change(&state.stored, &next) {
+                    if let Err(e) = state.commit(next).await {
+                        tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist progress; will retry on the next report");
+                    }
+                } else {
+                    // Only live counts moved: shown, not persisted.
+                    state.stored = next;
+                    state.notify_catalog();
+                }
+            }
+            TriggerMsg::Tick => {
+                state.deadline = None;
+                let now = now_ms();
+                let mut next = state.stored.clone();
+                if let Some(rec) = next.active.as_mut() {
+                    model::tick(rec, now);
+                }
+                if material_change(&state.stored, &next)
+                    && let Err(e) = state.commit(next).await
+                {
+                    tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist a deadline step; retrying");
+                    state.arm_retry(&myself);
+                }
+            }
+        }
+        if state.finished() {
+            myself.stop(None);
+        } else {
+            state.arm(&myself);
+        }
+        Ok(())
+    }
+}
+
+/// True when `next` differs from `prev` in more than live agent counts.
+fn material_change(prev: &StoredEntity, next: &StoredEntity) -> bool {
+    match (&prev.active, &next.active) {
+        (Some(a), Some(b)) => {
+            let mut a = a.clone();
+            let mut b = b.clone();
+            a.trigger.segments.clear();
+            b.trigger.segments.clear();
+            a.trigger.updated_at_ms = 0;
+            b.trigger.updated_at_ms = 0;
+            a != b
+        }
+        _ => prev != next,
+    }
+}
+
+impl TriggerState {
+    fn active(&self) -> Option<&phasegate_proto::TriggerRecord> {
+        self.stored.active.as_ref().filter(|a| a.trigger.id == self.id)
+    }
+
+    fn finished(&self) -> bool {
+        self.active().is_none_or(|a| a.trigger.status.is_finished())
+    }
+
+    /// Makes `next` durable, then adopts it: archives a finished trigger and
+    /// settles its entity, publishes desired state, tells the directory and
+    /// the catalog.
+    async fn commit(&mut self, mut next: StoredEntity) -> Result<(), ApiError> {
+        let finished = next
+            .active
+            .as_ref()
+            .filter(|a| a.trigger.status.is_finished())
+            .cloned();
+        if let Some(rec) = &finished {
+            // The archive first: if we stop between the two writes, the
+            // catalog finds the finished trigger there and settles it.
+            let bytes = to_bytes(rec).map_err(ApiError::from)?;
+            self.store
+                .triggers
+                .put(rec.trigger.id.as_str(), bytes)
+                .await
+                .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+            model::settle(&mut next.record, rec);
+            next.active = None;
+        }
+        let bytes = to_bytes(&next).map_err(ApiError::from)?;
+        let revision = self
+            .store
+            .entities
+            .update(&self.key, bytes, self.revision)
+            .await
+            .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+        self.revision = revision;
+        self.stored = next;
+        if let Some(rec) = &finished {
+            tracing::info!(trigger_id = %rec.trigger.id, status = ?rec.trigger.status, "trigger finished");
+        }
+        if let Err(e) = self.publish_desired().await {
+            // The stored state is the truth; agents catch up on the next
+            // change or restart. Logged loudly because they lag until then.
+            tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state");
+        }
+        match &finished {
+            Some(rec) => {
+                let _ = self.catalog.cast(CatalogMsg::TriggerFinished {
+                    key: self.key.clone(),
+                    stored: self.stored.clone(),
+                    revision: self.revision,
+                    trigger: Box::new(rec.clone()),
+                });
+            }
+            None => self.notify_catalog(),
+        }
+        Ok(())
+    }
+
+    fn notify_catalog(&self) {
+        let _ = self.catalog.cast(CatalogMsg::TriggerUpdated {
+            key: self.key.clone(),
+            stored: self.stored.clone(),
+            revision: self.revision,
+        });
+    }
+
+    async fn publish_desired(&mut self) -> Result<(), crate::error::CoordinatorError> {
+        let desired = model::desired::publish(&self.stored.record, self.stored.active.as_ref());
+        if self.desired.as_ref() == Some(&desired) {
+            return Ok(());
+        }
+        let revision = self.store.desired.put(&self.key, to_bytes(&desired)?).await?;
+        self.desired = Some(desired);
+        self.desired_revision = revision;
+        let _ = self.directory.cast(DirectoryMsg::Revision {
+            id: self.id.clone(),
+            revision,
+        });
+        Ok(())
+    }
+
+    async fn put(&mut self, req: EntityPutRequest, pipelines: &Pipelines) -> Result<EntityResult, ApiError> {
+        let now = now_ms();
+        let outcome = model::put(
+            &self.stored.record,
+            self.stored.active.as_ref(),
+            PutRequest {
+                spec: req.spec,
+                actor: req.actor,
+                comment: req.comment,
+                expected_version: req.expected_version,
+            },
+            &|name| pipelines.get(name).map(|(p, _)| p.clone()),
+            new_trigger_id(now),
+            now,
+        )?;
+        match outcome.kind {
+            PutKind::NoOp => Ok(EntityResult {
+                spec: outcome.spec,
+                trigger: None,
+            }),
+            PutKind::KillSwitch => {
+                let aborted = outcome.aborted.ok_or_else(|| {
+                    ApiError::new(phasegate_proto::ErrorCode::Internal, "kill switch without trigger")
+                })?;
+                // Archive the aborted trigger, then the entity with the
+                // disabled version as its base, in the same order as any
+                // finish.
+                let bytes = to_bytes(&aborted).map_err(ApiError::from)?;
+                self.store
+                    .triggers
+                    .put(aborted.trigger.id.as_str(), bytes)
+                    .await
+                    .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+                let next = StoredEntity {
+                    record: outcome.record,
+                    active: None,
+                };
+                let bytes = to_bytes(&next).map_err(ApiError::from)?;
+                self.revision = self
+                    .store
+                    .entities
+                    .update(&self.key, bytes, self.revision)
+                    .await
+                    .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+                self.stored = next;
+                tracing::warn!(trigger_id = %self.id, "kill switch: trigger aborted, entity disabled everywhere");
+                if let Err(e) = self.publish_desired().await {
+                    tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state");
+                }
+                let _ = self.catalog.cast(CatalogMsg::TriggerFinished {
+                    key: self.key.clone(),
+                    stored: self.stored.clone(),
+                    revision: self.revision,
+                    trigger: Box::new(aborted),
+                });
+                Ok(EntityResult {
+                    spec: outcome.spec,
+                    trigger: None,
+                })
+            }
+            // The model refuses every other put while a trigger runs.
+            PutKind::Immediate | PutKind::Triggered => Err(ApiError::conflict(
+                "the entity has an active trigger",
+            )),
+        }
+    }
+
+    /// Arms the timer for the next deadline, if it moved.
+    fn arm(&mut self, myself: &ActorRef<TriggerMsg>) {
+        let next = self.active().and_then(model::next_deadline_ms);
+        if next == self.deadline {
+            return;
+        }
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        self.deadline = next;
+        if let Some(at) = next {
+            let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+            self.timer = Some(myself.send_after(wait, || TriggerMsg::Tick));
+        }
+    }
+
+    fn arm_retry(&mut self, myself: &ActorRef<TriggerMsg>) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        self.deadline = Some(now_ms() + 500);
+        self.timer = Some(myself.send_after(Duration::from_millis(500), || TriggerMsg::Tick));
+    }
+}
