@@ -23,6 +23,14 @@
 //! test panics while a server is alive, the end of that log is printed
 //! with the test's output.
 
+pub mod coord;
+pub mod fake_agent;
+pub mod process;
+
+pub use coord::CoordEnv;
+pub use fake_agent::FakeAgent;
+pub use process::{Proc, phasegate_binary};
+
 use std::fmt::Display;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;

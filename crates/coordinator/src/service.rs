@@ -18,6 +18,7 @@ use phasegate_proto::{
     PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
     decode,
 };
+use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -98,6 +99,12 @@ fn envelope<T: Serialize>(encoding: Encoding, result: Result<T, ApiError>) -> (B
 }
 
 fn parse<T: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError::invalid(format!(
+            "body of {} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes",
+            body.len()
+        )));
+    }
     // An empty body reads as an empty map, so `list` needs no body at all.
     if body.is_empty() {
         return decode(Encoding::Json, b"{}").map_err(|e| ApiError::invalid(e.to_string()));

@@ -6,6 +6,10 @@ use serde::de::DeserializeOwned;
 /// The largest body accepted or produced (NATS' default `max_payload`).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The largest request body the coordinator accepts; larger ones are
+/// answered `invalid` without being decoded.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
 /// The deepest nesting accepted in MessagePack, as serde_json does for
 /// JSON: deeper bodies are refused before they can exhaust the stack.
 pub const MAX_DEPTH: usize = 128;

@@ -1,0 +1,48 @@
+//! A coordinator process on its own nats-server, with a typed client.
+
+use std::time::Duration;
+
+use phasegate_client::PhasegateClient;
+
+use crate::{NatsServer, PATIENCE, Proc, wait_for};
+
+/// A nats-server and a `phasegate coordinator` process on it.
+pub struct CoordEnv {
+    /// The server.
+    pub nats: NatsServer,
+    /// The coordinator process.
+    pub coord: Proc,
+    /// A client of its command API.
+    pub client: PhasegateClient,
+}
+
+impl CoordEnv {
+    /// Starts both and waits until the coordinator answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let url = nats.url();
+        let coord = Proc::spawn("coordinator", &["coordinator", "--nats-url", &url])?;
+        let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(5)).await?;
+        let env = Self { nats, coord, client };
+        env.wait_ready().await?;
+        Ok(env)
+    }
+
+    /// Waits until the coordinator answers a command.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        wait_for(
+            || async { self.client.pipeline_list().await },
+            PATIENCE,
+            "the coordinator to answer pipeline.list",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `kill -9` of the coordinator, then a fresh start; waits until ready.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        self.coord.kill9()?;
+        self.coord.restart()?;
+        self.wait_ready().await
+    }
+}
