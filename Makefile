@@ -20,7 +20,10 @@ export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 tools:
 	bash scripts/install-nats-server.sh
 
+# The end-to-end tests run the real `phasegate` binary: build it first so
+# they never run a stale one.
 test: tools lint
+	cargo build -p phasegate-cli
 	cargo test --workspace
 
 lint:

@@ -23,7 +23,11 @@ impl CoordEnv {
         let url = nats.url();
         let coord = Proc::spawn("coordinator", &["coordinator", "--nats-url", &url])?;
         let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(5)).await?;
-        let env = Self { nats, coord, client };
+        let env = Self {
+            nats,
+            coord,
+            client,
+        };
         env.wait_ready().await?;
         Ok(env)
     }

@@ -23,7 +23,12 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     /// Starts an agent of `segment` reporting every `heartbeat_ms`.
-    pub async fn start(url: &str, agent_id: &str, segment: &str, heartbeat_ms: u64) -> anyhow::Result<Self> {
+    pub async fn start(
+        url: &str,
+        agent_id: &str,
+        segment: &str,
+        heartbeat_ms: u64,
+    ) -> anyhow::Result<Self> {
         let subjects = Subjects::default();
         let client = phasegate_bus::connect(ConnectOptions::new(url, agent_id)).await?;
         let healthy = Arc::new(AtomicBool::new(true));

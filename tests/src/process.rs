@@ -79,11 +79,17 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().with_context(|| format!("cannot start {}", self.name))?);
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("cannot start {}", self.name))?,
+        );
         Ok(())
     }
 
@@ -119,7 +125,10 @@ impl Proc {
     }
 
     /// SIGTERM, then waits up to `timeout` for a clean exit; returns its status.
-    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let Some(mut c) = self.child.take() else {
             bail!("{} is not running", self.name);
         };
@@ -134,7 +143,10 @@ impl Proc {
             if tokio::time::Instant::now() >= deadline {
                 c.kill()?;
                 c.wait()?;
-                bail!("{} did not stop within {timeout:?} after SIGTERM", self.name);
+                bail!(
+                    "{} did not stop within {timeout:?} after SIGTERM",
+                    self.name
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

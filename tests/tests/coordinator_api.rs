@@ -2,6 +2,8 @@
 //! nats-server: success cases, each error code, both encodings, and
 //! malformed input of every kind answered `invalid` while it keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
+
 use std::time::Duration;
 
 use phasegate_bus::{HeaderMap, headers_for};
@@ -39,20 +41,53 @@ async fn pipelines_crud_and_errors() -> anyhow::Result<()> {
     assert_eq!(c.pipeline_get(p.name.clone()).await?, stored);
     assert_eq!(c.pipeline_list().await?.len(), 1);
     // Invalid definitions name the field.
-    let bad = pipeline(json!({"name": "bad", "phases": [{"id": "a", "segments": ["dev"], "approval": {"required": true, "approvers": ["x"], "min_approvals": 2}}]}));
-    let err = c.pipeline_put(bad, actor("alice")).await.expect_err("invalid");
+    let bad = pipeline(
+        json!({"name": "bad", "phases": [{"id": "a", "segments": ["dev"], "approval": {"required": true, "approvers": ["x"], "min_approvals": 2}}]}),
+    );
+    let err = c
+        .pipeline_put(bad, actor("alice"))
+        .await
+        .expect_err("invalid");
     assert_eq!(err.code(), ErrorCode::Invalid);
     assert!(err.to_string().contains("min_approvals"), "{err}");
     let empty = pipeline(json!({"name": "bad", "phases": []}));
-    assert_eq!(code(c.pipeline_put(empty, actor("alice")).await), ErrorCode::Invalid);
-    assert_eq!(code(c.pipeline_get(PipelineName::new("nope")?).await), ErrorCode::NotFound);
-    assert_eq!(code(c.pipeline_delete(PipelineName::new("nope")?, actor("a")).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(c.pipeline_put(empty, actor("alice")).await),
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        code(c.pipeline_get(PipelineName::new("nope")?).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            c.pipeline_delete(PipelineName::new("nope")?, actor("a"))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
     // Attached to an entity: cannot be deleted.
-    c.entity_put(EntityKind::Gate, spec(json!({"name": "g", "pipeline": "std"})), actor("a"), None, None).await?;
-    assert_eq!(code(c.pipeline_delete(p.name.clone(), actor("a")).await), ErrorCode::Conflict);
+    c.entity_put(
+        EntityKind::Gate,
+        spec(json!({"name": "g", "pipeline": "std"})),
+        actor("a"),
+        None,
+        None,
+    )
+    .await?;
+    assert_eq!(
+        code(c.pipeline_delete(p.name.clone(), actor("a")).await),
+        ErrorCode::Conflict
+    );
     // Attaching a pipeline that does not exist.
     let e = c
-        .entity_put(EntityKind::Gate, spec(json!({"name": "h", "pipeline": "ghost"})), actor("a"), None, None)
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": "h", "pipeline": "ghost"})),
+            actor("a"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(code(e), ErrorCode::NotFound);
     let p2 = pipeline(json!({"name": "other", "phases": [{"id": "dev", "segments": ["dev"]}]}));
@@ -67,12 +102,24 @@ async fn gates_and_configs_crud() -> anyhow::Result<()> {
     let env = CoordEnv::start().await?;
     let c = &env.client;
     let r = c
-        .entity_put(EntityKind::Gate, spec(json!({"name": "checkout", "rules": [{"id": "r", "pass_percentage": 5}]})), actor("a"), None, None)
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": "checkout", "rules": [{"id": "r", "pass_percentage": 5}]})),
+            actor("a"),
+            None,
+            None,
+        )
         .await?;
     assert_eq!((r.spec.version, r.spec.kind), (1, EntityKind::Gate));
     assert!(r.trigger.is_none(), "no pipeline: everywhere at once");
     let again = c
-        .entity_put(EntityKind::Gate, spec(json!({"name": "checkout", "rules": [{"id": "r", "pass_percentage": 5.0}]})), actor("a"), None, None)
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": "checkout", "rules": [{"id": "r", "pass_percentage": 5.0}]})),
+            actor("a"),
+            None,
+            None,
+        )
         .await?;
     assert_eq!(again.spec.version, 1, "no-op");
     // Configs are a separate namespace, and the kind comes from the subject.
@@ -88,11 +135,19 @@ async fn gates_and_configs_crud() -> anyhow::Result<()> {
     assert_eq!(cfg.spec.kind, EntityKind::Config);
     assert_eq!(c.entity_list(EntityKind::Gate).await?.len(), 1);
     assert_eq!(c.entity_list(EntityKind::Config).await?.len(), 1);
-    let got = c.entity_get(EntityKind::Config, EntityName::new("checkout")?).await?;
+    let got = c
+        .entity_get(EntityKind::Config, EntityName::new("checkout")?)
+        .await?;
     assert_eq!(got.spec.default_value["limit"], json!(3));
     // Optimistic concurrency.
     let e = c
-        .entity_put(EntityKind::Gate, spec(json!({"name": "checkout", "enabled": false})), actor("a"), None, Some(7))
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": "checkout", "enabled": false})),
+            actor("a"),
+            None,
+            Some(7),
+        )
         .await;
     assert_eq!(code(e), ErrorCode::Conflict);
     // Bad specs.
@@ -107,11 +162,30 @@ async fn gates_and_configs_crud() -> anyhow::Result<()> {
         .await;
     assert_eq!(code(e), ErrorCode::Invalid);
     // Delete, then re-create continuing the numbers.
-    c.entity_delete(EntityKind::Gate, EntityName::new("checkout")?, actor("a")).await?;
-    assert_eq!(code(c.entity_get(EntityKind::Gate, EntityName::new("checkout")?).await), ErrorCode::NotFound);
-    assert_eq!(code(c.entity_delete(EntityKind::Gate, EntityName::new("checkout")?, actor("a")).await), ErrorCode::NotFound);
+    c.entity_delete(EntityKind::Gate, EntityName::new("checkout")?, actor("a"))
+        .await?;
+    assert_eq!(
+        code(
+            c.entity_get(EntityKind::Gate, EntityName::new("checkout")?)
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            c.entity_delete(EntityKind::Gate, EntityName::new("checkout")?, actor("a"))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
     let back = c
-        .entity_put(EntityKind::Gate, spec(json!({"name": "checkout"})), actor("a"), None, None)
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": "checkout"})),
+            actor("a"),
+            None,
+            None,
+        )
         .await?;
     assert_eq!(back.spec.version, 2);
     Ok(())
@@ -121,14 +195,29 @@ async fn gates_and_configs_crud() -> anyhow::Result<()> {
 async fn triggers_and_agents_lookup() -> anyhow::Result<()> {
     let env = CoordEnv::start().await?;
     let c = &env.client;
-    assert_eq!(code(c.trigger_get(TriggerId::new("t-missing")?).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(c.trigger_get(TriggerId::new("t-missing")?).await),
+        ErrorCode::NotFound
+    );
     let e = c
-        .act(TriggerAction::Pause, TriggerId::new("t-missing")?, None, actor("a"), None)
+        .act(
+            TriggerAction::Pause,
+            TriggerId::new("t-missing")?,
+            None,
+            actor("a"),
+            None,
+        )
         .await;
     assert_eq!(code(e), ErrorCode::NotFound);
     // approve without phase_id is invalid, even for a trigger that does not exist.
     let e = c
-        .act(TriggerAction::Approve, TriggerId::new("t-missing")?, None, actor("a"), None)
+        .act(
+            TriggerAction::Approve,
+            TriggerId::new("t-missing")?,
+            None,
+            actor("a"),
+            None,
+        )
         .await;
     assert_eq!(code(e), ErrorCode::Invalid);
     c.pipeline_put(
@@ -139,7 +228,13 @@ async fn triggers_and_agents_lookup() -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for name in ["a", "b"] {
         let r = c
-            .entity_put(EntityKind::Gate, spec(json!({"name": name, "pipeline": "p"})), actor("a"), None, None)
+            .entity_put(
+                EntityKind::Gate,
+                spec(json!({"name": name, "pipeline": "p"})),
+                actor("a"),
+                None,
+                None,
+            )
             .await?;
         ids.push(r.trigger.expect("a trigger").id);
     }
@@ -168,10 +263,19 @@ async fn triggers_and_agents_lookup() -> anyhow::Result<()> {
 }
 
 /// Sends raw bytes and returns the decoded JSON reply.
-async fn raw(env: &CoordEnv, command: Command, headers: HeaderMap, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+async fn raw(
+    env: &CoordEnv,
+    command: Command,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
     let subject = Subjects::default().command(command);
     let json = !headers.is_empty();
-    let msg = env.client.bus().request_bytes(&subject, headers, body).await?;
+    let msg = env
+        .client
+        .bus()
+        .request_bytes(&subject, headers, body)
+        .await?;
     Ok(if json {
         serde_json::from_slice(&msg.payload)?
     } else {
@@ -187,11 +291,29 @@ async fn json_requests_get_json_replies() -> anyhow::Result<()> {
         "actor": "alice",
         "unknown_key": "ignored"
     }))?;
-    let v = raw(&env, Command::PipelinePut, headers_for(Encoding::Json), body).await?;
+    let v = raw(
+        &env,
+        Command::PipelinePut,
+        headers_for(Encoding::Json),
+        body,
+    )
+    .await?;
     assert_eq!(v["ok"], json!(true), "{v}");
-    assert_eq!(v["result"]["pipeline"]["phases"][0]["apply_timeout_ms"], json!(60000));
-    let v = raw(&env, Command::PipelineGet, headers_for(Encoding::Json), br#"{"name": "nope"}"#.to_vec()).await?;
-    assert_eq!(v, json!({"ok": false, "error": {"code": "not_found", "message": v["error"]["message"]}}));
+    assert_eq!(
+        v["result"]["pipeline"]["phases"][0]["apply_timeout_ms"],
+        json!(60000)
+    );
+    let v = raw(
+        &env,
+        Command::PipelineGet,
+        headers_for(Encoding::Json),
+        br#"{"name": "nope"}"#.to_vec(),
+    )
+    .await?;
+    assert_eq!(
+        v,
+        json!({"ok": false, "error": {"code": "not_found", "message": v["error"]["message"]}})
+    );
     Ok(())
 }
 
@@ -234,7 +356,10 @@ async fn malformed_input_is_invalid_and_harmless() -> anyhow::Result<()> {
         assert_eq!(v["ok"], json!(false), "{what}: {v}");
         assert_eq!(v["error"]["code"], json!("invalid"), "{what}: {v}");
         let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(!message.is_empty(), "{what}: the message says what is wrong");
+        assert!(
+            !message.is_empty(),
+            "{what}: the message says what is wrong"
+        );
     }
     // Still serving, and nothing was stored.
     assert!(env.client.entity_list(EntityKind::Gate).await?.is_empty());

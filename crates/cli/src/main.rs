@@ -20,7 +20,11 @@ enum Cmd {
     /// Run the coordinator: owns definitions and drives every rollout.
     Coordinator {
         /// NATS server URL.
-        #[arg(long, env = "PHASEGATE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        #[arg(
+            long,
+            env = "PHASEGATE_NATS_URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
         nats_url: String,
         /// Configuration file (TOML); see config/coordinator.toml.
         #[arg(long)]
@@ -71,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
                 None => phasegate_coordinator::CoordinatorConfig::default(),
             };
             // A URL in the file applies unless the flag or variable was given.
-            let url = match (&cfg.nats_url, std::env::args().any(|a| a.starts_with("--nats-url")) || std::env::var_os("PHASEGATE_NATS_URL").is_some()) {
+            let url = match (
+                &cfg.nats_url,
+                std::env::args().any(|a| a.starts_with("--nats-url"))
+                    || std::env::var_os("PHASEGATE_NATS_URL").is_some(),
+            ) {
                 (Some(u), false) => u.clone(),
                 _ => nats_url,
             };

@@ -69,9 +69,8 @@ impl PhasegateClient {
     ///
     /// When the URL or prefix is unusable.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BusError> {
-        let subjects = Subjects::new(prefix).map_err(|e| {
-            BusError::Api(phasegate_proto::ApiError::invalid(e.to_string()))
-        })?;
+        let subjects = Subjects::new(prefix)
+            .map_err(|e| BusError::Api(phasegate_proto::ApiError::invalid(e.to_string())))?;
         let bus = phasegate_bus::connect(
             ConnectOptions::new(url, "phasegate-client")
                 .with_subjects(subjects)
@@ -117,9 +116,16 @@ impl PhasegateClient {
     /// # Errors
     ///
     /// The coordinator's refusal, or a transport failure.
-    pub async fn pipeline_put(&self, pipeline: Pipeline, actor: Actor) -> Result<Pipeline, BusError> {
+    pub async fn pipeline_put(
+        &self,
+        pipeline: Pipeline,
+        actor: Actor,
+    ) -> Result<Pipeline, BusError> {
         let r: PipelineResult = self
-            .call(Command::PipelinePut, &PipelinePutRequest { pipeline, actor })
+            .call(
+                Command::PipelinePut,
+                &PipelinePutRequest { pipeline, actor },
+            )
             .await?;
         Ok(r.pipeline)
     }
@@ -153,7 +159,10 @@ impl PhasegateClient {
     /// `not_found`, `conflict`, or a transport failure.
     pub async fn pipeline_delete(&self, name: PipelineName, actor: Actor) -> Result<(), BusError> {
         let _: Empty = self
-            .call(Command::PipelineDelete, &PipelineDeleteRequest { name, actor })
+            .call(
+                Command::PipelineDelete,
+                &PipelineDeleteRequest { name, actor },
+            )
             .await?;
         Ok(())
     }
@@ -192,7 +201,11 @@ impl PhasegateClient {
     /// # Errors
     ///
     /// `not_found`, or a transport failure.
-    pub async fn entity_get(&self, kind: EntityKind, name: EntityName) -> Result<EntityResult, BusError> {
+    pub async fn entity_get(
+        &self,
+        kind: EntityKind,
+        name: EntityName,
+    ) -> Result<EntityResult, BusError> {
         let command = match kind {
             EntityKind::Gate => Command::GateGet,
             EntityKind::Config => Command::ConfigGet,
@@ -219,12 +232,19 @@ impl PhasegateClient {
     /// # Errors
     ///
     /// `not_found`, `conflict`, or a transport failure.
-    pub async fn entity_delete(&self, kind: EntityKind, name: EntityName, actor: Actor) -> Result<(), BusError> {
+    pub async fn entity_delete(
+        &self,
+        kind: EntityKind,
+        name: EntityName,
+        actor: Actor,
+    ) -> Result<(), BusError> {
         let command = match kind {
             EntityKind::Gate => Command::GateDelete,
             EntityKind::Config => Command::ConfigDelete,
         };
-        let _: Empty = self.call(command, &EntityDeleteRequest { name, actor }).await?;
+        let _: Empty = self
+            .call(command, &EntityDeleteRequest { name, actor })
+            .await?;
         Ok(())
     }
 
@@ -234,7 +254,9 @@ impl PhasegateClient {
     ///
     /// `not_found`, or a transport failure.
     pub async fn trigger_get(&self, id: TriggerId) -> Result<Trigger, BusError> {
-        let r: TriggerResult = self.call(Command::TriggerGet, &TriggerGetRequest { id }).await?;
+        let r: TriggerResult = self
+            .call(Command::TriggerGet, &TriggerGetRequest { id })
+            .await?;
         Ok(r.trigger)
     }
 

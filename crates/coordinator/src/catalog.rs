@@ -9,7 +9,7 @@ use std::sync::Arc;
 use phasegate_model::{self as model, Action, PutKind, PutRequest};
 use phasegate_proto::{
     ActionRequest, ApiError, EntityGetRequest, EntityKind, EntityListResult, EntityPutRequest,
-    EntityResult, EntitySpec, PipelineName, Pipeline, PipelineDeleteRequest, PipelinePutRequest,
+    EntityResult, EntitySpec, Pipeline, PipelineDeleteRequest, PipelineName, PipelinePutRequest,
     StoredEntity, Trigger, TriggerId, TriggerListRequest, TriggerRecord, entity_key,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -113,16 +113,24 @@ impl Actor for Catalog {
                         .pipelines
                         .get(&name)
                         .map(|(p, _)| p.clone())
-                        .ok_or_else(|| ApiError::not_found(format!("pipeline {name} does not exist"))),
+                        .ok_or_else(|| {
+                            ApiError::not_found(format!("pipeline {name} does not exist"))
+                        }),
                 );
             }
             CatalogMsg::PipelineList(reply) => {
-                let _ = reply.send(Ok(state.pipelines.values().map(|(p, _)| p.clone()).collect()));
+                let _ = reply.send(Ok(state
+                    .pipelines
+                    .values()
+                    .map(|(p, _)| p.clone())
+                    .collect()));
             }
             CatalogMsg::PipelineDelete(req, reply) => {
                 let _ = reply.send(state.pipeline_delete(req).await);
             }
-            CatalogMsg::EntityPut(kind, req, reply) => state.entity_put(&myself, kind, req, reply).await,
+            CatalogMsg::EntityPut(kind, req, reply) => {
+                state.entity_put(&myself, kind, req, reply).await
+            }
             CatalogMsg::EntityGet(kind, req, reply) => {
                 let _ = reply.send(state.entity_get(kind, &req));
             }
@@ -139,11 +147,10 @@ impl Actor for Catalog {
                 let _ = reply.send(state.entity_delete(kind, req).await);
             }
             CatalogMsg::TriggerGet(id, reply) => {
-                let _ = reply.send(
-                    state
-                        .find_trigger(&id)
-                        .ok_or_else(|| ApiError::not_found(format!("trigger {id} does not exist"))),
-                );
+                let _ =
+                    reply.send(state.find_trigger(&id).ok_or_else(|| {
+                        ApiError::not_found(format!("trigger {id} does not exist"))
+                    }));
             }
             CatalogMsg::TriggerList(req, reply) => {
                 let _ = reply.send(Ok(state.trigger_list(&req)));
@@ -161,7 +168,9 @@ impl Actor for Catalog {
                 trigger,
             } => {
                 state.actors.remove(&trigger.trigger.id);
-                state.finished.insert(trigger.trigger.id.clone(), trigger.trigger);
+                state
+                    .finished
+                    .insert(trigger.trigger.id.clone(), trigger.trigger);
                 state.adopt(&key, stored, revision);
             }
         }
@@ -215,13 +224,15 @@ impl CatalogState {
         }
         self.pipelines = Arc::new(pipelines);
         for e in load_all::<TriggerRecord>(&self.store.triggers).await? {
-            self.finished.insert(e.value.trigger.id.clone(), e.value.trigger);
+            self.finished
+                .insert(e.value.trigger.id.clone(), e.value.trigger);
         }
-        let archived: HashMap<TriggerId, TriggerRecord> = load_all::<TriggerRecord>(&self.store.triggers)
-            .await?
-            .into_iter()
-            .map(|e| (e.value.trigger.id.clone(), e.value))
-            .collect();
+        let archived: HashMap<TriggerId, TriggerRecord> =
+            load_all::<TriggerRecord>(&self.store.triggers)
+                .await?
+                .into_iter()
+                .map(|e| (e.value.trigger.id.clone(), e.value))
+                .collect();
         let desired: HashMap<String, (phasegate_proto::DesiredEntity, u64)> =
             load_all::<phasegate_proto::DesiredEntity>(&self.store.desired)
                 .await?
@@ -241,7 +252,11 @@ impl CatalogState {
             {
                 model::settle(&mut stored.record, done);
                 stored.active = None;
-                revision = self.store.entities.update(&e.key, to_bytes(&stored)?, revision).await?;
+                revision = self
+                    .store
+                    .entities
+                    .update(&e.key, to_bytes(&stored)?, revision)
+                    .await?;
             }
             if stored.active.is_none() {
                 // Make sure agents were told (a stop may have come between
@@ -252,8 +267,13 @@ impl CatalogState {
                     self.store.desired.put(&e.key, to_bytes(&want)?).await?;
                 }
             }
-            self.entities.insert((kind, name.clone()), EntitySlot { stored, revision });
-            if self.entities.get(&(kind, name.clone())).is_some_and(|s| s.stored.active.is_some()) {
+            self.entities
+                .insert((kind, name.clone()), EntitySlot { stored, revision });
+            if self
+                .entities
+                .get(&(kind, name.clone()))
+                .is_some_and(|s| s.stored.active.is_some())
+            {
                 self.spawn_trigger(myself, &(kind, name)).await?;
             }
         }
@@ -308,7 +328,8 @@ impl CatalogState {
         };
         let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
         if let Some(e) = self.store.entities.get(&key).await? {
-            let stored: StoredEntity = phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value)?;
+            let stored: StoredEntity =
+                phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value)?;
             self.entities.insert(
                 k.clone(),
                 EntitySlot {
@@ -337,9 +358,12 @@ impl CatalogState {
     }
 
     fn pipeline_in_use(&self, name: &PipelineName) -> bool {
-        self.entities
-            .values()
-            .any(|s| s.stored.active.as_ref().is_some_and(|a| &a.trigger.pipeline == name))
+        self.entities.values().any(|s| {
+            s.stored
+                .active
+                .as_ref()
+                .is_some_and(|a| &a.trigger.pipeline == name)
+        })
     }
 
     async fn pipeline_put(&mut self, req: PipelinePutRequest) -> Result<Pipeline, ApiError> {
@@ -369,7 +393,10 @@ impl CatalogState {
 
     async fn pipeline_delete(&mut self, req: PipelineDeleteRequest) -> Result<(), ApiError> {
         if !self.pipelines.contains_key(&req.name) {
-            return Err(ApiError::not_found(format!("pipeline {} does not exist", req.name)));
+            return Err(ApiError::not_found(format!(
+                "pipeline {} does not exist",
+                req.name
+            )));
         }
         if self.pipeline_in_use(&req.name) {
             return Err(ApiError::conflict(format!(
@@ -390,7 +417,11 @@ impl CatalogState {
                 req.name, s.stored.record.kind, s.stored.record.name
             )));
         }
-        self.store.pipelines.delete(req.name.as_str()).await.map_err(store_err)?;
+        self.store
+            .pipelines
+            .delete(req.name.as_str())
+            .await
+            .map_err(store_err)?;
         tracing::info!(pipeline = %req.name, actor = %req.actor, "pipeline deleted");
         Arc::make_mut(&mut self.pipelines).remove(&req.name);
         Ok(())
@@ -507,18 +538,20 @@ impl CatalogState {
         }
     }
 
-    fn entity_get(&self, kind: EntityKind, req: &EntityGetRequest) -> Result<EntityResult, ApiError> {
+    fn entity_get(
+        &self,
+        kind: EntityKind,
+        req: &EntityGetRequest,
+    ) -> Result<EntityResult, ApiError> {
         let slot = self
             .entities
             .get(&(kind, req.name.to_string()))
             .filter(|s| s.stored.record.latest.is_some())
             .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
-        let spec: EntitySpec = slot
-            .stored
-            .record
-            .latest
-            .clone()
-            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
+        let spec: EntitySpec =
+            slot.stored.record.latest.clone().ok_or_else(|| {
+                ApiError::not_found(format!("{kind} {} does not exist", req.name))
+            })?;
         Ok(EntityResult {
             spec,
             trigger: slot.stored.active.as_ref().map(|a| a.trigger.clone()),
@@ -536,7 +569,10 @@ impl CatalogState {
             .get(&k)
             .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
         let record = model::delete(&slot.stored.record)?;
-        let stored = StoredEntity { record, active: None };
+        let stored = StoredEntity {
+            record,
+            active: None,
+        };
         let key = entity_key(kind, &req.name);
         let new_rev = self
             .store
@@ -589,12 +625,18 @@ impl CatalogState {
             .filter(|t| req.status.is_none_or(|s| t.status == s))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            b.created_at_ms
+                .cmp(&a.created_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         out
     }
 
     fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: Reply<Trigger>) {
-        if matches!(action, Action::Approve | Action::Skip | Action::Rollout) && req.phase_id.is_none() {
+        if matches!(action, Action::Approve | Action::Skip | Action::Rollout)
+            && req.phase_id.is_none()
+        {
             let _ = reply.send(Err(ApiError::invalid(format!(
                 "phase_id is required for {}: name the phase you act on",
                 action.as_str()
@@ -609,7 +651,10 @@ impl CatalogState {
             return;
         }
         let answer = match self.find_trigger(&req.id) {
-            None => Err(ApiError::not_found(format!("trigger {} does not exist", req.id))),
+            None => Err(ApiError::not_found(format!(
+                "trigger {} does not exist",
+                req.id
+            ))),
             Some(t) if t.status.is_finished() => Err(ApiError::conflict(format!(
                 "trigger {} is finished; it no longer accepts actions",
                 req.id

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use phasegate_bus::Kv;
 use phasegate_model::{FleetView, SegmentFleet};
-use phasegate_proto::{AgentId, AgentInfo, AgentRecord, AgentReport, Segment, SegmentPattern, TriggerId};
+use phasegate_proto::{
+    AgentId, AgentInfo, AgentRecord, AgentReport, Segment, SegmentPattern, TriggerId,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::now_ms;
@@ -115,7 +117,11 @@ impl Actor for Directory {
         // coordinator has not heard from anyone yet. Their acks start at 0.
         for e in load_all::<AgentRecord>(&state.kv).await? {
             let r = e.value;
-            state.by_segment.entry(r.segment.to_string()).or_default().insert(r.agent_id.clone());
+            state
+                .by_segment
+                .entry(r.segment.to_string())
+                .or_default()
+                .insert(r.agent_id.clone());
             state.agents.insert(
                 r.agent_id,
                 AgentState {
@@ -130,7 +136,9 @@ impl Actor for Directory {
                 },
             );
         }
-        myself.send_interval(Duration::from_millis(args.sweep_ms.max(1)), || DirectoryMsg::Sweep);
+        myself.send_interval(Duration::from_millis(args.sweep_ms.max(1)), || {
+            DirectoryMsg::Sweep
+        });
         Ok(state)
     }
 
@@ -250,7 +258,10 @@ impl DirectoryState {
                 (true, true)
             }
         };
-        self.by_segment.entry(segment_key.clone()).or_default().insert(r.agent_id.clone());
+        self.by_segment
+            .entry(segment_key.clone())
+            .or_default()
+            .insert(r.agent_id.clone());
         if persist {
             let rec = AgentRecord {
                 agent_id: r.agent_id.clone(),

@@ -45,7 +45,10 @@ impl Coordinator {
     /// # Errors
     ///
     /// When NATS or JetStream cannot be used, or an actor cannot start.
-    pub async fn start(nats_url: &str, config: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+    pub async fn start(
+        nats_url: &str,
+        config: CoordinatorConfig,
+    ) -> Result<Self, CoordinatorError> {
         config.check("configuration")?;
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| CoordinatorError::Config(e.to_string()))?;
@@ -82,7 +85,9 @@ impl Coordinator {
             .nats()
             .subscribe(subjects.all_agent_reports())
             .await
-            .map_err(|e| CoordinatorError::Actor(format!("cannot subscribe to agent reports: {e}")))?;
+            .map_err(|e| {
+                CoordinatorError::Actor(format!("cannot subscribe to agent reports: {e}"))
+            })?;
         let dir = directory.clone();
         let mut tasks = vec![tokio::spawn(async move {
             while let Some(msg) = reports.next().await {
@@ -92,7 +97,9 @@ impl Coordinator {
                             break;
                         }
                     }
-                    Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "malformed agent report ignored"),
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "malformed agent report ignored")
+                    }
                 }
             }
         })];

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use phasegate_bus::async_nats::service::{self, ServiceExt};
 use phasegate_bus::{Client, encode_reply, encoding_of};
 use phasegate_model::Action;
+use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
     ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
     EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
@@ -18,7 +19,6 @@ use phasegate_proto::{
     PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
     decode,
 };
-use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -72,10 +72,7 @@ pub(crate) async fn start(
                     let body = handle(&h, command, encoding, &request.message.payload)
                         .instrument(span)
                         .await;
-                    if let Err(e) = request
-                        .respond_with_headers(Ok(body.0), body.1)
-                        .await
-                    {
+                    if let Err(e) = request.respond_with_headers(Ok(body.0), body.1).await {
                         tracing::debug!(error = %e, "cannot send reply");
                     }
                 });
@@ -85,7 +82,10 @@ pub(crate) async fn start(
     Ok((svc, tasks))
 }
 
-fn envelope<T: Serialize>(encoding: Encoding, result: Result<T, ApiError>) -> (Bytes, phasegate_bus::HeaderMap) {
+fn envelope<T: Serialize>(
+    encoding: Encoding,
+    result: Result<T, ApiError>,
+) -> (Bytes, phasegate_bus::HeaderMap) {
     let reply = match result {
         Ok(r) => Reply::ok(r),
         Err(e) => Reply::err(e),
@@ -119,7 +119,10 @@ where
 {
     match actor.call(f, Some(ACTOR_TIMEOUT)).await {
         Ok(CallResult::Success(r)) => r,
-        Ok(CallResult::Timeout) => Err(ApiError::new(ErrorCode::Unavailable, "the coordinator is busy; retry")),
+        Ok(CallResult::Timeout) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the coordinator is busy; retry",
+        )),
         Ok(CallResult::SenderError) | Err(_) => Err(ApiError::new(
             ErrorCode::Unavailable,
             "the request was interrupted; retry",
@@ -161,9 +164,20 @@ fn action_of(command: Command) -> Option<Action> {
     })
 }
 
-async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> (Bytes, phasegate_bus::HeaderMap) {
+async fn handle(
+    h: &Handlers,
+    command: Command,
+    enc: Encoding,
+    body: &[u8],
+) -> (Bytes, phasegate_bus::HeaderMap) {
     let c = &h.catalog;
-    let kind = |g: &str| if g == "config" { EntityKind::Config } else { EntityKind::Gate };
+    let kind = |g: &str| {
+        if g == "config" {
+            EntityKind::Config
+        } else {
+            EntityKind::Gate
+        }
+    };
     if let Some(action) = action_of(command) {
         return run(enc, body, |req: ActionRequest| async move {
             let trigger = ask(c, |r| CatalogMsg::TriggerAct(action, req, r)).await?;
@@ -216,7 +230,10 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> (
         }
         Command::GateList | Command::ConfigList => {
             let k = kind(command.group());
-            run(enc, body, |_: Empty| async move { ask(c, |r| CatalogMsg::EntityList(k, r)).await }).await
+            run(enc, body, |_: Empty| async move {
+                ask(c, |r| CatalogMsg::EntityList(k, r)).await
+            })
+            .await
         }
         Command::GateDelete | Command::ConfigDelete => {
             let k = kind(command.group());
@@ -254,12 +271,18 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> (
                     .await
                 {
                     Ok(CallResult::Success(agents)) => Ok(AgentListResult { agents }),
-                    _ => Err(ApiError::new(ErrorCode::Unavailable, "the agent directory is busy; retry")),
+                    _ => Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the agent directory is busy; retry",
+                    )),
                 }
             })
             .await
         }
         // Actions were handled above.
-        _ => envelope::<Empty>(enc, Err(ApiError::new(ErrorCode::Internal, "unrouted command"))),
+        _ => envelope::<Empty>(
+            enc,
+            Err(ApiError::new(ErrorCode::Internal, "unrouted command")),
+        ),
     }
 }

@@ -32,7 +32,10 @@ pub(crate) struct Versioned<T> {
 
 impl Store {
     /// Opens (creating when needed) every bucket under `subjects`' prefix.
-    pub(crate) async fn open(client: &Client, subjects: &Subjects) -> Result<Self, CoordinatorError> {
+    pub(crate) async fn open(
+        client: &Client,
+        subjects: &Subjects,
+    ) -> Result<Self, CoordinatorError> {
         let open = |what: Bucket, description: &str| {
             let name = subjects.bucket(what);
             let opts = BucketOptions {
@@ -43,9 +46,17 @@ impl Store {
         };
         Ok(Self {
             pipelines: open(Bucket::Pipelines, "phasegate pipelines").await?,
-            entities: open(Bucket::Entities, "phasegate gates and configs with their active trigger").await?,
+            entities: open(
+                Bucket::Entities,
+                "phasegate gates and configs with their active trigger",
+            )
+            .await?,
             triggers: open(Bucket::Triggers, "phasegate finished triggers").await?,
-            desired: open(Bucket::Desired, "phasegate desired state, watched by agents").await?,
+            desired: open(
+                Bucket::Desired,
+                "phasegate desired state, watched by agents",
+            )
+            .await?,
             agents: open(Bucket::Agents, "phasegate agents ever heard from").await?,
         })
     }

@@ -64,6 +64,10 @@ pub(crate) struct TriggerState {
     desired: Option<phasegate_proto::DesiredEntity>,
     timer: Option<JoinHandle<Result<(), ractor::MessagingErr<TriggerMsg>>>>,
     deadline: Option<u64>,
+    /// Whether the directory's first fleet view has arrived. Until then the
+    /// trigger knows of no agent, and a step taken now could call a phase
+    /// applied that nobody has applied.
+    fleet_seen: bool,
 }
 
 pub(crate) struct TriggerActor;
@@ -96,12 +100,14 @@ impl Actor for TriggerActor {
             desired: None,
             timer: None,
             deadline: None,
+            fleet_seen: false,
         };
         // What agents were last told, so a restart only re-publishes when
         // the stored rollout moved on without its desired state.
         if let Some(e) = state.store.desired.get(&state.key).await? {
             state.desired_revision = e.revision;
-            state.desired = phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value).ok();
+            state.desired =
+                phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value).ok();
         }
         state.publish_desired().await?;
         let patterns = state
@@ -121,8 +127,8 @@ impl Actor for TriggerActor {
             revision: state.desired_revision,
             actor: myself.clone(),
         })?;
-        // A deadline that passed while the coordinator was down fires now.
-        myself.cast(TriggerMsg::Tick)?;
+        // A deadline that passed while the coordinator was down fires as
+        // soon as the first fleet view is in (the directory sends it at once).
         Ok(state)
     }
 
@@ -134,7 +140,9 @@ impl Actor for TriggerActor {
         if let Some(t) = state.timer.take() {
             t.abort();
         }
-        let _ = state.directory.cast(DirectoryMsg::Unregister(state.id.clone()));
+        let _ = state
+            .directory
+            .cast(DirectoryMsg::Unregister(state.id.clone()));
         Ok(())
     }
 
@@ -179,6 +187,7 @@ impl Actor for TriggerActor {
                 let _ = reply.send(answer);
             }
             TriggerMsg::Fleet(view) => {
+                state.fleet_seen = true;
                 let now = now_ms();
                 let mut next = state.stored.clone();
                 if let Some(rec) = next.active.as_mut() {
@@ -194,6 +203,7 @@ impl Actor for TriggerActor {
                     state.notify_catalog();
                 }
             }
+            TriggerMsg::Tick if !state.fleet_seen => {}
             TriggerMsg::Tick => {
                 state.deadline = None;
                 let now = now_ms();
@@ -236,7 +246,10 @@ fn material_change(prev: &StoredEntity, next: &StoredEntity) -> bool {
 
 impl TriggerState {
     fn active(&self) -> Option<&phasegate_proto::TriggerRecord> {
-        self.stored.active.as_ref().filter(|a| a.trigger.id == self.id)
+        self.stored
+            .active
+            .as_ref()
+            .filter(|a| a.trigger.id == self.id)
     }
 
     fn finished(&self) -> bool {
@@ -308,7 +321,11 @@ impl TriggerState {
         if self.desired.as_ref() == Some(&desired) {
             return Ok(());
         }
-        let revision = self.store.desired.put(&self.key, to_bytes(&desired)?).await?;
+        let revision = self
+            .store
+            .desired
+            .put(&self.key, to_bytes(&desired)?)
+            .await?;
         self.desired = Some(desired);
         self.desired_revision = revision;
         let _ = self.directory.cast(DirectoryMsg::Revision {
@@ -318,7 +335,11 @@ impl TriggerState {
         Ok(())
     }
 
-    async fn put(&mut self, req: EntityPutRequest, pipelines: &Pipelines) -> Result<EntityResult, ApiError> {
+    async fn put(
+        &mut self,
+        req: EntityPutRequest,
+        pipelines: &Pipelines,
+    ) -> Result<EntityResult, ApiError> {
         let now = now_ms();
         let outcome = model::put(
             &self.stored.record,
@@ -340,7 +361,10 @@ impl TriggerState {
             }),
             PutKind::KillSwitch => {
                 let aborted = outcome.aborted.ok_or_else(|| {
-                    ApiError::new(phasegate_proto::ErrorCode::Internal, "kill switch without trigger")
+                    ApiError::new(
+                        phasegate_proto::ErrorCode::Internal,
+                        "kill switch without trigger",
+                    )
                 })?;
                 // Archive the aborted trigger, then the entity with the
                 // disabled version as its base, in the same order as any
@@ -379,9 +403,9 @@ impl TriggerState {
                 })
             }
             // The model refuses every other put while a trigger runs.
-            PutKind::Immediate | PutKind::Triggered => Err(ApiError::conflict(
-                "the entity has an active trigger",
-            )),
+            PutKind::Immediate | PutKind::Triggered => {
+                Err(ApiError::conflict("the entity has an active trigger"))
+            }
         }
     }
 
