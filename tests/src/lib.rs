@@ -23,10 +23,13 @@
 //! test panics while a server is alive, the end of that log is printed
 //! with the test's output.
 
+pub mod agent_proc;
 pub mod coord;
 pub mod fake_agent;
+pub mod http;
 pub mod process;
 
+pub use agent_proc::AgentProc;
 pub use coord::CoordEnv;
 pub use fake_agent::FakeAgent;
 pub use process::{Proc, phasegate_binary};

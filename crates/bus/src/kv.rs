@@ -215,6 +215,20 @@ impl Kv {
             .map_err(|e| kv_err(&self.bucket, "delete", e))
     }
 
+    /// True when the bucket holds no message at all.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn is_empty(&self) -> Result<bool, BusError> {
+        let status = self
+            .store
+            .status()
+            .await
+            .map_err(|e| kv_err(&self.bucket, "status", e))?;
+        Ok(status.values() == 0)
+    }
+
     /// Every live value of the bucket, read in one pass.
     ///
     /// # Errors

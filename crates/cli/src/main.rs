@@ -19,17 +19,104 @@ struct Cli {
 enum Cmd {
     /// Run the coordinator: owns definitions and drives every rollout.
     Coordinator {
-        /// NATS server URL.
-        #[arg(
-            long,
-            env = "PHASEGATE_NATS_URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats_url: String,
+        /// NATS server URL [env: PHASEGATE_NATS_URL; default nats://127.0.0.1:4222].
+        #[arg(long, env = "PHASEGATE_NATS_URL")]
+        nats_url: Option<String>,
         /// Configuration file (TOML); see config/coordinator.toml.
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run an agent: serves one segment's gates and configs.
+    Agent(AgentArgs),
+}
+
+/// Flags of `phasegate agent`; each overrides the same key of `--config`.
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// The segment served.
+    #[arg(long)]
+    segment: Option<String>,
+    /// Free label of the segment's environment.
+    #[arg(long)]
+    tier: Option<String>,
+    /// NATS server URL [env: PHASEGATE_NATS_URL; default nats://127.0.0.1:4222].
+    #[arg(long, env = "PHASEGATE_NATS_URL")]
+    nats_url: Option<String>,
+    /// HTTP listen address [default 127.0.0.1:7420].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Where served state is kept [default ./phasegate-agent-<segment>].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// This agent's id [default <segment>-<host>].
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// A health URL; repeat for several. Healthy while all answer 2xx.
+    #[arg(long = "health-url")]
+    health_urls: Vec<String>,
+    /// Heartbeat and probe interval [default 1000].
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Staleness bound [default 30000].
+    #[arg(long)]
+    stale_after_ms: Option<u64>,
+    /// Configuration file (TOML); see config/agents/.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+fn agent_config(a: AgentArgs) -> anyhow::Result<phasegate_agent::AgentConfig> {
+    let file = match &a.config {
+        Some(p) => phasegate_agent::AgentFile::load(p)?,
+        None => phasegate_agent::AgentFile::default(),
+    };
+    let origin = a
+        .config
+        .as_ref()
+        .map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
+    let segment = a
+        .segment
+        .or(file.segment)
+        .context("--segment is required (or `segment` in --config)")?;
+    let segment =
+        phasegate_proto::Segment::new(segment).map_err(|e| anyhow::anyhow!("--segment: {e}"))?;
+    let url = a
+        .nats_url
+        .or(file.nats_url)
+        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+    let mut cfg = phasegate_agent::AgentConfig::new(segment, url);
+    cfg.tier = a.tier.or(file.tier);
+    if let Some(l) = a.listen.or(file.listen) {
+        cfg.listen = l;
+    }
+    if let Some(d) = a.state_dir.or(file.state_dir) {
+        cfg.state_dir = d;
+    }
+    if let Some(id) = a.agent_id.or(file.agent_id) {
+        cfg.agent_id =
+            phasegate_proto::AgentId::new(id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
+    }
+    cfg.health_urls = if a.health_urls.is_empty() {
+        file.health_urls
+    } else {
+        a.health_urls
+    };
+    if let Some(h) = a.heartbeat_ms.or(file.heartbeat_ms) {
+        cfg.heartbeat_ms = h;
+    }
+    if let Some(s) = a.stale_after_ms.or(file.stale_after_ms) {
+        cfg.stale_after_ms = s;
+    }
+    if let Some(p) = file.subject_prefix {
+        cfg.subject_prefix = p;
+    }
+    if let Some(m) = file.max_body_bytes {
+        cfg.max_body_bytes = m;
+    }
+    cfg.check(&origin)?;
+    Ok(cfg)
 }
 
 fn init_logging() {
@@ -74,20 +161,23 @@ async fn main() -> anyhow::Result<()> {
                 Some(path) => phasegate_coordinator::CoordinatorConfig::load(path)?,
                 None => phasegate_coordinator::CoordinatorConfig::default(),
             };
-            // A URL in the file applies unless the flag or variable was given.
-            let url = match (
-                &cfg.nats_url,
-                std::env::args().any(|a| a.starts_with("--nats-url"))
-                    || std::env::var_os("PHASEGATE_NATS_URL").is_some(),
-            ) {
-                (Some(u), false) => u.clone(),
-                _ => nats_url,
-            };
+            // The flag (or variable) wins over the file, the file over the default.
+            let url = nats_url
+                .or_else(|| cfg.nats_url.clone())
+                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
             let coordinator = phasegate_coordinator::Coordinator::start(&url, cfg)
                 .await
                 .context("cannot start the coordinator")?;
             shutdown_signal().await;
             coordinator.stop().await;
+        }
+        Cmd::Agent(args) => {
+            let cfg = agent_config(args)?;
+            let agent = phasegate_agent::Agent::start(cfg)
+                .await
+                .context("cannot start the agent")?;
+            shutdown_signal().await;
+            agent.stop().await;
         }
     }
     Ok(())

@@ -291,6 +291,13 @@ impl TriggerId {
     }
 }
 
+impl AgentId {
+    /// An id for an agent that could derive none from its host: `agent-<pid>`.
+    pub fn generated_fallback() -> Self {
+        Self(format!("agent-{}", std::process::id()))
+    }
+}
+
 impl Actor {
     /// The actor recorded for automatic steps.
     pub fn system() -> Self {

@@ -1,0 +1,186 @@
+//! The agent's settings: flags, or the same keys in a TOML file
+//! (`--config FILE`; see `config/agents/`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use phasegate_proto::{AgentId, Segment};
+use serde::Deserialize;
+
+use crate::AgentError;
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7420))
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1_000
+}
+
+fn default_stale_after_ms() -> u64 {
+    30_000
+}
+
+fn default_prefix() -> String {
+    phasegate_proto::subjects::DEFAULT_PREFIX.to_owned()
+}
+
+/// The largest HTTP request body accepted, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+/// The keys of an agent configuration file. Every key matches a flag of
+/// `phasegate agent`; flags given on the command line win.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// The segment served (required here or as `--segment`).
+    #[serde(default)]
+    pub segment: Option<String>,
+    /// Free label of the segment's environment.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// NATS server URL(s).
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// HTTP listen address. Default `127.0.0.1:7420`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Where served state is kept. Default `./phasegate-agent-<segment>`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// This agent's id. Default `<segment>-<host>`.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Health URLs: healthy while every one answers GET with 2xx.
+    #[serde(default)]
+    pub health_urls: Vec<String>,
+    /// Heartbeat and probe interval in ms. Default 1000.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// Staleness bound in ms. Default 30000.
+    #[serde(default)]
+    pub stale_after_ms: Option<u64>,
+    /// Subject prefix. Default `phasegate`.
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+    /// Largest HTTP request body, in bytes. Default 65536.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+impl AgentFile {
+    /// Reads `path`; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Self, AgentError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The agent's effective settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The segment served.
+    pub segment: Segment,
+    /// Its tier.
+    pub tier: Option<String>,
+    /// NATS server URL(s).
+    pub nats_url: String,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Where served state is kept.
+    pub state_dir: PathBuf,
+    /// This agent's id.
+    pub agent_id: AgentId,
+    /// Health URLs.
+    pub health_urls: Vec<String>,
+    /// Heartbeat and probe interval.
+    pub heartbeat_ms: u64,
+    /// Staleness bound.
+    pub stale_after_ms: u64,
+    /// Subject prefix.
+    pub subject_prefix: String,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+}
+
+impl AgentConfig {
+    /// Settings for `segment` with every default.
+    pub fn new(segment: Segment, nats_url: impl Into<String>) -> Self {
+        let agent_id = default_agent_id(&segment);
+        Self {
+            state_dir: PathBuf::from(format!("phasegate-agent-{segment}")),
+            segment,
+            tier: None,
+            nats_url: nats_url.into(),
+            listen: default_listen(),
+            agent_id,
+            health_urls: Vec::new(),
+            heartbeat_ms: default_heartbeat_ms(),
+            stale_after_ms: default_stale_after_ms(),
+            subject_prefix: default_prefix(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+
+    /// Checks values that parse but cannot work; `origin` names where they
+    /// came from.
+    pub fn check(&self, origin: &str) -> Result<(), AgentError> {
+        if !(10..=3_600_000).contains(&self.heartbeat_ms) {
+            return Err(AgentError::Config(format!(
+                "{origin}: heartbeat_ms: must be from 10 to 3600000, got {}",
+                self.heartbeat_ms
+            )));
+        }
+        if self.stale_after_ms < self.heartbeat_ms {
+            return Err(AgentError::Config(format!(
+                "{origin}: stale_after_ms: must be at least heartbeat_ms ({}), got {}",
+                self.heartbeat_ms, self.stale_after_ms
+            )));
+        }
+        for url in &self.health_urls {
+            if !url.starts_with("http://") {
+                return Err(AgentError::Config(format!(
+                    "{origin}: health url {url:?}: only http:// URLs are supported (probes are local)"
+                )));
+            }
+        }
+        phasegate_proto::Subjects::new(self.subject_prefix.clone())
+            .map_err(|e| AgentError::Config(format!("{origin}: subject_prefix: {e}")))?;
+        if self.max_body_bytes < 1024 {
+            return Err(AgentError::Config(format!(
+                "{origin}: max_body_bytes: must be at least 1024, got {}",
+                self.max_body_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `<segment>-<host>`, with characters an id may not hold replaced.
+fn default_agent_id(segment: &Segment) -> AgentId {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    let clean: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect();
+    AgentId::new(format!("{segment}-{clean}"))
+        .or_else(|_| AgentId::new(segment.as_str().to_owned()))
+        .unwrap_or_else(|_| AgentId::generated_fallback())
+}

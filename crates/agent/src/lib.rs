@@ -1,0 +1,186 @@
+//! The phasegate agent: one per segment, next to the services that ask it
+//! for gates and configs (SPEC.md §5, §7).
+//!
+//! Actors: [`sync`] keeps the segment's desired state in step with the
+//! coordinator and on disk; [`health`] probes the `--health-url`s;
+//! [`report`] heartbeats and acks. The HTTP API evaluates against an
+//! immutable snapshot swapped whole on each applied change. The agent
+//! never writes to the coordinator's state and never evaluates anything it
+//! has not first written to its state directory.
+
+pub mod config;
+mod health;
+mod http;
+mod report;
+mod served;
+pub mod state;
+mod sync;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use arc_swap::ArcSwap;
+use phasegate_bus::ConnectOptions;
+use phasegate_eval::AgentContext;
+use phasegate_proto::Subjects;
+use ractor::{Actor, ActorRef};
+
+pub use config::{AgentConfig, AgentFile};
+
+/// What can stop an agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The state directory cannot be used.
+    #[error("state: {0}")]
+    State(String),
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] phasegate_bus::BusError),
+    /// The HTTP listener cannot be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An actor could not start.
+    #[error("actor system: {0}")]
+    Actor(String),
+}
+
+/// A running agent.
+pub struct Agent {
+    addr: SocketAddr,
+    http: tokio::task::JoinHandle<()>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+    sync: ActorRef<sync::SyncMsg>,
+    health: ActorRef<health::HealthMsg>,
+    reporter: ActorRef<report::ReportMsg>,
+    client: phasegate_bus::Client,
+}
+
+impl Agent {
+    /// Starts serving: state from disk at once, then NATS in the background.
+    ///
+    /// # Errors
+    ///
+    /// When the configuration is unusable or the listen address is taken.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        config.check("configuration")?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+            AgentError::State(format!("cannot create {}: {e}", config.state_dir.display()))
+        })?;
+        let subjects = Subjects::new(config.subject_prefix.clone())
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let shared = Arc::new(served::Shared {
+            segment: config.segment.clone(),
+            agent_id: config.agent_id.clone(),
+            context: AgentContext::new(config.segment.to_string(), config.tier.clone()),
+            served: ArcSwap::from_pointee(served::Served::default()),
+            last_sync_ms: AtomicU64::new(0),
+            stale_after_ms: config.stale_after_ms,
+            healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
+            current: AtomicBool::new(false),
+            applied_revision: AtomicU64::new(0),
+        });
+        let client = phasegate_bus::connect(
+            ConnectOptions::new(
+                &config.nats_url,
+                format!("phasegate-agent {}", config.agent_id),
+            )
+            .with_subjects(subjects),
+        )
+        .await?;
+        let actor_err = |e: ractor::SpawnErr| AgentError::Actor(e.to_string());
+        let (reporter, _) = Actor::spawn(
+            None,
+            report::Reporter,
+            report::ReportArgs {
+                shared: shared.clone(),
+                client: client.clone(),
+                tier: config.tier.clone(),
+                heartbeat_ms: config.heartbeat_ms,
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let (sync, _) = Actor::spawn(
+            None,
+            sync::Sync,
+            sync::SyncArgs {
+                shared: shared.clone(),
+                client: client.clone(),
+                state_dir: config.state_dir.clone(),
+                reporter: reporter.clone(),
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let (health, _) = Actor::spawn(
+            None,
+            health::Health,
+            health::HealthArgs {
+                shared: shared.clone(),
+                urls: config.health_urls.clone(),
+                interval_ms: config.heartbeat_ms,
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let app = http::router(http::Http {
+            shared,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%addr, segment = %config.segment, agent_id = %config.agent_id, "agent serving");
+        Ok(Self {
+            addr,
+            http,
+            stop_http,
+            sync,
+            health,
+            reporter,
+            client,
+        })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and the actors; what is on disk stays.
+    pub async fn stop(self) {
+        let _ = self.stop_http.send(());
+        let _ = self.http.await;
+        self.health.stop(None);
+        self.sync.stop(None);
+        self.reporter.stop(None);
+        let _ = self.client.nats().flush().await;
+        tracing::info!("agent stopped");
+    }
+}

@@ -1,0 +1,212 @@
+//! What the agent serves, on disk: written atomically (temporary file,
+//! fsync, rename, fsync of the directory) before it is served or reported
+//! applied, and checked on load so that a corrupt or half-written file is
+//! never served as truth.
+//!
+//! Layout: a header line `phasegate-agent-state v1 <sha256 hex of body>`,
+//! then the body: the state in MessagePack maps.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use phasegate_proto::{DesiredEntity, Encoding, Segment, decode, encode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::AgentError;
+
+const MAGIC: &str = "phasegate-agent-state v1 ";
+const FILE: &str = "state.bin";
+
+/// One entity as last received, with the revision that brought it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDesired {
+    /// Revision of the desired-state bucket that wrote it.
+    pub revision: u64,
+    /// What the coordinator published.
+    pub desired: DesiredEntity,
+}
+
+/// Everything the agent persists.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DiskState {
+    /// The segment it was written for; a file of another segment is ignored.
+    #[serde(default)]
+    pub segment: Option<Segment>,
+    /// Every desired-state revision up to this one is applied.
+    #[serde(default)]
+    pub applied_revision: u64,
+    /// When the agent last knew itself in sync.
+    #[serde(default)]
+    pub last_sync_ms: Option<u64>,
+    /// By key (`<kind>.<name>`).
+    #[serde(default)]
+    pub entities: BTreeMap<String, StoredDesired>,
+}
+
+/// How loading went.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No file: a first start.
+    Missing,
+    /// A good file.
+    Ok(DiskState),
+    /// A file that failed its check; it was moved aside to the path given.
+    Corrupt {
+        /// What was wrong.
+        reason: String,
+        /// Where the file was moved.
+        moved_to: PathBuf,
+    },
+}
+
+/// The state file in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Loads the state file of `dir`, checking it.
+pub fn load(dir: &Path) -> Loaded {
+    let p = path(dir);
+    let bytes = match std::fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        Err(e) => return corrupt(&p, format!("cannot read: {e}")),
+    };
+    match parse(&bytes) {
+        Ok(state) => Loaded::Ok(state),
+        Err(reason) => corrupt(&p, reason),
+    }
+}
+
+fn corrupt(p: &Path, reason: String) -> Loaded {
+    let moved_to = p.with_extension(format!(
+        "corrupt-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    ));
+    // Kept for inspection, out of the way of the next write.
+    let _ = std::fs::rename(p, &moved_to);
+    Loaded::Corrupt { reason, moved_to }
+}
+
+fn parse(bytes: &[u8]) -> Result<DiskState, String> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "header is not text")?;
+    let want = header
+        .strip_prefix(MAGIC)
+        .ok_or("not a phasegate agent state file")?;
+    let body = &bytes[nl + 1..];
+    let got = hex(&Sha256::digest(body));
+    if got != want {
+        return Err(format!(
+            "checksum mismatch (file says {want}, body is {got}): truncated or altered"
+        ));
+    }
+    decode(Encoding::MsgPack, body).map_err(|e| format!("undecodable body: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Writes `state` to `dir` atomically and durably.
+pub fn save(dir: &Path, state: &DiskState) -> Result<(), AgentError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))?;
+    let body = encode(Encoding::MsgPack, state).map_err(|e| AgentError::State(e.to_string()))?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let io = |e: std::io::Error| AgentError::State(format!("cannot write {}: {e}", tmp.display()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(MAGIC.as_bytes()).map_err(io)?;
+        f.write_all(hex(&Sha256::digest(&body)).as_bytes())
+            .map_err(io)?;
+        f.write_all(b"\n").map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path(dir)).map_err(io)?;
+    // The rename itself is durable only once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phasegate_proto::{EntityKind, EntityName};
+
+    fn sample() -> DiskState {
+        let mut s = DiskState {
+            segment: Some(Segment::new("dev").unwrap()),
+            applied_revision: 7,
+            last_sync_ms: Some(1),
+            entities: BTreeMap::new(),
+        };
+        s.entities.insert(
+            "gate.g".into(),
+            StoredDesired {
+                revision: 7,
+                desired: DesiredEntity {
+                    kind: EntityKind::Gate,
+                    name: EntityName::new("g").unwrap(),
+                    base: None,
+                    rollout: None,
+                },
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load(dir.path()), Loaded::Missing));
+        save(dir.path(), &sample()).unwrap();
+        match load(dir.path()) {
+            Loaded::Ok(s) => assert_eq!(s, sample()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_and_altered_files_are_refused_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &sample()).unwrap();
+        let p = path(dir.path());
+        let bytes = std::fs::read(&p).unwrap();
+        for bad in [
+            bytes[..bytes.len() - 3].to_vec(),
+            {
+                let mut b = bytes.clone();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                b
+            },
+            b"garbage".to_vec(),
+            Vec::new(),
+        ] {
+            std::fs::write(&p, &bad).unwrap();
+            match load(dir.path()) {
+                Loaded::Corrupt { moved_to, .. } => {
+                    assert!(moved_to.exists());
+                    assert!(!p.exists());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Keeps the agent in step with the coordinator: watches the desired-state
+//! bucket (from the start on every (re)connection, so an agent that was
+//! offline catches up), never applies an older revision over a newer one,
+//! writes the result to disk, then swaps it in and acks it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use phasegate_bus::{Client, KvChange};
+use phasegate_eval::CompiledState;
+use phasegate_proto::{Bucket, DesiredEntity, Encoding, EntityKind, decode, entity_key};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::report::ReportMsg;
+use crate::served::{Served, Shared, now_ms};
+use crate::state::{self, DiskState, Loaded, StoredDesired};
+
+/// The most changes applied (and written to disk) as one batch.
+const MAX_BATCH: usize = 4096;
+
+pub(crate) enum SyncMsg {
+    /// Changes from the watch, in revision order.
+    Changes(Vec<KvChange>),
+    /// The watch started on an empty bucket: nothing to catch up.
+    EmptyBucket,
+    /// The watch broke; it is being set up again.
+    WatchLost,
+}
+
+pub(crate) struct SyncArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) client: Client,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) reporter: ActorRef<ReportMsg>,
+}
+
+pub(crate) struct SyncState {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    disk: DiskState,
+    reporter: ActorRef<ReportMsg>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub(crate) struct Sync;
+
+type Key = (EntityKind, String);
+
+fn compile(shared: &Shared, d: &DesiredEntity) -> Option<Arc<CompiledState>> {
+    let view = phasegate_model::desired::view(d, shared.segment.as_str());
+    match CompiledState::new(d.kind, &view) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::error!(kind = %d.kind, name = %d.name, error = %e, "cannot compile desired state; keeping the previous one");
+            None
+        }
+    }
+}
+
+impl Actor for Sync {
+    type Msg = SyncMsg;
+    type State = SyncState;
+    type Arguments = SyncArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SyncMsg>,
+        args: SyncArgs,
+    ) -> Result<SyncState, ActorProcessingErr> {
+        let shared = args.shared;
+        // Serve what is on disk at once, before NATS is reachable.
+        let disk = match state::load(&args.state_dir) {
+            Loaded::Ok(d) if d.segment.as_ref() == Some(&shared.segment) => d,
+            Loaded::Ok(d) => {
+                tracing::warn!(file_segment = ?d.segment.as_ref().map(|s| s.as_str()), "state file belongs to another segment; ignored");
+                DiskState::default()
+            }
+            Loaded::Missing => DiskState::default(),
+            Loaded::Corrupt { reason, moved_to } => {
+                tracing::error!(%reason, moved_to = %moved_to.display(), "state file is corrupt; not served, waiting for the coordinator");
+                DiskState::default()
+            }
+        };
+        let mut served = Served::default();
+        for sd in disk.entities.values() {
+            if let Some(c) = compile(&shared, &sd.desired) {
+                served
+                    .entities
+                    .insert((sd.desired.kind, sd.desired.name.to_string()), c);
+            }
+        }
+        tracing::info!(
+            entities = served.entities.len(),
+            applied_revision = disk.applied_revision,
+            "serving state from disk"
+        );
+        shared.served.store(Arc::new(served));
+        shared
+            .applied_revision
+            .store(disk.applied_revision, Ordering::Relaxed);
+        shared
+            .last_sync_ms
+            .store(disk.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
+        let pump = tokio::spawn(pump(args.client, myself.clone()));
+        Ok(SyncState {
+            shared,
+            dir: args.state_dir,
+            disk,
+            reporter: args.reporter,
+            pump: Some(pump),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SyncMsg>,
+        state: &mut SyncState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(p) = state.pump.take() {
+            p.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SyncMsg>,
+        msg: SyncMsg,
+        state: &mut SyncState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SyncMsg::WatchLost => {
+                state.shared.current.store(false, Ordering::Relaxed);
+            }
+            SyncMsg::EmptyBucket => {
+                state.shared.current.store(true, Ordering::Relaxed);
+                state.mark_synced().await;
+            }
+            SyncMsg::Changes(batch) => state.apply(batch).await,
+        }
+        Ok(())
+    }
+}
+
+impl SyncState {
+    async fn apply(&mut self, batch: Vec<KvChange>) {
+        let mut next = self.disk.clone();
+        let mut changed: Vec<(Key, Option<DesiredEntity>)> = Vec::new();
+        let mut current = false;
+        for c in batch {
+            current |= c.seen_current;
+            next.applied_revision = next.applied_revision.max(c.revision);
+            if next
+                .entities
+                .get(&c.key)
+                .is_some_and(|e| e.revision >= c.revision)
+            {
+                continue; // never an older revision over a newer one
+            }
+            match c.value {
+                Some(bytes) => match decode::<DesiredEntity>(Encoding::MsgPack, &bytes) {
+                    Ok(d) if entity_key(d.kind, &d.name) == c.key => {
+                        changed.push(((d.kind, d.name.to_string()), Some(d.clone())));
+                        next.entities.insert(
+                            c.key,
+                            StoredDesired {
+                                revision: c.revision,
+                                desired: d,
+                            },
+                        );
+                    }
+                    Ok(_) => {
+                        tracing::error!(key = %c.key, "desired state under the wrong key ignored")
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %c.key, error = %e, "undecodable desired state ignored")
+                    }
+                },
+                None => {
+                    if let Some(old) = next.entities.remove(&c.key) {
+                        changed.push(((old.desired.kind, old.desired.name.to_string()), None));
+                    }
+                }
+            }
+        }
+        // Changes that arrive after the catch-up come from a live watch:
+        // we are in step with what the coordinator published.
+        if current {
+            next.last_sync_ms = Some(now_ms());
+        }
+        // Durable first: only what is on disk is served and acked.
+        let dir = self.dir.clone();
+        next.segment = Some(self.shared.segment.clone());
+        let to_save = next.clone();
+        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &to_save)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot write state; not applying until it can be written");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state writer failed");
+                return;
+            }
+        }
+        if !changed.is_empty() {
+            let old = self.shared.served.load();
+            let mut entities: HashMap<Key, Arc<CompiledState>> = old.entities.clone();
+            for (k, d) in changed {
+                match d {
+                    Some(d) => {
+                        if let Some(c) = compile(&self.shared, &d) {
+                            tracing::info!(kind = %d.kind, name = %d.name, "applied");
+                            entities.insert(k, c);
+                        }
+                    }
+                    None => {
+                        tracing::info!(kind = %k.0, name = %k.1, "removed");
+                        entities.remove(&k);
+                    }
+                }
+            }
+            self.shared.served.store(Arc::new(Served { entities }));
+        }
+        self.disk = next;
+        if current {
+            self.shared.current.store(true, Ordering::Relaxed);
+        }
+        if let Some(t) = self.disk.last_sync_ms {
+            self.shared.last_sync_ms.fetch_max(t, Ordering::Relaxed);
+        }
+        let before = self
+            .shared
+            .applied_revision
+            .swap(self.disk.applied_revision, Ordering::Relaxed);
+        if before != self.disk.applied_revision {
+            let _ = self.reporter.cast(ReportMsg::Applied);
+        }
+    }
+
+    async fn mark_synced(&mut self) {
+        self.disk.last_sync_ms = Some(now_ms());
+        self.shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+        let dir = self.dir.clone();
+        self.disk.segment = Some(self.shared.segment.clone());
+        let to_save = self.disk.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || state::save(&dir, &to_save)).await {
+            tracing::error!(error = %e, "cannot write state");
+        }
+    }
+}
+
+/// Feeds the actor from the desired-state watch, setting it up again
+/// whenever it breaks (NATS down, bucket not created yet).
+async fn pump(client: Client, sync: ActorRef<SyncMsg>) {
+    let bucket = client.subjects().bucket(Bucket::Desired);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let watch = async {
+            let kv = client.kv_existing(&bucket).await?;
+            let empty = kv.is_empty().await?;
+            let w = kv.watch_all_with_history().await?;
+            Ok::<_, phasegate_bus::BusError>((w, empty))
+        }
+        .await;
+        match watch {
+            Ok((mut w, empty)) => {
+                backoff = Duration::from_millis(50);
+                if empty && sync.cast(SyncMsg::EmptyBucket).is_err() {
+                    return;
+                }
+                loop {
+                    match w.next().await {
+                        Some(Ok(c)) => {
+                            let mut batch = vec![c];
+                            // Take whatever else is already here: one disk
+                            // write for a catch-up of thousands.
+                            while batch.len() < MAX_BATCH {
+                                match w.next().now_or_never() {
+                                    Some(Some(Ok(c))) => batch.push(c),
+                                    _ => break,
+                                }
+                            }
+                            if sync.cast(SyncMsg::Changes(batch)).is_err() {
+                                return;
+                            }
+                        }
+                        other => {
+                            if let Some(Err(e)) = other {
+                                tracing::warn!(error = %e, "desired-state watch broke");
+                            }
+                            break;
+                        }
+                    }
+                }
+                if sync.cast(SyncMsg::WatchLost).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "desired state not reachable yet"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,132 @@
+//! A `phasegate agent` process on a free port with its own state directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::http::{Http, free_port};
+use crate::{PATIENCE, Proc, wait_for};
+
+/// An agent process.
+pub struct AgentProc {
+    /// The process.
+    pub proc: Proc,
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// An HTTP client.
+    pub http: Http,
+    /// Removes the state directory when the agent handle goes.
+    _state_guard: Option<tempfile::TempDir>,
+}
+
+impl AgentProc {
+    /// Starts `phasegate agent` for `segment` with `extra` flags, and waits
+    /// until its HTTP API answers.
+    pub async fn start(
+        nats_url: &str,
+        id: &str,
+        segment: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let guard = tempfile::Builder::new()
+            .prefix("phasegate-state-")
+            .tempdir()?;
+        let mut a =
+            Self::start_in(nats_url, id, segment, extra, guard.path().to_path_buf()).await?;
+        a._state_guard = Some(guard);
+        Ok(a)
+    }
+
+    /// Like [`AgentProc::start`] with a given state directory.
+    pub async fn start_in(
+        nats_url: &str,
+        id: &str,
+        segment: &str,
+        extra: &[&str],
+        state_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let listen = addr.to_string();
+        let state = state_dir.display().to_string();
+        let mut args = vec![
+            "agent",
+            "--segment",
+            segment,
+            "--agent-id",
+            id,
+            "--nats-url",
+            nats_url,
+            "--listen",
+            &listen,
+            "--state-dir",
+            &state,
+            "--heartbeat-ms",
+            "100",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&format!("agent-{id}"), &args)?;
+        let a = Self {
+            proc,
+            addr,
+            state_dir,
+            http: Http::default(),
+            _state_guard: None,
+        };
+        a.wait_serving().await?;
+        Ok(a)
+    }
+
+    /// Waits until `/healthz` answers.
+    pub async fn wait_serving(&self) -> anyhow::Result<()> {
+        wait_for(
+            || async { self.http.get(self.addr, "/healthz").await },
+            PATIENCE,
+            "the agent's HTTP API to answer",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/check_gate` for `gate` and `user`.
+    pub async fn check_gate(
+        &self,
+        gate: &str,
+        user: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = self
+            .http
+            .post(
+                self.addr,
+                "/v1/check_gate",
+                &serde_json::json!({"gate": gate, "user": user}),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "check_gate answered {status}: {body}");
+        Ok(body)
+    }
+
+    /// `POST /v1/get_config` for `config` and `user`.
+    pub async fn get_config(
+        &self,
+        config: &str,
+        user: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = self
+            .http
+            .post(
+                self.addr,
+                "/v1/get_config",
+                &serde_json::json!({"config": config, "user": user}),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "get_config answered {status}: {body}");
+        Ok(body)
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self.http.get(self.addr, "/healthz").await?.1)
+    }
+}

@@ -1,0 +1,505 @@
+//! The agent (SPEC.md §5) as a real process against a real coordinator and
+//! nats-server: phases reaching it with the right answers, percentages and
+//! conditions, catching up after being down, serving from disk when NATS is
+//! unreachable (and saying it is stale), a corrupt state file, health
+//! probes reaching the coordinator, and malformed HTTP requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
+
+use phasegate_client::{PhasegateClient, TriggerAction};
+use phasegate_proto::*;
+use phasegate_tests::http::HealthEndpoint;
+use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, wait_for, wait_until};
+use serde_json::{Value, json};
+
+fn actor(s: &str) -> Actor {
+    Actor::new(s).expect("valid actor")
+}
+
+async fn put_pipeline(c: &PhasegateClient, v: Value) -> anyhow::Result<()> {
+    c.pipeline_put(serde_json::from_value(v)?, actor("alice"))
+        .await?;
+    Ok(())
+}
+
+async fn put_gate(c: &PhasegateClient, v: Value) -> anyhow::Result<EntityResult> {
+    Ok(c.entity_put(
+        EntityKind::Gate,
+        serde_json::from_value(v)?,
+        actor("carol"),
+        None,
+        None,
+    )
+    .await?)
+}
+
+/// Polls `check_gate` until `cond` holds on the answer.
+async fn until_answer(
+    a: &AgentProc,
+    gate: &str,
+    user: Value,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    wait_for(
+        || async {
+            let v = a
+                .check_gate(gate, user.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if cond(&v) { Ok(v) } else { Err(v.to_string()) }
+        },
+        PATIENCE,
+        what,
+    )
+    .await
+}
+
+async fn until_trigger(
+    c: &PhasegateClient,
+    id: &TriggerId,
+    what: &str,
+    cond: impl Fn(&Trigger) -> bool,
+) -> anyhow::Result<Trigger> {
+    wait_for(
+        || async {
+            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
+            if cond(&t) {
+                Ok(t)
+            } else {
+                Err(format!(
+                    "{:?} {:?} {:?}",
+                    t.current_phase_id, t.phase_state, t.paused_reason
+                ))
+            }
+        },
+        PATIENCE,
+        what,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let url = env.nats.url();
+    let dev = AgentProc::start(&url, "dev-1", "dev", &["--tier", "development"]).await?;
+    let eu = AgentProc::start(&url, "eu-1", "prod-eu", &[]).await?;
+    // Base version everywhere first, without a pipeline.
+    put_gate(
+        c,
+        json!({"name": "checkout", "rules": [{"id": "nobody", "pass_percentage": 0}]}),
+    )
+    .await?;
+    until_answer(
+        &dev,
+        "checkout",
+        json!({"user_id": "u1"}),
+        "base version 1 at dev",
+        |v| v["version"] == 1,
+    )
+    .await?;
+    put_pipeline(c, json!({"name": "p", "phases": [
+        {"id": "dev-half", "segments": ["dev"], "pass_percentage": 50},
+        {"id": "eu-de", "segments": ["prod-*"], "conditions": [{"field": "country", "op": "any", "values": ["DE"]}], "approval": {"required": true}}
+    ]}))
+    .await?;
+    let r = put_gate(c, json!({"name": "checkout", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
+    let t = r.trigger.expect("trigger");
+    until_trigger(c, &t.id, "dev applied", |t| {
+        t.current_phase_id.as_ref().map(PhaseId::as_str) == Some("eu-de")
+    })
+    .await?;
+    // At dev: units in the phase's 50% get version 2 from the snapshot, the rest the base.
+    let salt = r.spec.effective_salt().to_owned();
+    let (mut new, mut old) = (0, 0);
+    for i in 0..40 {
+        let unit = format!("user-{i}");
+        let v = dev.check_gate("checkout", json!({"user_id": unit})).await?;
+        let inside = phasegate_eval::passes(50.0, phasegate_eval::bucket(&salt, &unit));
+        if inside {
+            new += 1;
+            assert_eq!(
+                (
+                    v["version"].clone(),
+                    v["value"].clone(),
+                    v["reason"].clone()
+                ),
+                (json!(2), json!(true), json!("rule:all")),
+                "{unit}: {v}"
+            );
+            assert_eq!(v["trigger_id"], json!(t.id.as_str()));
+            assert_eq!(v["phase_id"], json!("dev-half"));
+        } else {
+            old += 1;
+            assert_eq!(
+                (
+                    v["version"].clone(),
+                    v["value"].clone(),
+                    v["reason"].clone()
+                ),
+                (json!(1), json!(false), json!("rule:nobody")),
+                "{unit}: {v}"
+            );
+            assert_eq!(v["trigger_id"], Value::Null);
+        }
+        assert_eq!(v["stale"], json!(false));
+    }
+    assert!(
+        new > 5 && old > 5,
+        "both sides of the split were exercised: {new}/{old}"
+    );
+    // prod-eu is not opened yet.
+    let v = eu
+        .check_gate("checkout", json!({"user_id": "x", "country": "DE"}))
+        .await?;
+    assert_eq!(v["version"], json!(1));
+    let (_, list) = dev.http.get(dev.addr, "/v1/entities").await?;
+    assert_eq!(
+        list,
+        json!([{"kind": "gate", "name": "checkout", "base_version": 1, "rollout_version": 2, "trigger_id": t.id.as_str(), "phase_id": "dev-half"}])
+    );
+    // Approve the EU phase: only German users there.
+    let t = c.trigger_get(t.id.clone()).await?;
+    c.act(
+        TriggerAction::Approve,
+        t.id.clone(),
+        t.current_phase_id.clone(),
+        actor("bob"),
+        None,
+    )
+    .await?;
+    until_answer(
+        &eu,
+        "checkout",
+        json!({"user_id": "x", "country": "de"}),
+        "a German user on the snapshot",
+        |v| v["version"] == 2,
+    )
+    .await?;
+    let v = eu
+        .check_gate("checkout", json!({"user_id": "x", "country": "FR"}))
+        .await?;
+    assert_eq!(v["version"], json!(1), "{v}");
+    // Completed: version 2 is the base at both, no trigger in answers.
+    until_trigger(c, &t.id, "completed", |t| {
+        t.status == TriggerStatus::Completed
+    })
+    .await?;
+    let v = until_answer(
+        &eu,
+        "checkout",
+        json!({"user_id": "x", "country": "FR"}),
+        "base version 2",
+        |v| v["version"] == 2,
+    )
+    .await?;
+    assert_eq!(v["trigger_id"], Value::Null);
+    // Unknown entities.
+    let v = dev.check_gate("nope", json!({})).await?;
+    assert_eq!(
+        v,
+        json!({"gate": "nope", "value": false, "version": 0, "reason": "unknown", "trigger_id": null, "phase_id": null, "stale": false})
+    );
+    let v = dev.get_config("nope", json!({})).await?;
+    assert_eq!(
+        (v["value"].clone(), v["reason"].clone()),
+        (json!({}), json!("unknown"))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_and_the_tier_reach_the_agent() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let dev = AgentProc::start(&env.nats.url(), "dev-1", "dev", &["--tier", "development"]).await?;
+    c.entity_put(
+        EntityKind::Config,
+        serde_json::from_value(json!({"name": "limits", "default_value": {"n": 1},
+            "rules": [{"id": "devs", "pass_percentage": 100, "conditions": [{"field": "tier", "op": "any", "values": ["development"]}], "value": {"n": 9}}]}))?,
+        actor("a"),
+        None,
+        None,
+    )
+    .await?;
+    let v = wait_for(
+        || async {
+            let v = dev
+                .get_config("limits", json!({"user_id": "u"}))
+                .await
+                .map_err(|e| e.to_string())?;
+            if v["version"] == 1 {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
+        },
+        PATIENCE,
+        "the config at dev",
+    )
+    .await?;
+    assert_eq!(
+        (v["value"].clone(), v["reason"].clone()),
+        (json!({"n": 9}), json!("rule:devs"))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_down_during_a_phase_catches_up() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let mut dev = AgentProc::start(&env.nats.url(), "dev-1", "dev", &[]).await?;
+    put_pipeline(
+        c,
+        json!({"name": "p", "phases": [
+            {"id": "one", "segments": ["staging"], "wait_ms": 60000},
+            {"id": "two", "segments": ["dev"], "wait_ms": 60000}
+        ]}),
+    )
+    .await?;
+    let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
+    let t = r.trigger.expect("trigger");
+    until_trigger(c, &t.id, "phase one baking", |t| {
+        t.phase_state == Some(PhaseState::Baking)
+    })
+    .await?;
+    dev.proc.kill9()?;
+    // dev's agent is down when phase two opens dev.
+    let t = c
+        .act(
+            TriggerAction::Skip,
+            t.id.clone(),
+            t.current_phase_id.clone(),
+            actor("op"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        t.current_phase_id.as_ref().map(PhaseId::as_str),
+        Some("two")
+    );
+    dev.proc.restart()?;
+    dev.wait_serving().await?;
+    let v = until_answer(
+        &dev,
+        "g",
+        json!({"user_id": "u"}),
+        "the missed phase applied",
+        |v| v["phase_id"] == "two",
+    )
+    .await?;
+    assert_eq!(v["version"], json!(1));
+    // And the coordinator sees its ack: phase two bakes.
+    until_trigger(c, &t.id, "phase two baking", |t| {
+        t.phase_state == Some(PhaseState::Baking) && t.segments["dev"].agents_applied == 1
+    })
+    .await?;
+    // A rollback is just a newer revision.
+    c.act(TriggerAction::Abort, t.id.clone(), None, actor("op"), None)
+        .await?;
+    until_answer(
+        &dev,
+        "g",
+        json!({"user_id": "u"}),
+        "rolled back to absent",
+        |v| v["reason"] == "unknown",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_without_nats_serves_from_disk_and_turns_stale() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let c = &env.client;
+    let mut dev = AgentProc::start(
+        &env.nats.url(),
+        "dev-1",
+        "dev",
+        &["--stale-after-ms", "400"],
+    )
+    .await?;
+    put_gate(
+        c,
+        json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
+    until_answer(&dev, "g", json!({"user_id": "u"}), "applied", |v| {
+        v["version"] == 1
+    })
+    .await?;
+    env.coord.kill9()?;
+    env.nats.kill()?;
+    dev.proc.kill9()?;
+    dev.proc.restart()?;
+    dev.wait_serving().await?;
+    // Straight from disk, before NATS exists again.
+    let v = dev.check_gate("g", json!({"user_id": "u"})).await?;
+    assert_eq!(
+        (v["value"].clone(), v["version"].clone()),
+        (json!(true), json!(1)),
+        "{v}"
+    );
+    let h = dev.healthz().await?;
+    assert_eq!(h["connected"], json!(false));
+    until_answer(
+        &dev,
+        "g",
+        json!({"user_id": "u"}),
+        "stale after the bound",
+        |v| v["stale"] == true,
+    )
+    .await?;
+    let h = dev.healthz().await?;
+    assert_eq!(h["stale"], json!(true));
+    // NATS back: in sync again.
+    env.nats.restart().await?;
+    wait_until(
+        || async {
+            dev.healthz()
+                .await
+                .map(|h| h["stale"] == false && h["connected"] == true)
+                .unwrap_or(false)
+        },
+        PATIENCE,
+        "the agent to be in sync again",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let c = &env.client;
+    let mut dev = AgentProc::start(&env.nats.url(), "dev-1", "dev", &[]).await?;
+    put_gate(
+        c,
+        json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
+    until_answer(&dev, "g", json!({"user_id": "u"}), "applied", |v| {
+        v["version"] == 1
+    })
+    .await?;
+    dev.proc.kill9()?;
+    // Half-written: the tail is lost.
+    let file = dev.state_dir.join("state.bin");
+    let bytes = std::fs::read(&file)?;
+    std::fs::write(&file, &bytes[..bytes.len() / 2])?;
+    env.coord.kill9()?;
+    env.nats.kill()?;
+    dev.proc.restart()?;
+    dev.wait_serving().await?;
+    let v = dev.check_gate("g", json!({"user_id": "u"})).await?;
+    assert_eq!(
+        v["reason"],
+        json!("unknown"),
+        "a corrupt file is not served: {v}"
+    );
+    assert_eq!(v["stale"], json!(true));
+    let moved = std::fs::read_dir(&dev.state_dir)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(moved, "the corrupt file is kept aside for inspection");
+    wait_until(
+        || async { dev.proc.log_tail(200).contains("corrupt") },
+        PATIENCE,
+        "the agent to report the corrupt file",
+    )
+    .await?;
+    // Once NATS is back it catches up from the coordinator's published state.
+    env.nats.restart().await?;
+    until_answer(&dev, "g", json!({"user_id": "u"}), "state recovered", |v| {
+        v["version"] == 1
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_url_reaches_the_coordinator() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let probe = HealthEndpoint::start().await?;
+    let url = probe.url();
+    let _eu = AgentProc::start(&env.nats.url(), "eu-1", "prod-eu", &["--health-url", &url]).await?;
+    put_pipeline(
+        c,
+        json!({"name": "p", "phases": [{"id": "eu", "segments": ["prod-eu"], "wait_ms": 60000}]}),
+    )
+    .await?;
+    let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
+    let id = r.trigger.expect("trigger").id;
+    until_trigger(c, &id, "baking", |t| {
+        t.phase_state == Some(PhaseState::Baking)
+    })
+    .await?;
+    probe.set_status(503);
+    let t = until_trigger(c, &id, "paused by health", |t| {
+        t.paused_reason == Some(PausedReason::Health)
+    })
+    .await?;
+    assert_eq!(t.segments["prod-eu"].agents_healthy, 0);
+    let agents = c.agents(Some(Segment::new("prod-eu")?)).await?;
+    assert!(!agents[0].healthy);
+    probe.set_status(204);
+    until_trigger(c, &id, "resumed", |t| !t.paused).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_requests_get_400() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let dev = AgentProc::start(&env.nats.url(), "dev-1", "dev", &[]).await?;
+    let big = format!(
+        r#"{{"gate": "g", "user": {{"custom": {{"x": "{}"}}}}}}"#,
+        "y".repeat(100 * 1024)
+    );
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("bad json", "/v1/check_gate", b"{\"gate\": ".to_vec()),
+        ("not an object", "/v1/check_gate", b"[]".to_vec()),
+        (
+            "missing name",
+            "/v1/check_gate",
+            br#"{"user": {}}"#.to_vec(),
+        ),
+        (
+            "invalid name",
+            "/v1/check_gate",
+            br#"{"gate": "Not Valid"}"#.to_vec(),
+        ),
+        ("wrong type", "/v1/get_config", br#"{"config": 7}"#.to_vec()),
+        (
+            "missing config name",
+            "/v1/get_config",
+            br#"{"gate": "g"}"#.to_vec(),
+        ),
+        ("oversized", "/v1/check_gate", big.into_bytes()),
+    ];
+    for (what, path, body) in cases {
+        let (status, v) = dev.http.call("POST", dev.addr, path, body).await?;
+        assert_eq!(status, 400, "{what}: {v}");
+        assert_eq!(v["error"]["code"], json!("invalid"), "{what}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    // User fields of any shape are simply evaluated.
+    let v = dev
+        .check_gate(
+            "g",
+            json!({"user_id": [1], "email": {"a": 1}, "custom": "x", "country": null}),
+        )
+        .await?;
+    assert_eq!(v["reason"], json!("unknown"));
+    let (status, _) = dev.http.get(dev.addr, "/v2/nothing").await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
