@@ -2,183 +2,180 @@
 //! operators (SPEC.md §7). Thin: parses flags, sets up logging, and hands
 //! over to the library crates.
 
-use std::path::PathBuf;
+mod apply;
+mod demo;
+mod ops;
+mod output;
+mod servers;
+mod watch;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use phasegate_client::{ClientError, PhasegateClient};
+
+pub(crate) const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Release pipelines for feature gates and dynamic configs.
 #[derive(Debug, Parser)]
-#[command(name = "phasegate", version, about)]
+#[command(name = "phasegate", version, about, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Global {
+    /// NATS server URL [default nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "PHASEGATE_NATS_URL")]
+    pub(crate) nats_url: Option<String>,
+    /// Subject prefix of the command API.
+    #[arg(long, global = true, default_value = "phasegate")]
+    pub(crate) prefix: String,
+    /// How results are printed.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub(crate) output: Format,
+    /// Who you are, recorded in history [default $PHASEGATE_ACTOR, else $USER].
+    #[arg(long, global = true)]
+    pub(crate) actor: Option<String>,
+    /// How long to wait for the coordinator, in ms.
+    #[arg(long, global = true, default_value_t = 5000)]
+    pub(crate) timeout_ms: u64,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Tables for people.
+    Table,
+    /// JSON for programs.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the coordinator: owns definitions and drives every rollout.
     Coordinator {
-        /// NATS server URL [env: PHASEGATE_NATS_URL; default nats://127.0.0.1:4222].
-        #[arg(long, env = "PHASEGATE_NATS_URL")]
-        nats_url: Option<String>,
         /// Configuration file (TOML); see config/coordinator.toml.
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Run an agent: serves one segment's gates and configs.
-    Agent(AgentArgs),
+    Agent(servers::AgentArgs),
+    /// Release pipelines.
+    #[command(subcommand)]
+    Pipeline(ops::PipelineCmd),
+    /// Feature gates.
+    #[command(subcommand)]
+    Gate(ops::EntityCmd),
+    /// Dynamic configs.
+    #[command(subcommand)]
+    Config(ops::EntityCmd),
+    /// Rollouts: list, inspect, act, watch.
+    #[command(subcommand)]
+    Trigger(ops::TriggerCmd),
+    /// The agents the coordinator knows.
+    Agents {
+        /// Only this segment.
+        #[arg(long)]
+        segment: Option<String>,
+    },
+    /// Apply pipelines, gates and configs from TOML files: validate all,
+    /// show the changes, then apply.
+    Apply {
+        /// Files or directories (read recursively, *.toml).
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Only validate and show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The whole system on one machine: a rollout that bakes, waits for
+    /// approval, pauses on a health failure and completes, and one that is
+    /// rolled back.
+    Demo,
 }
 
-/// Flags of `phasegate agent`; each overrides the same key of `--config`.
-#[derive(Debug, clap::Args)]
-struct AgentArgs {
-    /// The segment served.
-    #[arg(long)]
-    segment: Option<String>,
-    /// Free label of the segment's environment.
-    #[arg(long)]
-    tier: Option<String>,
-    /// NATS server URL [env: PHASEGATE_NATS_URL; default nats://127.0.0.1:4222].
-    #[arg(long, env = "PHASEGATE_NATS_URL")]
-    nats_url: Option<String>,
-    /// HTTP listen address [default 127.0.0.1:7420].
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Where served state is kept [default ./phasegate-agent-<segment>].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// This agent's id [default <segment>-<host>].
-    #[arg(long)]
-    agent_id: Option<String>,
-    /// A health URL; repeat for several. Healthy while all answer 2xx.
-    #[arg(long = "health-url")]
-    health_urls: Vec<String>,
-    /// Heartbeat and probe interval [default 1000].
-    #[arg(long)]
-    heartbeat_ms: Option<u64>,
-    /// Staleness bound [default 30000].
-    #[arg(long)]
-    stale_after_ms: Option<u64>,
-    /// Configuration file (TOML); see config/agents/.
-    #[arg(long)]
-    config: Option<PathBuf>,
+/// Exit codes: 0 success; 1 usage or transport failure; one per error code.
+pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
+    use phasegate_proto::ErrorCode as C;
+    match e.downcast_ref::<ClientError>().map(ClientError::code) {
+        Some(C::Invalid) => 2,
+        Some(C::NotFound) => 3,
+        Some(C::Conflict) => 4,
+        Some(C::Forbidden) => 5,
+        Some(C::Unavailable) => 6,
+        Some(C::Internal) => 7,
+        None => 1,
+    }
 }
 
-const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+impl Global {
+    /// The actor commands are recorded as.
+    pub(crate) fn actor(&self) -> anyhow::Result<phasegate_proto::Actor> {
+        let name = self
+            .actor
+            .clone()
+            .or_else(|| std::env::var("PHASEGATE_ACTOR").ok())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".to_owned());
+        phasegate_proto::Actor::new(name).map_err(|e| anyhow::anyhow!("--actor: {e}"))
+    }
 
-fn agent_config(a: AgentArgs) -> anyhow::Result<phasegate_agent::AgentConfig> {
-    let file = match &a.config {
-        Some(p) => phasegate_agent::AgentFile::load(p)?,
-        None => phasegate_agent::AgentFile::default(),
-    };
-    let origin = a
-        .config
-        .as_ref()
-        .map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
-    let segment = a
-        .segment
-        .or(file.segment)
-        .context("--segment is required (or `segment` in --config)")?;
-    let segment =
-        phasegate_proto::Segment::new(segment).map_err(|e| anyhow::anyhow!("--segment: {e}"))?;
-    let url = a
-        .nats_url
-        .or(file.nats_url)
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let mut cfg = phasegate_agent::AgentConfig::new(segment, url);
-    cfg.tier = a.tier.or(file.tier);
-    if let Some(l) = a.listen.or(file.listen) {
-        cfg.listen = l;
+    /// A client of the command API.
+    pub(crate) async fn client(&self) -> anyhow::Result<PhasegateClient> {
+        let url = self
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        Ok(
+            PhasegateClient::connect(&url, &self.prefix, Duration::from_millis(self.timeout_ms))
+                .await?,
+        )
     }
-    if let Some(d) = a.state_dir.or(file.state_dir) {
-        cfg.state_dir = d;
-    }
-    if let Some(id) = a.agent_id.or(file.agent_id) {
-        cfg.agent_id =
-            phasegate_proto::AgentId::new(id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
-    }
-    cfg.health_urls = if a.health_urls.is_empty() {
-        file.health_urls
-    } else {
-        a.health_urls
-    };
-    if let Some(h) = a.heartbeat_ms.or(file.heartbeat_ms) {
-        cfg.heartbeat_ms = h;
-    }
-    if let Some(s) = a.stale_after_ms.or(file.stale_after_ms) {
-        cfg.stale_after_ms = s;
-    }
-    if let Some(p) = file.subject_prefix {
-        cfg.subject_prefix = p;
-    }
-    if let Some(m) = file.max_body_bytes {
-        cfg.max_body_bytes = m;
-    }
-    cfg.check(&origin)?;
-    Ok(cfg)
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = cli.global;
+    match cli.command {
+        Cmd::Coordinator { config } => servers::coordinator(g.nats_url.clone(), config).await?,
+        Cmd::Agent(args) => servers::agent(args, g.nats_url.clone()).await?,
+        Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
+        Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
+        Cmd::Config(c) => ops::entity(&g, phasegate_proto::EntityKind::Config, c).await?,
+        Cmd::Trigger(c) => return ops::trigger(&g, c).await,
+        Cmd::Agents { segment } => ops::agents(&g, segment).await?,
+        Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
+        Cmd::Demo => return demo::run(&g).await,
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    Ok(0)
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match cli.command {
-        Cmd::Coordinator { nats_url, config } => {
-            let cfg = match &config {
-                Some(path) => phasegate_coordinator::CoordinatorConfig::load(path)?,
-                None => phasegate_coordinator::CoordinatorConfig::default(),
-            };
-            // The flag (or variable) wins over the file, the file over the default.
-            let url = nats_url
-                .or_else(|| cfg.nats_url.clone())
-                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-            let coordinator = phasegate_coordinator::Coordinator::start(&url, cfg)
-                .await
-                .context("cannot start the coordinator")?;
-            shutdown_signal().await;
-            coordinator.stop().await;
-        }
-        Cmd::Agent(args) => {
-            let cfg = agent_config(args)?;
-            let agent = phasegate_agent::Agent::start(cfg)
-                .await
-                .context("cannot start the agent")?;
-            shutdown_signal().await;
-            agent.stop().await;
+    // Servers log at info; operator commands only say what goes wrong.
+    let quiet = !matches!(cli.command, Cmd::Coordinator { .. } | Cmd::Agent(_));
+    init_logging(if quiet { "warn" } else { "info" });
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
         }
     }
-    Ok(())
 }

@@ -1,0 +1,108 @@
+//! Throughput and latency of `POST /v1/check_gate` over HTTP on this
+//! machine: an in-process agent serving a gate with a few rules from its
+//! state file (no NATS needed), and keep-alive clients hammering it.
+//!
+//! `cargo bench -p phasegate-agent --bench http` prints the figures.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: fail loudly
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use phasegate_agent::state::{DiskState, StoredDesired, save};
+use phasegate_agent::{Agent, AgentConfig};
+use phasegate_proto::{DesiredEntity, EntityKind, EntitySpec, Segment};
+
+const CLIENTS: usize = 32;
+const RUN: Duration = Duration::from_secs(3);
+
+fn gate() -> EntitySpec {
+    serde_json::from_value(serde_json::json!({
+        "kind": "gate", "name": "checkout", "version": 3,
+        "rules": [
+            {"id": "staff", "pass_percentage": 100, "conditions": [{"field": "email", "op": "str_matches", "values": ["@corp\\.io$"]}]},
+            {"id": "beta", "pass_percentage": 50, "conditions": [{"field": "country", "op": "any", "values": ["DE", "FR", "NL"]}, {"field": "app_version", "op": "version_gte", "values": ["2.10"]}]},
+            {"id": "prod", "pass_percentage": 10, "conditions": [{"field": "segment", "op": "any", "values": ["dev"]}]}
+        ]
+    }))
+    .unwrap()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = Segment::new("dev").unwrap();
+    let mut state = DiskState {
+        segment: Some(segment.clone()),
+        ..DiskState::default()
+    };
+    let spec = gate();
+    state.entities.insert(
+        "gate.checkout".into(),
+        StoredDesired {
+            revision: 1,
+            desired: DesiredEntity {
+                kind: EntityKind::Gate,
+                name: spec.name.clone(),
+                base: Some(spec),
+                rollout: None,
+            },
+        },
+    );
+    save(dir.path(), &state).unwrap();
+    let mut cfg = AgentConfig::new(segment, "nats://127.0.0.1:1");
+    cfg.state_dir = dir.path().to_path_buf();
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let agent = Agent::start(cfg).await.unwrap();
+    let addr = agent.local_addr();
+
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let body = Bytes::from_static(br#"{"gate": "checkout", "user": {"user_id": "u-42", "email": "x@example.com", "country": "DE", "app_version": "2.11.0"}}"#);
+    // Warm up, and check the answer once.
+    let req = hyper::Request::post(format!("http://{addr}/v1/check_gate"))
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    println!("answer: {}", String::from_utf8_lossy(&answer));
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = client.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while start.elapsed() < RUN {
+                let t = Instant::now();
+                let req = hyper::Request::post(format!("http://{addr}/v1/check_gate"))
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                assert!(resp.status().is_success());
+                let _ = resp.into_body().collect().await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "check_gate over HTTP: {} requests in {secs:.2}s with {CLIENTS} keep-alive clients = {:.0} req/s; latency p50 {:?}, p99 {:?}",
+        all.len(),
+        all.len() as f64 / secs,
+        pct(0.5),
+        pct(0.99)
+    );
+    agent.stop().await;
+}

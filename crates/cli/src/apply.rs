@@ -1,0 +1,277 @@
+//! `phasegate apply -f FILE|DIR`: pipelines, gates and configs as code.
+//!
+//! A file holds any of `[[pipeline]]`, `[[gate]]` and `[[config]]` tables.
+//! Everything is read and validated first (errors name the file and the
+//! key), the changes are shown, and only then applied: pipelines first,
+//! then configs and gates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use phasegate_client::PhasegateClient;
+use phasegate_model::behaviour::{normalize, same_behaviour};
+use phasegate_proto::{EntityKind, EntitySpec, ErrorCode, Pipeline};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::Global;
+use crate::output::Table;
+
+/// Deserialises `value` and refuses keys the type does not know, so a typo
+/// in a file is an error rather than a silently ignored setting.
+pub(crate) fn strict<T: DeserializeOwned + Serialize>(
+    value: &Value,
+    origin: &str,
+) -> anyhow::Result<T> {
+    let parsed: T = serde_json::from_value(value.clone()).with_context(|| origin.to_owned())?;
+    let back = serde_json::to_value(&parsed)?;
+    if let Some(path) = unknown_key(value, &back, String::new()) {
+        bail!("{origin}: unknown key {path}");
+    }
+    Ok(parsed)
+}
+
+fn unknown_key(input: &Value, known: &Value, at: String) -> Option<String> {
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => i.iter().find_map(|(key, v)| {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match k.get(key) {
+                None => Some(path),
+                Some(kv) => unknown_key(v, kv, path),
+            }
+        }),
+        (Value::Array(i), Value::Array(k)) => i
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(n, (v, kv))| unknown_key(v, kv, format!("{at}[{n}]"))),
+        _ => None,
+    }
+}
+
+/// Everything read from the files.
+#[derive(Debug, Default)]
+pub(crate) struct Bundle {
+    pub(crate) pipelines: Vec<(String, Pipeline)>,
+    pub(crate) entities: Vec<(String, EntityKind, EntitySpec)>,
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() || p.extension().is_some_and(|e| e == "toml") {
+                collect(&p, out)?;
+            }
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Reads and validates every file; nothing is sent.
+pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Bundle> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files)?;
+    }
+    let mut b = Bundle::default();
+    for file in files {
+        let origin = file.display().to_string();
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read {origin}"))?;
+        let doc: toml::Table = toml::from_str(&text).with_context(|| origin.clone())?;
+        for (key, value) in doc {
+            let items = match value {
+                toml::Value::Array(items) => items,
+                _ => bail!("{origin}: {key} must be an array of tables ([[{key}]])"),
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let at = format!("{origin}: {key}[{i}]");
+                let json = serde_json::to_value(item)?;
+                match key.as_str() {
+                    "pipeline" => {
+                        let p: Pipeline = strict(&json, &at)?;
+                        phasegate_model::validate_pipeline(&p)
+                            .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", p.name))?;
+                        b.pipelines.push((at, p));
+                    }
+                    "gate" | "config" => {
+                        let kind = if key == "gate" {
+                            EntityKind::Gate
+                        } else {
+                            EntityKind::Config
+                        };
+                        let mut s: EntitySpec = strict(&json, &at)?;
+                        s.kind = kind;
+                        phasegate_model::validate_spec(&s)
+                            .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", s.name))?;
+                        b.entities.push((at, kind, s));
+                    }
+                    other => bail!(
+                        "{origin}: unknown table {other:?}: expected pipeline, gate or config"
+                    ),
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = b.pipelines.iter().map(|(_, p)| p.name.as_str()).collect();
+    for (at, _, s) in &b.entities {
+        if let Some(p) = &s.pipeline
+            && !names.contains(&p.as_str())
+        {
+            // It may exist on the coordinator; checked when planning.
+            let _ = (at, p);
+        }
+    }
+    Ok(b)
+}
+
+fn not_found(e: &phasegate_client::ClientError) -> bool {
+    e.code() == ErrorCode::NotFound
+}
+
+async fn plan(c: &PhasegateClient, b: &Bundle) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut rows = Vec::new();
+    for (_, p) in &b.pipelines {
+        let change = match c.pipeline_get(p.name.clone()).await {
+            Ok(old) if &old == p => "unchanged".to_owned(),
+            Ok(_) => "update".to_owned(),
+            Err(e) if not_found(&e) => "create".to_owned(),
+            Err(e) => return Err(e.into()),
+        };
+        rows.push(("pipeline".to_owned(), p.name.to_string(), change));
+    }
+    for (_, kind, s) in &b.entities {
+        let via = |p: Option<&phasegate_proto::PipelineName>| match p {
+            Some(p) => format!("rollout through pipeline {p}"),
+            None => "everywhere at once".to_owned(),
+        };
+        let change = match c.entity_get(*kind, s.name.clone()).await {
+            Ok(old) => {
+                let new = normalize(s.clone());
+                if old.trigger.is_some() {
+                    "blocked: a rollout is active".to_owned()
+                } else if same_behaviour(&old.spec, &new) {
+                    if old.spec.description == new.description && old.spec.pipeline == new.pipeline
+                    {
+                        "unchanged".to_owned()
+                    } else {
+                        "metadata, everywhere at once".to_owned()
+                    }
+                } else if old.spec.enabled
+                    && !new.enabled
+                    && phasegate_model::behaviour::is_kill_switch(&old.spec, &new)
+                {
+                    "kill switch, everywhere at once".to_owned()
+                } else {
+                    format!(
+                        "v{} → v{}, {}",
+                        old.spec.version,
+                        old.spec.version + 1,
+                        via(new.pipeline.as_ref().or(old.spec.pipeline.as_ref()))
+                    )
+                }
+            }
+            Err(e) if not_found(&e) => format!("create, {}", via(s.pipeline.as_ref())),
+            Err(e) => return Err(e.into()),
+        };
+        rows.push((kind.to_string(), s.name.to_string(), change));
+    }
+    Ok(rows)
+}
+
+/// `phasegate apply`.
+pub(crate) async fn run(g: &Global, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<()> {
+    let bundle = load(paths)?;
+    let c = g.client().await?;
+    let rows = plan(&c, &bundle).await?;
+    let mut t = Table::new(&["KIND", "NAME", "CHANGE"]);
+    for (k, n, ch) in &rows {
+        t.row(vec![k.clone(), n.clone(), ch.clone()]);
+    }
+    if g.output == crate::Format::Table {
+        t.print();
+    }
+    if dry_run {
+        if g.output == crate::Format::Json {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(k, n, ch)| serde_json::json!({"kind": k, "name": n, "change": ch}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        return Ok(());
+    }
+    let actor = g.actor()?;
+    let mut results = Vec::new();
+    for (at, p) in &bundle.pipelines {
+        c.pipeline_put(p.clone(), actor.clone())
+            .await
+            .with_context(|| at.clone())?;
+        results.push(serde_json::json!({"kind": "pipeline", "name": p.name}));
+    }
+    // Configs before gates: a gate's rollout may rely on a config being there.
+    let mut ordered: Vec<&(String, EntityKind, EntitySpec)> = bundle.entities.iter().collect();
+    ordered.sort_by_key(|(_, k, _)| *k == EntityKind::Gate);
+    for (at, kind, s) in ordered {
+        let r = c
+            .entity_put(
+                *kind,
+                s.clone(),
+                actor.clone(),
+                Some("phasegate apply".into()),
+                None,
+            )
+            .await
+            .with_context(|| at.clone())?;
+        if g.output == crate::Format::Table {
+            match &r.trigger {
+                Some(t) => println!(
+                    "{kind} {}: v{}, rollout {} started (phasegate trigger watch {})",
+                    r.spec.name, r.spec.version, t.id, t.id
+                ),
+                None => println!("{kind} {}: v{}", r.spec.name, r.spec.version),
+            }
+        }
+        results.push(serde_json::json!({"kind": kind, "name": r.spec.name, "version": r.spec.version, "trigger_id": r.trigger.map(|t| t.id)}));
+    }
+    if g.output == crate::Format::Json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        println!(
+            "applied {} pipeline(s), {} gate/config(s)",
+            bundle.pipelines.len(),
+            bundle.entities.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let v = serde_json::json!({"name": "p", "phases": [{"id": "a", "segments": ["dev"], "wiat_ms": 5}]});
+        let e = strict::<Pipeline>(&v, "f.toml").unwrap_err().to_string();
+        assert_eq!(e, "f.toml: unknown key phases[0].wiat_ms");
+        let ok = serde_json::json!({"name": "p", "phases": [{"id": "a", "segments": ["dev"], "wait_ms": 5}]});
+        assert!(strict::<Pipeline>(&ok, "f.toml").is_ok());
+        // Free-form values keep their keys.
+        let spec = serde_json::json!({"name": "c", "default_value": {"anything": {"nested": 1}}});
+        assert!(strict::<EntitySpec>(&spec, "f.toml").is_ok());
+    }
+}
