@@ -92,6 +92,12 @@ pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Bundle> {
         let text =
             std::fs::read_to_string(&file).with_context(|| format!("cannot read {origin}"))?;
         let doc: toml::Table = toml::from_str(&text).with_context(|| origin.clone())?;
+        let ours = |k: &String| matches!(k.as_str(), "pipeline" | "gate" | "config");
+        if !doc.keys().any(ours) {
+            // A server configuration or another file kept beside them.
+            eprintln!("skipped {origin}: no [[pipeline]], [[gate]] or [[config]] in it");
+            continue;
+        }
         for (key, value) in doc {
             let items = match value {
                 toml::Value::Array(items) => items,
@@ -124,15 +130,6 @@ pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Bundle> {
                     ),
                 }
             }
-        }
-    }
-    let names: Vec<&str> = b.pipelines.iter().map(|(_, p)| p.name.as_str()).collect();
-    for (at, _, s) in &b.entities {
-        if let Some(p) = &s.pipeline
-            && !names.contains(&p.as_str())
-        {
-            // It may exist on the coordinator; checked when planning.
-            let _ = (at, p);
         }
     }
     Ok(b)

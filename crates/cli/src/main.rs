@@ -174,7 +174,10 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api(api)) => eprintln!("error: {}: {}", api.code, api.message),
+                _ => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(exit_code(&e))
         }
     }

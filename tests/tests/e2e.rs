@@ -1,0 +1,114 @@
+//! End-to-end faults with real processes: the demo as a newcomer runs it,
+//! and nats-server itself restarted in the middle of a rollout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
+
+use std::process::Command;
+
+use phasegate_client::PhasegateClient;
+use phasegate_proto::*;
+use phasegate_tests::{
+    AgentProc, CoordEnv, PATIENCE, nats_server_binary, phasegate_binary, wait_for,
+};
+use serde_json::json;
+
+#[test]
+fn the_demo_runs_to_the_end() -> anyhow::Result<()> {
+    let out = Command::new(phasegate_binary()?)
+        .arg("demo")
+        .env("PHASEGATE_NATS_SERVER", nats_server_binary()?)
+        .env_remove("PHASEGATE_NATS_URL")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "approved",
+        "health_degraded",
+        "paused",
+        "health_recovered",
+        "completed",
+        "aborted",
+        "every step above happened",
+    ] {
+        assert!(stdout.contains(step), "the demo shows {step}:\n{stdout}");
+    }
+    Ok(())
+}
+
+async fn until(
+    c: &PhasegateClient,
+    id: &TriggerId,
+    what: &str,
+    cond: impl Fn(&Trigger) -> bool,
+) -> anyhow::Result<Trigger> {
+    wait_for(
+        || async {
+            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
+            if cond(&t) {
+                Ok(t)
+            } else {
+                Err(format!("{:?} {:?}", t.current_phase_id, t.phase_state))
+            }
+        },
+        PATIENCE,
+        what,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let url = env.nats.url();
+    let dev = AgentProc::start(&url, "dev-1", "dev", &[]).await?;
+    let prod = AgentProc::start(&url, "prod-1", "prod", &[]).await?;
+    let c = env.client.clone();
+    let actor = Actor::new("op")?;
+    c.pipeline_put(
+        serde_json::from_value(json!({"name": "p", "phases": [
+            {"id": "dev", "segments": ["dev"], "wait_ms": 1500},
+            {"id": "prod", "segments": ["prod"], "wait_ms": 200}
+        ]}))?,
+        actor.clone(),
+    )
+    .await?;
+    let r = c
+        .entity_put(EntityKind::Gate, serde_json::from_value(json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}))?, actor, None, None)
+        .await?;
+    let id = r.trigger.expect("trigger").id;
+    until(&c, &id, "dev baking", |t| {
+        t.phase_state == Some(PhaseState::Baking)
+    })
+    .await?;
+    env.nats.kill()?;
+    // While NATS is down the agents keep answering from what they hold.
+    let v = dev.check_gate("g", json!({"user_id": "u"})).await?;
+    assert_eq!(v["version"], json!(1));
+    env.nats.restart().await?;
+    let t = until(&c, &id, "completed after the restart", |t| {
+        t.status == TriggerStatus::Completed
+    })
+    .await?;
+    assert!(t.segments["prod"].version_active);
+    wait_for(
+        || async {
+            let v = prod
+                .check_gate("g", json!({"user_id": "u"}))
+                .await
+                .map_err(|e| e.to_string())?;
+            if v["version"] == 1 && v["trigger_id"].is_null() {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+        PATIENCE,
+        "prod serving v1 as its base",
+    )
+    .await?;
+    Ok(())
+}
