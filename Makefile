@@ -1,5 +1,6 @@
 # The few verbs people type. `make test` is what CI runs (.ci/run).
 #
+#   make demo    the whole system on one machine, two rollouts shown live
 #   make tools   install the pinned nats-server into .tools/ (idempotent)
 #   make test    tools, then format check, clippy, and every test
 #   make lint    format check and clippy
@@ -15,10 +16,16 @@ SHELL := bash
 # through make they always use the pinned, project-local binary.
 export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 
-.PHONY: tools test lint fmt bench ci
+.PHONY: tools demo test lint fmt bench ci
 
 tools:
 	bash scripts/install-nats-server.sh
+
+# The whole system on one machine: nats-server, the coordinator, five agents
+# and two rollouts, shown live. Under a minute.
+demo: tools
+	cargo build -p phasegate-cli
+	./target/debug/phasegate demo
 
 # The end-to-end tests run the real `phasegate` binary: build it first so
 # they never run a stale one.

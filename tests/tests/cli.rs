@@ -289,3 +289,20 @@ async fn agents_listing_in_json_and_tables() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn deploy_nats_configs_are_valid() -> anyhow::Result<()> {
+    for conf in ["hub.conf", "leaf.conf"] {
+        let path = workspace_root().join("deploy/nats").join(conf);
+        let out = Command::new(phasegate_tests::nats_server_binary()?)
+            .args(["-t", "-c"])
+            .arg(&path)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
