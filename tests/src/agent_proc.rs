@@ -29,11 +29,22 @@ impl AgentProc {
         segment: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_env(nats_url, id, segment, extra, &[]).await
+    }
+
+    /// Like [`AgentProc::start`], with extra environment variables.
+    pub async fn start_env(
+        nats_url: &str,
+        id: &str,
+        segment: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let guard = tempfile::Builder::new()
             .prefix("phasegate-state-")
             .tempdir()?;
-        let mut a =
-            Self::start_in(nats_url, id, segment, extra, guard.path().to_path_buf()).await?;
+        let dir = guard.path().to_path_buf();
+        let mut a = Self::start_in(nats_url, id, segment, extra, dir, envs).await?;
         a._state_guard = Some(guard);
         Ok(a)
     }
@@ -45,6 +56,7 @@ impl AgentProc {
         segment: &str,
         extra: &[&str],
         state_dir: PathBuf,
+        envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -66,7 +78,7 @@ impl AgentProc {
             "100",
         ];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn(&format!("agent-{id}"), &args)?;
+        let proc = Proc::spawn_env(&format!("agent-{id}"), &args, envs)?;
         let a = Self {
             proc,
             addr,

@@ -19,9 +19,26 @@ pub struct CoordEnv {
 impl CoordEnv {
     /// Starts both and waits until the coordinator answers.
     pub async fn start() -> anyhow::Result<Self> {
+        // An ephemeral metrics port: tests run coordinators side by side.
+        Self::start_with("127.0.0.1:0", &[]).await
+    }
+
+    /// Like [`CoordEnv::start`], with a metrics address and extra
+    /// environment variables for the coordinator.
+    pub async fn start_with(metrics_listen: &str, envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let url = nats.url();
-        let coord = Proc::spawn("coordinator", &["coordinator", "--nats-url", &url])?;
+        let coord = Proc::spawn_env(
+            "coordinator",
+            &[
+                "coordinator",
+                "--nats-url",
+                &url,
+                "--metrics-listen",
+                metrics_listen,
+            ],
+            envs,
+        )?;
         let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(5)).await?;
         let env = Self {
             nats,

@@ -27,6 +27,7 @@ pub mod agent_proc;
 pub mod coord;
 pub mod fake_agent;
 pub mod http;
+pub mod otlp;
 pub mod process;
 
 pub use agent_proc::AgentProc;

@@ -34,6 +34,7 @@ pub(crate) fn router(state: Http) -> Router {
         .route("/v1/get_config", post(get_config))
         .route("/v1/entities", get(entities))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -113,10 +114,12 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
             },
         )
     };
-    match served.entities.get(&key) {
-        Some(state) => respond(state.evaluate(&r.user, &h.shared.context)),
-        None => respond(unknown_answer(EntityKind::Gate)),
-    }
+    let answer = match served.entities.get(&key) {
+        Some(state) => state.evaluate(&r.user, &h.shared.context),
+        None => unknown_answer(EntityKind::Gate),
+    };
+    h.shared.count(EntityKind::Gate, &answer);
+    respond(answer)
 }
 
 async fn get_config(State(h): State<Http>, req: Request) -> Response {
@@ -146,10 +149,12 @@ async fn get_config(State(h): State<Http>, req: Request) -> Response {
             },
         )
     };
-    match served.entities.get(&key) {
-        Some(state) => respond(state.evaluate(&r.user, &h.shared.context)),
-        None => respond(unknown_answer(EntityKind::Config)),
-    }
+    let answer = match served.entities.get(&key) {
+        Some(state) => state.evaluate(&r.user, &h.shared.context),
+        None => unknown_answer(EntityKind::Config),
+    };
+    h.shared.count(EntityKind::Config, &answer);
+    respond(answer)
 }
 
 async fn entities(State(h): State<Http>) -> Response {
@@ -192,4 +197,78 @@ async fn healthz(State(h): State<Http>) -> Response {
             stale: s.stale(),
         },
     )
+}
+
+/// Prometheus text of the agent.
+async fn metrics(State(h): State<Http>) -> Response {
+    use phasegate_telemetry::metrics::write_sample;
+    let s = &h.shared;
+    let mut out = String::new();
+    let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let seg = s.segment.as_str();
+    let id = s.agent_id.as_str();
+    out.push_str("# HELP phasegate_agent_evaluations_total evaluations answered, by kind, reason and whether the rollout snapshot answered\n# TYPE phasegate_agent_evaluations_total counter\n");
+    for (k, kind) in ["gate", "config"].iter().enumerate() {
+        for (r, reason) in crate::served::REASONS.iter().enumerate() {
+            for (src, source) in ["base", "rollout"].iter().enumerate() {
+                #[allow(clippy::cast_precision_loss)] // a counter read as f64 for the text format
+                let v = s.evaluations[k][r][src].load(Ordering::Relaxed) as f64;
+                write_sample(
+                    &mut out,
+                    "phasegate_agent_evaluations_total",
+                    &l(&[
+                        ("segment", seg),
+                        ("kind", kind),
+                        ("reason", reason),
+                        ("source", source),
+                    ]),
+                    v,
+                );
+            }
+        }
+    }
+    let gauges: [(&str, &str, f64); 5] = [
+        (
+            "phasegate_agent_stale",
+            "1 while not synchronised for longer than the bound",
+            f64::from(u8::from(s.stale())),
+        ),
+        (
+            "phasegate_agent_healthy",
+            "1 while every health probe passes",
+            f64::from(u8::from(s.healthy.load(Ordering::Relaxed))),
+        ),
+        (
+            "phasegate_agent_connected",
+            "1 while connected to NATS",
+            f64::from(u8::from(s.connected.load(Ordering::Relaxed))),
+        ),
+        (
+            "phasegate_agent_applied_revision",
+            "the desired-state revision applied and persisted",
+            #[allow(clippy::cast_precision_loss)] // revisions far below 2^52
+            {
+                s.applied_revision.load(Ordering::Relaxed) as f64
+            },
+        ),
+        (
+            "phasegate_agent_last_sync_age_seconds",
+            "seconds since the agent last knew itself in sync (-1: never)",
+            s.last_sync().map_or(-1.0, |t| {
+                #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
+                let age = crate::served::now_ms().saturating_sub(t) as f64 / 1000.0;
+                age
+            }),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        write_sample(&mut out, name, &l(&[("segment", seg), ("agent_id", id)]), v);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -88,6 +88,7 @@ impl Agent {
             connected: AtomicBool::new(false),
             current: AtomicBool::new(false),
             applied_revision: AtomicU64::new(0),
+            evaluations: Default::default(),
         });
         let client = phasegate_bus::connect(
             ConnectOptions::new(

@@ -37,13 +37,32 @@ pub(crate) struct Shared {
     /// The desired-state watch has delivered everything that existed.
     pub(crate) current: AtomicBool,
     pub(crate) applied_revision: AtomicU64,
+    /// Evaluations by kind (gate, config) × reason (disabled, rule,
+    /// default, unknown) × source (base, rollout).
+    pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
 }
+
+/// Reason classes, in the order of [`Shared::evaluations`].
+pub(crate) const REASONS: [&str; 4] = ["disabled", "rule", "default", "unknown"];
 
 impl Shared {
     /// Not synchronised for longer than the bound (or never).
     pub(crate) fn stale(&self) -> bool {
         let last = self.last_sync_ms.load(Ordering::Relaxed);
         last == 0 || now_ms().saturating_sub(last) > self.stale_after_ms
+    }
+
+    /// Counts one evaluation.
+    pub(crate) fn count(&self, kind: EntityKind, a: &phasegate_eval::Answer<'_>) {
+        let k = usize::from(kind == EntityKind::Config);
+        let r = match a.reason {
+            phasegate_eval::Reason::Disabled => 0,
+            phasegate_eval::Reason::Rule(_) => 1,
+            phasegate_eval::Reason::Default => 2,
+            phasegate_eval::Reason::Unknown => 3,
+        };
+        let s = usize::from(a.trigger_id.is_some());
+        self.evaluations[k][r][s].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The last sync, if any.

@@ -150,6 +150,9 @@ impl SyncState {
     async fn apply(&mut self, batch: Vec<KvChange>) {
         let mut next = self.disk.clone();
         let mut changed: Vec<(Key, Option<DesiredEntity>)> = Vec::new();
+        // One span per rollout applied here, in the rollout's trace; they
+        // end once the change is on disk and served.
+        let mut spans: Vec<tracing::Span> = Vec::new();
         let mut current = false;
         for c in batch {
             current |= c.seen_current;
@@ -164,6 +167,27 @@ impl SyncState {
             match c.value {
                 Some(bytes) => match decode::<DesiredEntity>(Encoding::MsgPack, &bytes) {
                     Ok(d) if entity_key(d.kind, &d.name) == c.key => {
+                        // Only rollouts that reach this segment are traced here.
+                        let view = phasegate_model::desired::view(&d, self.shared.segment.as_str());
+                        if let (Some(r), Some(v)) = (&d.rollout, &view.rollout) {
+                            let phase = v.phase_id.to_string();
+                            let span = tracing::info_span!(
+                                "phasegate.apply",
+                                otel.name = "apply",
+                                phasegate.segment = %self.shared.segment,
+                                phasegate.agent_id = %self.shared.agent_id,
+                                phasegate.trigger_id = %r.trigger_id,
+                                phasegate.phase_id = %phase,
+                                phasegate.entity = %c.key,
+                                phasegate.revision = c.revision,
+                                trace_id = %r.trace_parent.as_deref().and_then(phasegate_bus::trace::trace_id_of).unwrap_or(""),
+                            );
+                            phasegate_bus::trace::continue_from_traceparent(
+                                &span,
+                                r.trace_parent.as_deref(),
+                            );
+                            spans.push(span);
+                        }
                         changed.push(((d.kind, d.name.to_string()), Some(d.clone())));
                         next.entities.insert(
                             c.key,
@@ -234,6 +258,7 @@ impl SyncState {
         if let Some(t) = self.disk.last_sync_ms {
             self.shared.last_sync_ms.fetch_max(t, Ordering::Relaxed);
         }
+        drop(spans);
         let before = self
             .shared
             .applied_revision

@@ -190,9 +190,9 @@ impl Client {
     {
         let subject = self.subjects.command(command);
         let body = encode(encoding, req).map_err(BusError::Encode)?;
-        let reply = self
-            .request_bytes(&subject, headers_for(encoding), body)
-            .await?;
+        let mut headers = headers_for(encoding);
+        crate::trace::inject_current(&mut headers);
+        let reply = self.request_bytes(&subject, headers, body).await?;
         decode_reply(encoding, &subject, &reply.payload)
     }
 

@@ -11,6 +11,7 @@ mod client;
 mod error;
 mod kv;
 mod serve;
+pub mod trace;
 
 pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, connect};
 pub use error::BusError;

@@ -46,6 +46,13 @@ pub(crate) struct Global {
     /// How long to wait for the coordinator, in ms.
     #[arg(long, global = true, default_value_t = 5000)]
     pub(crate) timeout_ms: u64,
+    /// Log format on stderr: text or json (filter with RUST_LOG).
+    #[arg(long, global = true, default_value = "text")]
+    pub(crate) log_format: phasegate_telemetry::LogFormat,
+    /// OTLP/HTTP endpoint for traces (`http://collector:4318`) [default:
+    /// $OTEL_EXPORTER_OTLP_ENDPOINT; none = no export].
+    #[arg(long, global = true)]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// Output formats.
@@ -64,6 +71,10 @@ enum Cmd {
         /// Configuration file (TOML); see config/coordinator.toml.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Where Prometheus scrapes GET /metrics (host:port, or `off`)
+        /// [default 127.0.0.1:9464].
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Run an agent: serves one segment's gates and configs.
     Agent(servers::AgentArgs),
@@ -140,19 +151,13 @@ impl Global {
     }
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = cli.global;
     match cli.command {
-        Cmd::Coordinator { config } => servers::coordinator(g.nats_url.clone(), config).await?,
+        Cmd::Coordinator {
+            config,
+            metrics_listen,
+        } => servers::coordinator(g.nats_url.clone(), config, metrics_listen).await?,
         Cmd::Agent(args) => servers::agent(args, g.nats_url.clone()).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
@@ -169,9 +174,38 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log at info; operator commands only say what goes wrong.
-    let quiet = !matches!(cli.command, Cmd::Coordinator { .. } | Cmd::Agent(_));
-    init_logging(if quiet { "warn" } else { "info" });
-    match run(cli).await {
+    let (service, filter) = match cli.command {
+        Cmd::Coordinator { .. } => ("phasegate-coordinator", "info"),
+        Cmd::Agent(_) => ("phasegate-agent", "info"),
+        _ => ("phasegate-cli", "warn"),
+    };
+    let telemetry = match phasegate_telemetry::init(&phasegate_telemetry::Options {
+        service_name: service,
+        log_format: cli.global.log_format,
+        default_filter: filter.to_owned(),
+        otlp_endpoint: cli.global.otlp_endpoint.clone(),
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // An operator command is the root of its trace: a rollout it starts
+    // hangs under it.
+    let result = if service == "phasegate-cli" {
+        let name = std::env::args()
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let span = tracing::info_span!("phasegate.cli", otel.name = %name);
+        tracing::Instrument::instrument(run(cli), span).await
+    } else {
+        run(cli).await
+    };
+    telemetry.shutdown();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             match e.downcast_ref::<ClientError>() {

@@ -119,11 +119,15 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) async fn coordinator(
     nats_url: Option<String>,
     config: Option<PathBuf>,
+    metrics_listen: Option<String>,
 ) -> anyhow::Result<()> {
-    let cfg = match &config {
+    let mut cfg = match &config {
         Some(path) => phasegate_coordinator::CoordinatorConfig::load(path)?,
         None => phasegate_coordinator::CoordinatorConfig::default(),
     };
+    if let Some(m) = metrics_listen {
+        cfg.metrics_listen = m;
+    }
     // The flag (or variable) wins over the file, the file over the default.
     let url = nats_url
         .or_else(|| cfg.nats_url.clone())

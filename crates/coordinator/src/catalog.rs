@@ -31,13 +31,21 @@ pub(crate) enum CatalogMsg {
     PipelineGet(PipelineName, Reply<Pipeline>),
     PipelineList(Reply<Vec<Pipeline>>),
     PipelineDelete(PipelineDeleteRequest, Reply<()>),
-    EntityPut(EntityKind, EntityPutRequest, Reply<EntityResult>),
+    /// With the `traceparent` of the command, for a trigger it may start.
+    EntityPut(
+        EntityKind,
+        EntityPutRequest,
+        Option<String>,
+        Reply<EntityResult>,
+    ),
     EntityGet(EntityKind, EntityGetRequest, Reply<EntityResult>),
     EntityList(EntityKind, Reply<EntityListResult>),
     EntityDelete(EntityKind, phasegate_proto::EntityDeleteRequest, Reply<()>),
     TriggerGet(TriggerId, Reply<Trigger>),
     TriggerList(TriggerListRequest, Reply<Vec<Trigger>>),
     TriggerAct(Action, ActionRequest, Reply<Trigger>),
+    /// Active triggers by phase state and paused, for metrics.
+    Stats(RpcReplyPort<Vec<(String, bool, u64)>>),
     /// From a trigger actor, after each write.
     TriggerUpdated {
         key: String,
@@ -57,6 +65,7 @@ pub(crate) enum CatalogMsg {
 pub(crate) struct CatalogArgs {
     pub(crate) store: Store,
     pub(crate) directory: ActorRef<DirectoryMsg>,
+    pub(crate) metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
 }
 
 struct EntitySlot {
@@ -65,6 +74,7 @@ struct EntitySlot {
 }
 
 pub(crate) struct CatalogState {
+    metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
     store: Store,
     directory: ActorRef<DirectoryMsg>,
     pipelines: Arc<Pipelines>,
@@ -86,6 +96,7 @@ impl Actor for Catalog {
         args: CatalogArgs,
     ) -> Result<CatalogState, ActorProcessingErr> {
         let mut state = CatalogState {
+            metrics: args.metrics,
             store: args.store,
             directory: args.directory,
             pipelines: Arc::new(BTreeMap::new()),
@@ -128,8 +139,8 @@ impl Actor for Catalog {
             CatalogMsg::PipelineDelete(req, reply) => {
                 let _ = reply.send(state.pipeline_delete(req).await);
             }
-            CatalogMsg::EntityPut(kind, req, reply) => {
-                state.entity_put(&myself, kind, req, reply).await
+            CatalogMsg::EntityPut(kind, req, trace, reply) => {
+                state.entity_put(&myself, kind, req, trace, reply).await
             }
             CatalogMsg::EntityGet(kind, req, reply) => {
                 let _ = reply.send(state.entity_get(kind, &req));
@@ -156,6 +167,22 @@ impl Actor for Catalog {
                 let _ = reply.send(Ok(state.trigger_list(&req)));
             }
             CatalogMsg::TriggerAct(action, req, reply) => state.trigger_act(action, req, reply),
+            CatalogMsg::Stats(reply) => {
+                let mut counts: BTreeMap<(String, bool), u64> = BTreeMap::new();
+                for a in state
+                    .entities
+                    .values()
+                    .filter_map(|s| s.stored.active.as_ref())
+                {
+                    let st = a
+                        .trigger
+                        .phase_state
+                        .and_then(|p| serde_json_word(&p))
+                        .unwrap_or_default();
+                    *counts.entry((st, a.trigger.paused)).or_default() += 1;
+                }
+                let _ = reply.send(counts.into_iter().map(|((s, p), n)| (s, p, n)).collect());
+            }
             CatalogMsg::TriggerUpdated {
                 key,
                 stored,
@@ -209,6 +236,13 @@ impl Actor for Catalog {
         }
         Ok(())
     }
+}
+
+/// The wire word of a unit enum value (`applying`).
+fn serde_json_word<T: serde::Serialize>(v: &T) -> Option<String> {
+    let bytes = phasegate_proto::encode(phasegate_proto::Encoding::Json, v).ok()?;
+    let s = String::from_utf8(bytes).ok()?;
+    Some(s.trim_matches('"').to_owned())
 }
 
 fn store_err(e: impl Into<CoordinatorError>) -> ApiError {
@@ -309,6 +343,7 @@ impl CatalogState {
                 store: self.store.clone(),
                 catalog: myself.clone(),
                 directory: self.directory.clone(),
+                metrics: self.metrics.clone(),
             },
             myself.get_cell(),
         )
@@ -432,6 +467,7 @@ impl CatalogState {
         myself: &ActorRef<CatalogMsg>,
         kind: EntityKind,
         req: EntityPutRequest,
+        trace: Option<String>,
         reply: Reply<EntityResult>,
     ) {
         let k = (kind, req.spec.name.to_string());
@@ -450,7 +486,7 @@ impl CatalogState {
             }
             return;
         }
-        let result = self.entity_put_here(myself, kind, req).await;
+        let result = self.entity_put_here(myself, kind, req, trace).await;
         let _ = reply.send(result);
     }
 
@@ -459,6 +495,7 @@ impl CatalogState {
         myself: &ActorRef<CatalogMsg>,
         kind: EntityKind,
         req: EntityPutRequest,
+        trace: Option<String>,
     ) -> Result<EntityResult, ApiError> {
         let k = (kind, req.spec.name.to_string());
         let (current, revision) = match self.entities.get(&k) {
@@ -492,9 +529,24 @@ impl CatalogState {
                 trigger: None,
             });
         }
+        let mut created = outcome.created.clone();
+        if let Some(rec) = created.as_mut() {
+            // The trigger's own trace starts here, under the command's span;
+            // every later step of the rollout joins it (see `trace_parent`).
+            let span = tracing::info_span!(
+                "phasegate.trigger",
+                otel.name = "trigger started",
+                phasegate.trigger_id = %rec.trigger.id,
+                phasegate.entity = %entity_key(kind, &rec.snapshot.name),
+                phasegate.actor = %req.actor,
+                phasegate.phase_id = %rec.trigger.current_phase_id.as_ref().map_or("", |p| p.as_str()),
+            );
+            phasegate_bus::trace::continue_from_traceparent(&span, trace.as_deref());
+            rec.trace_parent = phasegate_bus::trace::traceparent_of(&span);
+        }
         let stored = StoredEntity {
             record: outcome.record,
-            active: outcome.created.clone(),
+            active: created.clone(),
         };
         let key = entity_key(kind, &stored.record.name);
         let new_rev = self
@@ -511,7 +563,7 @@ impl CatalogState {
                 revision: new_rev,
             },
         );
-        match &outcome.created {
+        match &created {
             Some(created) => {
                 // The trigger actor publishes the first phase and drives it.
                 self.spawn_trigger(myself, &k).await.map_err(store_err)?;

@@ -37,6 +37,14 @@ pub struct CoordinatorConfig {
     /// hours (the contract asks for at least one).
     #[serde(default = "default_forget_agents_after_ms")]
     pub forget_agents_after_ms: u64,
+    /// Where Prometheus scrapes `GET /metrics`. Default `127.0.0.1:9464`;
+    /// `"off"` disables it.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
 }
 
 impl Default for CoordinatorConfig {
@@ -46,6 +54,7 @@ impl Default for CoordinatorConfig {
             subject_prefix: default_prefix(),
             sweep_ms: default_sweep_ms(),
             forget_agents_after_ms: default_forget_agents_after_ms(),
+            metrics_listen: default_metrics_listen(),
         }
     }
 }
@@ -76,6 +85,14 @@ impl CoordinatorConfig {
             return Err(crate::CoordinatorError::Config(format!(
                 "{origin}: sweep_ms: must be from 1 to 60000, got {}",
                 self.sweep_ms
+            )));
+        }
+        if self.metrics_listen != "off"
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: metrics_listen: {:?} is not an address (host:port) or \"off\"",
+                self.metrics_listen
             )));
         }
         if self.forget_agents_after_ms < 3_600_000 {

@@ -39,6 +39,8 @@ pub(crate) enum DirectoryMsg {
     Unregister(TriggerId),
     /// Periodic: liveness, forgetting, and sending pending fleet views.
     Sweep,
+    /// Live and healthy agents per segment, for metrics.
+    Stats(RpcReplyPort<Vec<(String, u64, u64)>>),
     /// `agent.list`.
     List {
         segment: Option<Segment>,
@@ -180,6 +182,23 @@ impl Actor for Directory {
                 state.dirty.remove(&id);
             }
             DirectoryMsg::Sweep => state.sweep(now_ms()),
+            DirectoryMsg::Stats(reply) => {
+                let now = now_ms();
+                let out = state
+                    .by_segment
+                    .iter()
+                    .map(|(seg, ids)| {
+                        let live: Vec<&AgentState> = ids
+                            .iter()
+                            .filter_map(|i| state.agents.get(i))
+                            .filter(|a| a.live_at(now))
+                            .collect();
+                        let healthy = live.iter().filter(|a| a.healthy).count() as u64;
+                        (seg.clone(), live.len() as u64, healthy)
+                    })
+                    .collect();
+                let _ = reply.send(out);
+            }
             DirectoryMsg::List { segment, reply } => {
                 let now = now_ms();
                 let mut out: Vec<AgentInfo> = state

@@ -18,6 +18,10 @@ mod service;
 mod store;
 mod trigger;
 
+use std::sync::Arc;
+
+use phasegate_telemetry::metrics::Registry;
+
 use futures_util::StreamExt;
 use phasegate_bus::{Client, ConnectOptions};
 use phasegate_proto::{AgentReport, Encoding, Subjects, decode};
@@ -31,6 +35,7 @@ use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 
 /// A running coordinator.
 pub struct Coordinator {
+    metrics_addr: Option<std::net::SocketAddr>,
     service: phasegate_bus::async_nats::service::Service,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     catalog: ActorRef<CatalogMsg>,
@@ -57,6 +62,7 @@ impl Coordinator {
         )
         .await?;
         let store = store::Store::open(&client, &subjects).await?;
+        let metrics = Arc::new(Registry::default());
         let (directory, _) = Actor::spawn(
             None,
             Directory,
@@ -74,6 +80,7 @@ impl Coordinator {
             CatalogArgs {
                 store,
                 directory: directory.clone(),
+                metrics: metrics.clone(),
             },
         )
         .await
@@ -108,21 +115,50 @@ impl Coordinator {
             service::Handlers {
                 catalog: catalog.clone(),
                 directory: directory.clone(),
+                metrics: metrics.clone(),
             },
         )
         .await?;
         tasks.extend(endpoint_tasks);
+        let metrics_addr = if config.metrics_listen == "off" {
+            None
+        } else {
+            match serve_metrics(
+                &config.metrics_listen,
+                metrics,
+                catalog.clone(),
+                directory.clone(),
+            )
+            .await
+            {
+                Ok((addr, task)) => {
+                    tasks.push(task);
+                    Some(addr)
+                }
+                Err(e) => {
+                    // Rollouts matter more than their dashboard: keep going.
+                    tracing::error!(listen = %config.metrics_listen, error = %e, "cannot serve metrics");
+                    None
+                }
+            }
+        };
         // Everything above is subscribed; make sure the server has seen it
         // before anyone is told we are ready.
         client.ping().await?;
         tracing::info!(prefix = subjects.prefix(), "coordinator ready");
         Ok(Self {
+            metrics_addr,
             service,
             tasks,
             catalog,
             directory,
             client,
         })
+    }
+
+    /// Where `GET /metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops answering, stops the actors and flushes the connection.
@@ -136,4 +172,89 @@ impl Coordinator {
         let _ = self.client.nats().flush().await;
         tracing::info!("coordinator stopped");
     }
+}
+
+/// Serves Prometheus text on `listen`: counters kept as things happen, and
+/// gauges read from the actors at scrape time.
+async fn serve_metrics(
+    listen: &str,
+    metrics: Arc<Registry>,
+    catalog: ActorRef<CatalogMsg>,
+    directory: ActorRef<DirectoryMsg>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, catalog, directory) =
+                (metrics.clone(), catalog.clone(), directory.clone());
+            async move { render_metrics(&metrics, &catalog, &directory).await }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    tracing::info!(%addr, "serving metrics");
+    Ok((addr, task))
+}
+
+async fn render_metrics(
+    metrics: &Registry,
+    catalog: &ActorRef<CatalogMsg>,
+    directory: &ActorRef<DirectoryMsg>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let timeout = Some(std::time::Duration::from_secs(5));
+    if let Ok(ractor::rpc::CallResult::Success(rows)) =
+        catalog.call(CatalogMsg::Stats, timeout).await
+    {
+        let series: Vec<(Vec<(&str, &str)>, f64)> = rows
+            .iter()
+            .map(|(state, paused, n)| {
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                let v = *n as f64;
+                (
+                    vec![
+                        ("phase_state", state.as_str()),
+                        ("paused", if *paused { "true" } else { "false" }),
+                    ],
+                    v,
+                )
+            })
+            .collect();
+        metrics.set_all(
+            "phasegate_triggers_active",
+            "active triggers by phase state",
+            series,
+        );
+    }
+    if let Ok(ractor::rpc::CallResult::Success(rows)) =
+        directory.call(DirectoryMsg::Stats, timeout).await
+    {
+        let mut live = Vec::new();
+        let mut healthy = Vec::new();
+        for (seg, l, h) in &rows {
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            let (l, h) = (*l as f64, *h as f64);
+            live.push((vec![("segment", seg.as_str())], l));
+            healthy.push((vec![("segment", seg.as_str())], h));
+        }
+        metrics.set_all("phasegate_agents_live", "live agents per segment", live);
+        metrics.set_all(
+            "phasegate_agents_healthy",
+            "live and healthy agents per segment",
+            healthy,
+        );
+    }
+    let mut out = String::new();
+    metrics.render(&mut out);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }

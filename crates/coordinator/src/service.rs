@@ -36,6 +36,7 @@ const ACTOR_TIMEOUT: Duration = Duration::from_secs(8);
 pub(crate) struct Handlers {
     pub(crate) catalog: ActorRef<CatalogMsg>,
     pub(crate) directory: ActorRef<DirectoryMsg>,
+    pub(crate) metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
 }
 
 /// Starts the service with one endpoint per command; returns the service
@@ -68,11 +69,28 @@ pub(crate) async fn start(
                 // the endpoint; the actors serialise what must be.
                 tokio::spawn(async move {
                     let encoding = encoding_of(&request.message);
-                    let span = tracing::info_span!("command", command = %command);
-                    let body = handle(&h, command, encoding, &request.message.payload)
-                        .instrument(span)
-                        .await;
-                    if let Err(e) = request.respond_with_headers(Ok(body.0), body.1).await {
+                    let span = tracing::info_span!(
+                        "phasegate.command",
+                        otel.name = %command,
+                        otel.kind = "server",
+                        phasegate.action = %command,
+                    );
+                    phasegate_bus::trace::continue_from_headers(
+                        &span,
+                        request.message.headers.as_ref(),
+                    );
+                    let (body, headers, code) =
+                        handle(&h, command, encoding, &request.message.payload)
+                            .instrument(span)
+                            .await;
+                    let name = command.to_string();
+                    h.metrics.inc(
+                        "phasegate_commands_total",
+                        "commands answered, by command and result code",
+                        &[("command", &name), ("code", code)],
+                        1.0,
+                    );
+                    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                         tracing::debug!(error = %e, "cannot send reply");
                     }
                 });
@@ -82,19 +100,22 @@ pub(crate) async fn start(
     Ok((svc, tasks))
 }
 
-fn envelope<T: Serialize>(
-    encoding: Encoding,
-    result: Result<T, ApiError>,
-) -> (Bytes, phasegate_bus::HeaderMap) {
-    let reply = match result {
-        Ok(r) => Reply::ok(r),
-        Err(e) => Reply::err(e),
+/// A reply body, its headers, and the result code for metrics.
+type Answer = (Bytes, phasegate_bus::HeaderMap, &'static str);
+
+fn envelope<T: Serialize>(encoding: Encoding, result: Result<T, ApiError>) -> Answer {
+    let (reply, code) = match result {
+        Ok(r) => (Reply::ok(r), "ok"),
+        Err(e) => {
+            let code = e.code.as_str();
+            (Reply::err(e), code)
+        }
     };
     match encode_reply(&reply, encoding) {
-        Ok(x) => x,
+        Ok((b, h)) => (b, h, code),
         // Even the fallback failed: answer with an empty body rather than
         // leave the requester waiting.
-        Err(_) => (Bytes::new(), phasegate_bus::HeaderMap::new()),
+        Err(_) => (Bytes::new(), phasegate_bus::HeaderMap::new(), "internal"),
     }
 }
 
@@ -130,11 +151,7 @@ where
     }
 }
 
-async fn run<Req, Res, Fut>(
-    encoding: Encoding,
-    body: &[u8],
-    f: impl FnOnce(Req) -> Fut,
-) -> (Bytes, phasegate_bus::HeaderMap)
+async fn run<Req, Res, Fut>(encoding: Encoding, body: &[u8], f: impl FnOnce(Req) -> Fut) -> Answer
 where
     Req: DeserializeOwned,
     Res: Serialize,
@@ -164,12 +181,7 @@ fn action_of(command: Command) -> Option<Action> {
     })
 }
 
-async fn handle(
-    h: &Handlers,
-    command: Command,
-    enc: Encoding,
-    body: &[u8],
-) -> (Bytes, phasegate_bus::HeaderMap) {
+async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> Answer {
     let c = &h.catalog;
     let kind = |g: &str| {
         if g == "config" {
@@ -217,7 +229,9 @@ async fn handle(
         Command::GatePut | Command::ConfigPut => {
             let k = kind(command.group());
             run(enc, body, |req: EntityPutRequest| async move {
-                ask(c, |r| CatalogMsg::EntityPut(k, req, r)).await
+                // A trigger this put starts joins the command's trace.
+                let trace = phasegate_bus::trace::traceparent_of(&tracing::Span::current());
+                ask(c, |r| CatalogMsg::EntityPut(k, req, trace, r)).await
             })
             .await
         }

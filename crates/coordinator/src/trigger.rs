@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use phasegate_model::{self as model, Action, FleetView, PutKind, PutRequest};
 use phasegate_proto::{
-    ActionRequest, ApiError, EntityPutRequest, EntityResult, StoredEntity, Trigger, TriggerId,
+    ActionRequest, ApiError, EntityPutRequest, EntityResult, PhaseState, StoredEntity, Trigger,
+    TriggerId,
 };
+use phasegate_telemetry::metrics::Registry;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::Instrument;
@@ -48,6 +50,7 @@ pub(crate) struct TriggerArgs {
     pub(crate) store: Store,
     pub(crate) catalog: ActorRef<CatalogMsg>,
     pub(crate) directory: ActorRef<DirectoryMsg>,
+    pub(crate) metrics: Arc<Registry>,
 }
 
 pub(crate) struct TriggerState {
@@ -68,6 +71,11 @@ pub(crate) struct TriggerState {
     /// trigger knows of no agent, and a step taken now could call a phase
     /// applied that nobody has applied.
     fleet_seen: bool,
+    /// The trigger's trace, kept past its end for the last spans.
+    trace_parent: Option<String>,
+    metrics: Arc<Registry>,
+    /// When the current phase started applying (this process's view).
+    applying_since: Option<u64>,
 }
 
 pub(crate) struct TriggerActor;
@@ -101,13 +109,24 @@ impl Actor for TriggerActor {
             timer: None,
             deadline: None,
             fleet_seen: false,
+            trace_parent: None,
+            metrics: args.metrics,
+            applying_since: None,
         };
+        state.trace_parent = state.active().and_then(|a| a.trace_parent.clone());
+        if state.active().and_then(|a| a.trigger.phase_state) == Some(PhaseState::Applying) {
+            state.applying_since = Some(now_ms());
+        }
         // What agents were last told, so a restart only re-publishes when
         // the stored rollout moved on without its desired state.
         if let Some(e) = state.store.desired.get(&state.key).await? {
             state.desired_revision = e.revision;
-            state.desired =
-                phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value).ok();
+            state.desired = phasegate_proto::decode::<phasegate_proto::DesiredEntity>(
+                phasegate_proto::Encoding::MsgPack,
+                &e.value,
+            )
+            .ok()
+            .map(without_trace);
         }
         state.publish_desired().await?;
         let patterns = state
@@ -155,10 +174,18 @@ impl Actor for TriggerActor {
         match msg {
             TriggerMsg::Act { action, req, reply } => {
                 let span = tracing::info_span!(
-                    "trigger.action",
-                    trigger_id = %state.id,
-                    action = action.as_str(),
-                    actor = %req.actor
+                    "phasegate.action",
+                    otel.name = %format!("action {}", action.as_str()),
+                    phasegate.trigger_id = %state.id,
+                    phasegate.entity = %state.key,
+                    phasegate.phase_id = %req.phase_id.as_ref().map_or("", |p| p.as_str()),
+                    phasegate.action = action.as_str(),
+                    phasegate.actor = %req.actor,
+                    trace_id = %state.trace_id(),
+                );
+                phasegate_bus::trace::continue_from_traceparent(
+                    &span,
+                    state.trace_parent.as_deref(),
                 );
                 let answer = async {
                     let now = now_ms();
@@ -176,6 +203,16 @@ impl Actor for TriggerActor {
                 }
                 .instrument(span)
                 .await;
+                let result = match &answer {
+                    Ok(_) => "ok",
+                    Err(e) => e.code.as_str(),
+                };
+                state.metrics.inc(
+                    "phasegate_actions_total",
+                    "trigger actions, by action and result code",
+                    &[("action", action.as_str()), ("result", result)],
+                    1.0,
+                );
                 let _ = reply.send(answer);
             }
             TriggerMsg::Put {
@@ -228,6 +265,33 @@ impl Actor for TriggerActor {
     }
 }
 
+/// A desired state as compared: the trace context is not part of it.
+fn without_trace(mut d: phasegate_proto::DesiredEntity) -> phasegate_proto::DesiredEntity {
+    if let Some(r) = d.rollout.as_mut() {
+        r.trace_parent = None;
+    }
+    d
+}
+
+/// The wire name of a history type (`phase_applied`).
+fn serde_kind(k: phasegate_proto::HistoryType) -> &'static str {
+    use phasegate_proto::HistoryType as H;
+    match k {
+        H::Started => "started",
+        H::Approved => "approved",
+        H::PhaseStarted => "phase_started",
+        H::PhaseApplied => "phase_applied",
+        H::Paused => "paused",
+        H::Resumed => "resumed",
+        H::Skipped => "skipped",
+        H::Rollout => "rollout",
+        H::Aborted => "aborted",
+        H::HealthDegraded => "health_degraded",
+        H::HealthRecovered => "health_recovered",
+        H::Completed => "completed",
+    }
+}
+
 /// True when `next` differs from `prev` in more than live agent counts.
 fn material_change(prev: &StoredEntity, next: &StoredEntity) -> bool {
     match (&prev.active, &next.active) {
@@ -260,6 +324,9 @@ impl TriggerState {
     /// settles its entity, publishes desired state, tells the directory and
     /// the catalog.
     async fn commit(&mut self, mut next: StoredEntity) -> Result<(), ApiError> {
+        let before = self
+            .active()
+            .map(|a| (a.trigger.history.len(), a.trigger.phase_state));
         let finished = next
             .active
             .as_ref()
@@ -285,7 +352,14 @@ impl TriggerState {
             .await
             .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
         self.revision = revision;
+        let after = finished
+            .as_ref()
+            .or(next.active.as_ref())
+            .map(|a| a.trigger.clone());
         self.stored = next;
+        if let (Some((seen, state_before)), Some(t)) = (before, after) {
+            self.record_steps(&t, seen, state_before);
+        }
         if let Some(rec) = &finished {
             tracing::info!(trigger_id = %rec.trigger.id, status = ?rec.trigger.status, "trigger finished");
         }
@@ -316,15 +390,98 @@ impl TriggerState {
         });
     }
 
+    /// A span of this trigger's trace.
+    fn span(&self, name: &str) -> tracing::Span {
+        let phase = self
+            .active()
+            .and_then(|a| a.trigger.current_phase_id.as_ref())
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        let span = tracing::info_span!(
+            "phasegate.rollout",
+            otel.name = %name,
+            phasegate.trigger_id = %self.id,
+            phasegate.entity = %self.key,
+            phasegate.phase_id = %phase,
+            trace_id = %self.trace_id(),
+        );
+        phasegate_bus::trace::continue_from_traceparent(&span, self.trace_parent.as_deref());
+        span
+    }
+
+    /// The trigger's trace id, for logs (empty when traces are off).
+    fn trace_id(&self) -> &str {
+        self.trace_parent
+            .as_deref()
+            .and_then(phasegate_bus::trace::trace_id_of)
+            .unwrap_or("")
+    }
+
+    /// Spans and metrics for the steps a commit recorded in history.
+    fn record_steps(
+        &mut self,
+        t: &phasegate_proto::Trigger,
+        seen: usize,
+        state_before: Option<PhaseState>,
+    ) {
+        let now = now_ms();
+        for h in t.history.iter().skip(seen) {
+            let kind = serde_kind(h.kind);
+            let phase = h.phase_id.as_ref().map_or("", |p| p.as_str());
+            let span = tracing::info_span!(
+                "phasegate.step",
+                otel.name = %kind,
+                phasegate.trigger_id = %self.id,
+                phasegate.entity = %self.key,
+                phasegate.phase_id = %phase,
+                phasegate.actor = %h.actor,
+                trace_id = %self.trace_id(),
+            );
+            phasegate_bus::trace::continue_from_traceparent(&span, self.trace_parent.as_deref());
+            span.in_scope(|| {
+                tracing::info!(comment = h.comment.as_deref().unwrap_or(""), "{kind}")
+            });
+            self.metrics.inc(
+                "phasegate_phase_transitions_total",
+                "steps recorded in trigger histories, by type",
+                &[("type", kind)],
+                1.0,
+            );
+            if h.kind == phasegate_proto::HistoryType::PhaseApplied
+                && let Some(since) = self.applying_since.take()
+            {
+                #[allow(clippy::cast_precision_loss)] // milliseconds, far below 2^52
+                let secs = h.at_ms.saturating_sub(since) as f64 / 1000.0;
+                self.metrics.observe(
+                    "phasegate_apply_latency_seconds",
+                    "from a phase's publish to every live agent having applied it",
+                    &[],
+                    secs,
+                );
+            }
+        }
+        if t.phase_state == Some(PhaseState::Applying) && state_before != Some(PhaseState::Applying)
+        {
+            self.applying_since = Some(now);
+        }
+    }
+
     async fn publish_desired(&mut self) -> Result<(), crate::error::CoordinatorError> {
         let desired = model::desired::publish(&self.stored.record, self.stored.active.as_ref());
         if self.desired.as_ref() == Some(&desired) {
             return Ok(());
         }
+        // The agents' apply spans hang under this one.
+        let span = self.span("publish desired state");
+        let mut sent = desired.clone();
+        if let Some(r) = sent.rollout.as_mut() {
+            r.trace_parent = phasegate_bus::trace::traceparent_of(&span);
+        }
         let revision = self
             .store
             .desired
-            .put(&self.key, to_bytes(&desired)?)
+            .put(&self.key, to_bytes(&sent)?)
+            .instrument(span)
             .await?;
         self.desired = Some(desired);
         self.desired_revision = revision;

@@ -50,6 +50,7 @@ fn rollout_of(rec: &TriggerRecord) -> Option<DesiredRollout> {
         trigger_id: rec.trigger.id.clone(),
         snapshot: rec.snapshot.clone(),
         phases,
+        trace_parent: None,
     })
 }
 

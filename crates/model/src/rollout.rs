@@ -139,6 +139,7 @@ pub fn start(p: StartParams) -> TriggerRecord {
         published: 0,
         apply_deadline_ms: None,
         health_ok: true,
+        trace_parent: None,
     };
     record(
         &mut rec.trigger,

@@ -50,6 +50,10 @@ pub struct TriggerRecord {
     /// Whether health was at or above the bar at the last check.
     #[serde(default = "default_true")]
     pub health_ok: bool,
+    /// W3C `traceparent` of the trigger's trace: every span of the rollout,
+    /// in the coordinator (across restarts) and in the agents, joins it.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -66,6 +66,10 @@ pub struct DesiredRollout {
     pub snapshot: EntitySpec,
     /// Published phases, first to last.
     pub phases: Vec<PhaseTarget>,
+    /// W3C `traceparent` of the publish, so an agent's apply joins the
+    /// rollout's trace.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 /// What the coordinator publishes for one entity, for every segment at
