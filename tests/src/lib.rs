@@ -29,6 +29,7 @@ pub mod fake_agent;
 pub mod http;
 pub mod otlp;
 pub mod process;
+pub mod rollout;
 
 pub use agent_proc::AgentProc;
 pub use coord::CoordEnv;

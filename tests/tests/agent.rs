@@ -6,32 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
 
-use phasegate_client::{PhasegateClient, TriggerAction};
+use phasegate_client::TriggerAction;
 use phasegate_proto::*;
 use phasegate_tests::http::HealthEndpoint;
+use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, wait_for, wait_until};
 use serde_json::{Value, json};
-
-fn actor(s: &str) -> Actor {
-    Actor::new(s).expect("valid actor")
-}
-
-async fn put_pipeline(c: &PhasegateClient, v: Value) -> anyhow::Result<()> {
-    c.pipeline_put(serde_json::from_value(v)?, actor("alice"))
-        .await?;
-    Ok(())
-}
-
-async fn put_gate(c: &PhasegateClient, v: Value) -> anyhow::Result<EntityResult> {
-    Ok(c.entity_put(
-        EntityKind::Gate,
-        serde_json::from_value(v)?,
-        actor("carol"),
-        None,
-        None,
-    )
-    .await?)
-}
 
 /// Polls `check_gate` until `cond` holds on the answer.
 async fn until_answer(
@@ -48,30 +28,6 @@ async fn until_answer(
                 .await
                 .map_err(|e| e.to_string())?;
             if cond(&v) { Ok(v) } else { Err(v.to_string()) }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
-}
-
-async fn until_trigger(
-    c: &PhasegateClient,
-    id: &TriggerId,
-    what: &str,
-    cond: impl Fn(&Trigger) -> bool,
-) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!(
-                    "{:?} {:?} {:?}",
-                    t.current_phase_id, t.phase_state, t.paused_reason
-                ))
-            }
         },
         PATIENCE,
         what,
@@ -107,7 +63,7 @@ async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result
     .await?;
     let r = put_gate(c, json!({"name": "checkout", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
     let t = r.trigger.expect("trigger");
-    until_trigger(c, &t.id, "dev applied", |t| {
+    wait_trigger(c, &t.id, "dev applied", |t| {
         t.current_phase_id.as_ref().map(PhaseId::as_str) == Some("eu-de")
     })
     .await?;
@@ -183,7 +139,7 @@ async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result
         .await?;
     assert_eq!(v["version"], json!(1), "{v}");
     // Completed: version 2 is the base at both, no trigger in answers.
-    until_trigger(c, &t.id, "completed", |t| {
+    wait_trigger(c, &t.id, "completed", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
@@ -262,7 +218,7 @@ async fn an_agent_down_during_a_phase_catches_up() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
     let t = r.trigger.expect("trigger");
-    until_trigger(c, &t.id, "phase one baking", |t| {
+    wait_trigger(c, &t.id, "phase one baking", |t| {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
@@ -293,7 +249,7 @@ async fn an_agent_down_during_a_phase_catches_up() -> anyhow::Result<()> {
     .await?;
     assert_eq!(v["version"], json!(1));
     // And the coordinator sees its ack: phase two bakes.
-    until_trigger(c, &t.id, "phase two baking", |t| {
+    wait_trigger(c, &t.id, "phase two baking", |t| {
         t.phase_state == Some(PhaseState::Baking) && t.segments["dev"].agents_applied == 1
     })
     .await?;
@@ -434,12 +390,12 @@ async fn a_failing_health_url_reaches_the_coordinator() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
-    until_trigger(c, &id, "baking", |t| {
+    wait_trigger(c, &id, "baking", |t| {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
     probe.set_status(503);
-    let t = until_trigger(c, &id, "paused by health", |t| {
+    let t = wait_trigger(c, &id, "paused by health", |t| {
         t.paused_reason == Some(PausedReason::Health)
     })
     .await?;
@@ -447,7 +403,7 @@ async fn a_failing_health_url_reaches_the_coordinator() -> anyhow::Result<()> {
     let agents = c.agents(Some(Segment::new("prod-eu")?)).await?;
     assert!(!agents[0].healthy);
     probe.set_status(204);
-    until_trigger(c, &id, "resumed", |t| !t.paused).await?;
+    wait_trigger(c, &id, "resumed", |t| !t.paused).await?;
     Ok(())
 }
 

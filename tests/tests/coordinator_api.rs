@@ -10,11 +10,8 @@ use phasegate_bus::{HeaderMap, headers_for};
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
 use phasegate_tests::CoordEnv;
+use phasegate_tests::rollout::actor;
 use serde_json::json;
-
-fn actor(s: &str) -> Actor {
-    Actor::new(s).expect("valid actor")
-}
 
 fn pipeline(v: serde_json::Value) -> Pipeline {
     serde_json::from_value(v).expect("valid pipeline json")

@@ -8,12 +8,9 @@
 
 use phasegate_client::{PhasegateClient, TriggerAction};
 use phasegate_proto::*;
+use phasegate_tests::rollout::{actor, phase_is, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
-
-fn actor(s: &str) -> Actor {
-    Actor::new(s).expect("valid actor")
-}
 
 fn now_ms() -> u64 {
     u64::try_from(
@@ -23,51 +20,6 @@ fn now_ms() -> u64 {
             .unwrap_or(0),
     )
     .unwrap_or(0)
-}
-
-async fn put_pipeline(c: &PhasegateClient, v: serde_json::Value) -> anyhow::Result<()> {
-    c.pipeline_put(serde_json::from_value(v)?, actor("alice"))
-        .await?;
-    Ok(())
-}
-
-async fn put_gate(c: &PhasegateClient, v: serde_json::Value) -> anyhow::Result<EntityResult> {
-    Ok(c.entity_put(
-        EntityKind::Gate,
-        serde_json::from_value(v)?,
-        actor("carol"),
-        Some("change".into()),
-        None,
-    )
-    .await?)
-}
-
-/// Polls the trigger until `cond` holds.
-async fn until(
-    c: &PhasegateClient,
-    id: &TriggerId,
-    what: &str,
-    cond: impl Fn(&Trigger) -> bool,
-) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!(
-                    "phase {:?} state {:?} status {:?} paused {:?}",
-                    t.current_phase_id.as_ref().map(PhaseId::as_str),
-                    t.phase_state,
-                    t.status,
-                    t.paused_reason
-                ))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
 }
 
 async fn act(
@@ -88,10 +40,6 @@ async fn act(
 
 fn kinds(t: &Trigger) -> Vec<HistoryType> {
     t.history.iter().map(|h| h.kind).collect()
-}
-
-fn phase_is(t: &Trigger, id: &str, state: PhaseState) -> bool {
-    t.current_phase_id.as_ref().map(PhaseId::as_str) == Some(id) && t.phase_state == Some(state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +77,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     let r = put_gate(c, json!({"name": "checkout", "pipeline": "seed", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
     let t = r.trigger.expect("a trigger");
     assert_eq!((t.from_version, t.to_version), (0, 1));
-    let t = until(c, &t.id, "dev baking", |t| {
+    let t = wait_trigger(c, &t.id, "dev baking", |t| {
         phase_is(t, "dev", PhaseState::Baking)
     })
     .await?;
@@ -144,7 +92,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
         .map(|h| h.at_ms)
         .unwrap_or(0);
     assert_eq!(ends, applied_at + 300);
-    let t = until(c, &t.id, "staging awaiting approval", |t| {
+    let t = wait_trigger(c, &t.id, "staging awaiting approval", |t| {
         phase_is(t, "staging", PhaseState::AwaitingApproval)
     })
     .await?;
@@ -169,7 +117,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     assert_eq!(t.phase_state, Some(PhaseState::Applying));
     assert_eq!(t.segments["staging"].agents_applied, 0);
     staging.set_acking(true);
-    let t = until(c, &t.id, "completed", |t| {
+    let t = wait_trigger(c, &t.id, "completed", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
@@ -207,7 +155,7 @@ async fn pause_resume_skip_rollout_abort_and_conflicts() -> anyhow::Result<()> {
     )
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "slow"})).await?;
-    let t = until(c, &r.trigger.expect("trigger").id, "baking", |t| {
+    let t = wait_trigger(c, &r.trigger.expect("trigger").id, "baking", |t| {
         phase_is(t, "one", PhaseState::Baking)
     })
     .await?;
@@ -403,7 +351,7 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "careful"})).await?;
     let id = r.trigger.expect("trigger").id;
-    until(c, &id, "baking with both agents", |t| {
+    wait_trigger(c, &id, "baking with both agents", |t| {
         phase_is(t, "eu", PhaseState::Baking)
             && t.segments
                 .get("prod-eu")
@@ -411,14 +359,14 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
     })
     .await?;
     a1.set_healthy(false);
-    let t = until(c, &id, "paused by health", |t| {
+    let t = wait_trigger(c, &id, "paused by health", |t| {
         t.paused_reason == Some(PausedReason::Health)
     })
     .await?;
     assert!(kinds(&t).contains(&HistoryType::HealthDegraded));
     assert!(t.remaining_wait_ms.is_some());
     a1.set_healthy(true);
-    let t = until(c, &id, "resumed by recovery", |t| !t.paused).await?;
+    let t = wait_trigger(c, &id, "resumed by recovery", |t| !t.paused).await?;
     assert!(kinds(&t).contains(&HistoryType::HealthRecovered));
     assert!(t.phase_ends_at_ms.is_some());
     c.act(TriggerAction::Abort, id, None, actor("op"), None)
@@ -426,9 +374,9 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
 
     let r = put_gate(c, json!({"name": "h", "pipeline": "strict"})).await?;
     let id = r.trigger.expect("trigger").id;
-    until(c, &id, "baking", |t| phase_is(t, "eu", PhaseState::Baking)).await?;
+    wait_trigger(c, &id, "baking", |t| phase_is(t, "eu", PhaseState::Baking)).await?;
     a1.set_healthy(false);
-    let t = until(c, &id, "aborted by health", |t| {
+    let t = wait_trigger(c, &id, "aborted by health", |t| {
         t.status == TriggerStatus::Aborted
     })
     .await?;
@@ -463,7 +411,7 @@ async fn apply_timeout_pauses_and_dead_agents_do_not_block() -> anyhow::Result<(
     put_pipeline(c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "apply_timeout_ms": 300}]})).await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
-    let t = until(c, &id, "apply timeout", |t| {
+    let t = wait_trigger(c, &id, "apply timeout", |t| {
         t.paused_reason == Some(PausedReason::ApplyTimeout)
     })
     .await?;
@@ -485,7 +433,7 @@ async fn apply_timeout_pauses_and_dead_agents_do_not_block() -> anyhow::Result<(
     .await?;
     let t = act(c, TriggerAction::Resume, &t, "op").await?;
     assert!(!t.paused);
-    until(c, &id, "completed without the dead agent", |t| {
+    wait_trigger(c, &id, "completed without the dead agent", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
@@ -508,7 +456,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(&env.client, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
-    let t = until(&env.client, &id, "baking", |t| {
+    let t = wait_trigger(&env.client, &id, "baking", |t| {
         phase_is(t, "one", PhaseState::Baking)
     })
     .await?;
@@ -524,7 +472,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
         Some(ends),
         "same deadline after restart"
     );
-    let t = until(&env.client, &id, "phase two", |t| {
+    let t = wait_trigger(&env.client, &id, "phase two", |t| {
         t.current_phase_id.as_ref().map(PhaseId::as_str) == Some("two")
     })
     .await?;
@@ -555,7 +503,7 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
     .await?;
     let r = put_gate(&env.client, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
-    let t = until(&env.client, &id, "baking", |t| {
+    let t = wait_trigger(&env.client, &id, "baking", |t| {
         phase_is(t, "one", PhaseState::Baking)
     })
     .await?;
@@ -577,7 +525,7 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
     .await?;
     env.coord.restart()?;
     env.wait_ready().await?;
-    let t = until(&env.client, &id, "phase two at once", |t| {
+    let t = wait_trigger(&env.client, &id, "phase two at once", |t| {
         t.current_phase_id.as_ref().map(PhaseId::as_str) == Some("two")
     })
     .await?;

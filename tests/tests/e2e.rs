@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use phasegate_client::PhasegateClient;
 use phasegate_proto::*;
+use phasegate_tests::rollout::wait_trigger;
 use phasegate_tests::{
     AgentProc, CoordEnv, PATIENCE, nats_server_binary, phasegate_binary, wait_for,
 };
@@ -39,27 +39,6 @@ fn the_demo_runs_to_the_end() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn until(
-    c: &PhasegateClient,
-    id: &TriggerId,
-    what: &str,
-    cond: impl Fn(&Trigger) -> bool,
-) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!("{:?} {:?}", t.current_phase_id, t.phase_state))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyhow::Result<()> {
     let mut env = CoordEnv::start().await?;
@@ -80,7 +59,7 @@ async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyh
         .entity_put(EntityKind::Gate, serde_json::from_value(json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}))?, actor, None, None)
         .await?;
     let id = r.trigger.expect("trigger").id;
-    until(&c, &id, "dev baking", |t| {
+    wait_trigger(&c, &id, "dev baking", |t| {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
@@ -89,7 +68,7 @@ async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyh
     let v = dev.check_gate("g", json!({"user_id": "u"})).await?;
     assert_eq!(v["version"], json!(1));
     env.nats.restart().await?;
-    let t = until(&c, &id, "completed after the restart", |t| {
+    let t = wait_trigger(&c, &id, "completed after the restart", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;

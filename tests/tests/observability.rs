@@ -12,33 +12,9 @@ use phasegate_client::TriggerAction;
 use phasegate_proto::*;
 use phasegate_tests::http::free_port;
 use phasegate_tests::otlp::{OtlpReceiver, RecvSpan};
+use phasegate_tests::rollout::wait_trigger;
 use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, phasegate_binary, wait_for};
 use serde_json::json;
-
-async fn until_trigger(
-    env: &CoordEnv,
-    id: &TriggerId,
-    what: &str,
-    cond: impl Fn(&Trigger) -> bool,
-) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = env
-                .client
-                .trigger_get(id.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!("{:?} {:?}", t.current_phase_id, t.phase_state))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
-}
 
 async fn until_spans(
     r: &OtlpReceiver,
@@ -103,7 +79,7 @@ async fn one_trace_per_rollout_across_processes_and_restarts() -> anyhow::Result
     );
     let put: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let id = TriggerId::new(put["trigger"]["id"].as_str().unwrap())?;
-    until_trigger(&env, &id, "awaiting approval of prod", |t| {
+    wait_trigger(&env.client, &id, "awaiting approval of prod", |t| {
         t.phase_state == Some(PhaseState::AwaitingApproval)
     })
     .await?;
@@ -178,7 +154,7 @@ async fn one_trace_per_rollout_across_processes_and_restarts() -> anyhow::Result
             None,
         )
         .await?;
-    until_trigger(&env, &id, "completed", |t| {
+    wait_trigger(&env.client, &id, "completed", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
@@ -240,7 +216,7 @@ async fn metrics_move_as_the_rollout_does() -> anyhow::Result<()> {
         )
         .await?;
     let id = r.trigger.unwrap().id;
-    until_trigger(&env, &id, "baking", |t| {
+    wait_trigger(&env.client, &id, "baking", |t| {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
@@ -354,18 +330,29 @@ async fn metrics_move_as_the_rollout_does() -> anyhow::Result<()> {
     );
 
     // The agent counts its evaluations and exposes its sync state.
+    wait_for(
+        || async {
+            let v = dev
+                .check_gate("m", json!({"user_id": "u"}))
+                .await
+                .map_err(|e| e.to_string())?;
+            if v["reason"] == "unknown" {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+        PATIENCE,
+        "the abort applied at dev",
+    )
+    .await?;
+    let key = "phasegate_agent_evaluations_total{segment=\"dev\",kind=\"gate\",reason=\"unknown\",source=\"base\"}";
+    let before = sample(&raw_get(dev.addr, "/metrics").await?, key).unwrap_or(0.0);
     for _ in 0..3 {
         dev.check_gate("m", json!({"user_id": "u"})).await?;
     }
     let text = raw_get(dev.addr, "/metrics").await?;
-    assert_eq!(
-        sample(
-            &text,
-            "phasegate_agent_evaluations_total{segment=\"dev\",kind=\"gate\",reason=\"unknown\",source=\"base\"}"
-        ),
-        Some(3.0),
-        "{text}"
-    );
+    assert_eq!(sample(&text, key), Some(before + 3.0), "{text}");
     assert_eq!(
         sample(
             &text,

@@ -91,6 +91,22 @@ fn answer_parts<'a>(
     )
 }
 
+/// Evaluates `name` for `user` against the snapshot, and counts it.
+fn evaluate<'a>(
+    served: &'a crate::served::Served,
+    shared: &Shared,
+    kind: EntityKind,
+    name: &str,
+    user: &phasegate_proto::User,
+) -> Answer<'a> {
+    let answer = match served.get(kind, name) {
+        Some(state) => state.evaluate(user, &shared.context),
+        None => unknown_answer(kind),
+    };
+    shared.count(kind, &answer);
+    answer
+}
+
 async fn check_gate(State(h): State<Http>, req: Request) -> Response {
     let r: CheckGateRequest = match body(req, h.max_body_bytes).await {
         Ok(r) => r,
@@ -98,7 +114,6 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
     };
     let served = h.shared.served.load();
     let stale = h.shared.stale();
-    let key = (EntityKind::Gate, r.gate.to_string());
     let respond = |a: Answer<'_>| {
         let (version, reason, trigger_id, phase_id) = answer_parts(&a);
         json(
@@ -114,12 +129,13 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
             },
         )
     };
-    let answer = match served.entities.get(&key) {
-        Some(state) => state.evaluate(&r.user, &h.shared.context),
-        None => unknown_answer(EntityKind::Gate),
-    };
-    h.shared.count(EntityKind::Gate, &answer);
-    respond(answer)
+    respond(evaluate(
+        &served,
+        &h.shared,
+        EntityKind::Gate,
+        r.gate.as_str(),
+        &r.user,
+    ))
 }
 
 async fn get_config(State(h): State<Http>, req: Request) -> Response {
@@ -129,7 +145,6 @@ async fn get_config(State(h): State<Http>, req: Request) -> Response {
     };
     let served = h.shared.served.load();
     let stale = h.shared.stale();
-    let key = (EntityKind::Config, r.config.to_string());
     let respond = |a: Answer<'_>| {
         let (version, reason, trigger_id, phase_id) = answer_parts(&a);
         let value = match a.value {
@@ -149,18 +164,18 @@ async fn get_config(State(h): State<Http>, req: Request) -> Response {
             },
         )
     };
-    let answer = match served.entities.get(&key) {
-        Some(state) => state.evaluate(&r.user, &h.shared.context),
-        None => unknown_answer(EntityKind::Config),
-    };
-    h.shared.count(EntityKind::Config, &answer);
-    respond(answer)
+    respond(evaluate(
+        &served,
+        &h.shared,
+        EntityKind::Config,
+        r.config.as_str(),
+        &r.user,
+    ))
 }
 
 async fn entities(State(h): State<Http>) -> Response {
     let served = h.shared.served.load();
     let mut rows: Vec<EntityView> = served
-        .entities
         .values()
         .filter_map(|s| {
             let rollout = s.rollout();

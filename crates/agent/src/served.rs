@@ -17,10 +17,37 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Compiled entities by kind and name.
-#[derive(Default)]
+/// Compiled entities by kind and name: one map per kind, so a lookup
+/// borrows the requested name instead of building a key.
+#[derive(Default, Clone)]
 pub(crate) struct Served {
-    pub(crate) entities: HashMap<(EntityKind, String), Arc<CompiledState>>,
+    maps: [HashMap<String, Arc<CompiledState>>; 2],
+}
+
+fn slot(kind: EntityKind) -> usize {
+    usize::from(kind == EntityKind::Config)
+}
+
+impl Served {
+    pub(crate) fn get(&self, kind: EntityKind, name: &str) -> Option<&Arc<CompiledState>> {
+        self.maps[slot(kind)].get(name)
+    }
+
+    pub(crate) fn insert(&mut self, kind: EntityKind, name: String, state: Arc<CompiledState>) {
+        self.maps[slot(kind)].insert(name, state);
+    }
+
+    pub(crate) fn remove(&mut self, kind: EntityKind, name: &str) {
+        self.maps[slot(kind)].remove(name);
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<CompiledState>> {
+        self.maps.iter().flat_map(HashMap::values)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
 }
 
 /// State shared by the actors and the HTTP handlers.

@@ -3,7 +3,6 @@
 //! offline catches up), never applies an older revision over a newer one,
 //! writes the result to disk, then swaps it in and acks it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -88,13 +87,11 @@ impl Actor for Sync {
         let mut served = Served::default();
         for sd in disk.entities.values() {
             if let Some(c) = compile(&shared, &sd.desired) {
-                served
-                    .entities
-                    .insert((sd.desired.kind, sd.desired.name.to_string()), c);
+                served.insert(sd.desired.kind, sd.desired.name.to_string(), c);
             }
         }
         tracing::info!(
-            entities = served.entities.len(),
+            entities = served.len(),
             applied_revision = disk.applied_revision,
             "serving state from disk"
         );
@@ -234,22 +231,22 @@ impl SyncState {
         }
         if !changed.is_empty() {
             let old = self.shared.served.load();
-            let mut entities: HashMap<Key, Arc<CompiledState>> = old.entities.clone();
+            let mut entities: Served = (**old).clone();
             for (k, d) in changed {
                 match d {
                     Some(d) => {
                         if let Some(c) = compile(&self.shared, &d) {
                             tracing::info!(kind = %d.kind, name = %d.name, "applied");
-                            entities.insert(k, c);
+                            entities.insert(k.0, k.1, c);
                         }
                     }
                     None => {
                         tracing::info!(kind = %k.0, name = %k.1, "removed");
-                        entities.remove(&k);
+                        entities.remove(k.0, &k.1);
                     }
                 }
             }
-            self.shared.served.store(Arc::new(Served { entities }));
+            self.shared.served.store(Arc::new(entities));
         }
         self.disk = next;
         if current {

@@ -523,37 +523,15 @@ impl TriggerState {
                         "kill switch without trigger",
                     )
                 })?;
-                // Archive the aborted trigger, then the entity with the
-                // disabled version as its base, in the same order as any
-                // finish.
-                let bytes = to_bytes(&aborted).map_err(ApiError::from)?;
-                self.store
-                    .triggers
-                    .put(aborted.trigger.id.as_str(), bytes)
-                    .await
-                    .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
-                let next = StoredEntity {
+                // The same path as any finish: archive, then the entity,
+                // whose record already has the disabled version as its base
+                // (settling is a no-op once the trigger is detached).
+                self.commit(StoredEntity {
                     record: outcome.record,
-                    active: None,
-                };
-                let bytes = to_bytes(&next).map_err(ApiError::from)?;
-                self.revision = self
-                    .store
-                    .entities
-                    .update(&self.key, bytes, self.revision)
-                    .await
-                    .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
-                self.stored = next;
+                    active: Some(aborted),
+                })
+                .await?;
                 tracing::warn!(trigger_id = %self.id, "kill switch: trigger aborted, entity disabled everywhere");
-                if let Err(e) = self.publish_desired().await {
-                    tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state");
-                }
-                let _ = self.catalog.cast(CatalogMsg::TriggerFinished {
-                    key: self.key.clone(),
-                    stored: self.stored.clone(),
-                    revision: self.revision,
-                    trigger: Box::new(aborted),
-                });
                 Ok(EntityResult {
                     spec: outcome.spec,
                     trigger: None,
