@@ -60,6 +60,31 @@ impl CoordEnv {
         Ok(())
     }
 
+    /// Waits until the coordinator counts `n` live agents: a phase only
+    /// waits for the acks of agents it knows.
+    pub async fn wait_live_agents(&self, n: usize) -> anyhow::Result<()> {
+        wait_for(
+            || async {
+                let live = self
+                    .client
+                    .agents(None)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .filter(|a| a.live)
+                    .count();
+                if live == n {
+                    Ok(())
+                } else {
+                    Err(format!("{live} live agents"))
+                }
+            },
+            PATIENCE,
+            &format!("{n} live agents"),
+        )
+        .await
+    }
+
     /// `kill -9` of the coordinator, then a fresh start; waits until ready.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
         self.coord.kill9()?;

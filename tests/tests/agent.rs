@@ -42,6 +42,7 @@ async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result
     let url = env.nats.url();
     let dev = AgentProc::start(&url, "dev-1", "dev", &["--tier", "development"]).await?;
     let eu = AgentProc::start(&url, "eu-1", "prod-eu", &[]).await?;
+    env.wait_live_agents(2).await?;
     // Base version everywhere first, without a pipeline.
     put_gate(
         c,
@@ -383,6 +384,7 @@ async fn a_failing_health_url_reaches_the_coordinator() -> anyhow::Result<()> {
     let probe = HealthEndpoint::start().await?;
     let url = probe.url();
     let _eu = AgentProc::start(&env.nats.url(), "eu-1", "prod-eu", &["--health-url", &url]).await?;
+    env.wait_live_agents(1).await?;
     put_pipeline(
         c,
         json!({"name": "p", "phases": [{"id": "eu", "segments": ["prod-eu"], "wait_ms": 60000}]}),

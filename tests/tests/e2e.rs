@@ -46,6 +46,8 @@ async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyh
     let dev = AgentProc::start(&url, "dev-1", "dev", &[]).await?;
     let prod = AgentProc::start(&url, "prod-1", "prod", &[]).await?;
     let c = env.client.clone();
+    // Both agents known before the change, so the phase waits for dev's ack.
+    env.wait_live_agents(2).await?;
     let actor = Actor::new("op")?;
     c.pipeline_put(
         serde_json::from_value(json!({"name": "p", "phases": [

@@ -181,7 +181,7 @@ impl Agent {
         self.health.stop(None);
         self.sync.stop(None);
         self.reporter.stop(None);
-        let _ = self.client.nats().flush().await;
+        self.client.flush().await;
         tracing::info!("agent stopped");
     }
 }

@@ -82,7 +82,6 @@ impl Actor for Reporter {
                 if let Err(e) = state
                     .args
                     .client
-                    .nats()
                     .publish(state.subject.clone(), body.into())
                     .await
                 {

@@ -86,6 +86,9 @@ pub enum BusError {
         /// The key.
         key: String,
     },
+    /// The service API or a subscription failed.
+    #[error("{0}")]
+    Service(String),
     /// The service answered `ok: false`.
     #[error("service refused: {0}")]
     Api(#[from] ApiError),

@@ -11,16 +11,17 @@ mod client;
 mod error;
 mod kv;
 mod serve;
+mod service;
 pub mod trace;
 
 pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, connect};
 pub use error::BusError;
 pub use kv::{BucketOptions, Kv, KvChange, KvEntry, KvWatch};
 pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};
+pub use service::{Request, Requests, Service};
 
-/// The `async-nats` crate itself, for what [`Client::nats`] and
-/// [`Client::jetstream`] give access to (KV configs, service builders),
-/// so that no other crate depends on it directly.
+/// The `async-nats` crate itself, for tests of the transport (the product
+/// crates use this crate's API only, never `async-nats` directly).
 pub use async_nats;
 /// Types of `async-nats` that appear in this crate's API.
 pub use async_nats::{HeaderMap, HeaderName, HeaderValue, Message};

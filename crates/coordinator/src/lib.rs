@@ -36,7 +36,7 @@ use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 /// A running coordinator.
 pub struct Coordinator {
     metrics_addr: Option<std::net::SocketAddr>,
-    service: phasegate_bus::async_nats::service::Service,
+    service: phasegate_bus::Service,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     catalog: ActorRef<CatalogMsg>,
     directory: ActorRef<DirectoryMsg>,
@@ -89,23 +89,19 @@ impl Coordinator {
         // Agent reports: core NATS, fire and forget; a lost one is made up
         // by the next heartbeat.
         let mut reports = client
-            .nats()
-            .subscribe(subjects.all_agent_reports())
-            .await
-            .map_err(|e| {
-                CoordinatorError::Actor(format!("cannot subscribe to agent reports: {e}"))
-            })?;
+            .subscribe_payloads(subjects.all_agent_reports())
+            .await?;
         let dir = directory.clone();
         let mut tasks = vec![tokio::spawn(async move {
-            while let Some(msg) = reports.next().await {
-                match decode::<AgentReport>(Encoding::MsgPack, &msg.payload) {
+            while let Some((subject, payload)) = reports.next().await {
+                match decode::<AgentReport>(Encoding::MsgPack, &payload) {
                     Ok(report) => {
                         if dir.cast(DirectoryMsg::Report(report)).is_err() {
                             break;
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(subject = %msg.subject, error = %e, "malformed agent report ignored")
+                        tracing::warn!(%subject, error = %e, "malformed agent report ignored")
                     }
                 }
             }
@@ -169,7 +165,7 @@ impl Coordinator {
         }
         self.catalog.stop(None);
         self.directory.stop(None);
-        let _ = self.client.nats().flush().await;
+        self.client.flush().await;
         tracing::info!("coordinator stopped");
     }
 }

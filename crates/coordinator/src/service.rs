@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use phasegate_bus::async_nats::service::{self, ServiceExt};
-use phasegate_bus::{Client, encode_reply, encoding_of};
+use phasegate_bus::{Client, Service, encode_reply};
 use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
@@ -44,45 +43,44 @@ pub(crate) struct Handlers {
 pub(crate) async fn start(
     client: &Client,
     handlers: Handlers,
-) -> Result<(service::Service, Vec<tokio::task::JoinHandle<()>>), CoordinatorError> {
-    let svc = client
-        .nats()
-        .service_builder()
-        .description("phasegate coordinator: release pipelines for gates and configs")
-        .start("phasegate-coordinator", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| CoordinatorError::Actor(format!("cannot start the nats service: {e}")))?;
+) -> Result<(Service, Vec<tokio::task::JoinHandle<()>>), CoordinatorError> {
+    let endpoints: Vec<(String, String)> = Command::ALL
+        .iter()
+        .map(|&c| {
+            (
+                format!("{}-{}", c.group(), c.verb()),
+                client.subjects().command(c),
+            )
+        })
+        .collect();
+    let (svc, streams) = client
+        .serve(
+            "phasegate-coordinator",
+            env!("CARGO_PKG_VERSION"),
+            "phasegate coordinator: release pipelines for gates and configs",
+            &endpoints,
+        )
+        .await?;
     let mut tasks = Vec::new();
-    for &command in Command::ALL {
-        let subject = client.subjects().command(command);
-        let mut endpoint = svc
-            .endpoint_builder()
-            .name(format!("{}-{}", command.group(), command.verb()))
-            .add(subject)
-            .await
-            .map_err(|e| CoordinatorError::Actor(format!("cannot add endpoint {command}: {e}")))?;
+    for (&command, mut requests) in Command::ALL.iter().zip(streams) {
         let h = handlers.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some(request) = endpoint.next().await {
+            while let Some(request) = requests.next().await {
                 let h = h.clone();
                 // Each request runs on its own so a slow one never holds up
                 // the endpoint; the actors serialise what must be.
                 tokio::spawn(async move {
-                    let encoding = encoding_of(&request.message);
+                    let encoding = request.encoding();
                     let span = tracing::info_span!(
                         "phasegate.command",
                         otel.name = %command,
                         otel.kind = "server",
                         phasegate.action = %command,
                     );
-                    phasegate_bus::trace::continue_from_headers(
-                        &span,
-                        request.message.headers.as_ref(),
-                    );
-                    let (body, headers, code) =
-                        handle(&h, command, encoding, &request.message.payload)
-                            .instrument(span)
-                            .await;
+                    phasegate_bus::trace::continue_from_headers(&span, request.headers());
+                    let (body, headers, code) = handle(&h, command, encoding, request.payload())
+                        .instrument(span)
+                        .await;
                     let name = command.to_string();
                     h.metrics.inc(
                         "phasegate_commands_total",
@@ -90,7 +88,7 @@ pub(crate) async fn start(
                         &[("command", &name), ("code", code)],
                         1.0,
                     );
-                    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                    if let Err(e) = request.respond(body, headers).await {
                         tracing::debug!(error = %e, "cannot send reply");
                     }
                 });
