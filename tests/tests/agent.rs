@@ -449,6 +449,17 @@ async fn malformed_http_requests_get_400() -> anyhow::Result<()> {
             "{what}"
         );
     }
+    // A null user is a user with no fields.
+    let (status, v) = dev
+        .http
+        .call(
+            "POST",
+            dev.addr,
+            "/v1/check_gate",
+            br#"{"gate": "g", "user": null}"#.to_vec(),
+        )
+        .await?;
+    assert_eq!((status, v["reason"].clone()), (200, json!("unknown")));
     // User fields of any shape are simply evaluated.
     let v = dev
         .check_gate(
@@ -459,5 +470,14 @@ async fn malformed_http_requests_get_400() -> anyhow::Result<()> {
     assert_eq!(v["reason"], json!("unknown"));
     let (status, _) = dev.http.get(dev.addr, "/v2/nothing").await?;
     assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_cleanly_even_without_nats() -> anyhow::Result<()> {
+    // Nothing listens on port 1: the agent serves from disk and never connects.
+    let mut a = AgentProc::start("nats://127.0.0.1:1", "lonely-1", "dev", &[]).await?;
+    let status = a.proc.terminate(std::time::Duration::from_secs(5)).await?;
+    assert!(status.success(), "{status:?}");
     Ok(())
 }

@@ -30,6 +30,7 @@ pub(crate) struct HealthState {
     urls: Vec<hyper::Uri>,
     client: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
+    interval: Duration,
     last: Option<bool>,
 }
 
@@ -56,7 +57,8 @@ impl Actor for Health {
         connector.set_connect_timeout(Some(Duration::from_millis(args.interval_ms.min(2_000))));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         if !urls.is_empty() {
-            myself.send_interval(Duration::from_millis(args.interval_ms), || HealthMsg::Probe);
+            // One round at a time: the next is armed when this one ends, so
+            // slow probes never pile up in the mailbox.
             myself.cast(HealthMsg::Probe)?;
         }
         Ok(HealthState {
@@ -65,40 +67,51 @@ impl Actor for Health {
             client,
             // A probe must end before the next one is due.
             timeout: Duration::from_millis(args.interval_ms.clamp(10, 2_000)),
+            interval: Duration::from_millis(args.interval_ms),
             last: None,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<HealthMsg>,
+        myself: ActorRef<HealthMsg>,
         msg: HealthMsg,
         state: &mut HealthState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HealthMsg::Probe => {
-                let mut healthy = true;
-                for uri in &state.urls {
-                    let ok =
-                        match tokio::time::timeout(state.timeout, state.client.get(uri.clone()))
-                            .await
-                        {
-                            Ok(Ok(resp)) => resp.status().is_success(),
-                            _ => false,
-                        };
-                    if !ok {
-                        healthy = false;
-                        if state.last != Some(false) {
-                            tracing::warn!(url = %uri, "health probe failed");
-                        }
-                        break;
+                let started = tokio::time::Instant::now();
+                // Every URL at once, under one deadline.
+                let probes = state.urls.iter().map(|uri| {
+                    let client = state.client.clone();
+                    let uri = uri.clone();
+                    let timeout = state.timeout;
+                    async move {
+                        let ok = matches!(
+                            tokio::time::timeout(timeout, client.get(uri.clone())).await,
+                            Ok(Ok(resp)) if resp.status().is_success()
+                        );
+                        (uri, ok)
                     }
-                }
+                });
+                let results = futures_util::future::join_all(probes).await;
+                let failed: Vec<String> = results
+                    .iter()
+                    .filter(|(_, ok)| !ok)
+                    .map(|(u, _)| u.to_string())
+                    .collect();
+                let healthy = failed.is_empty();
                 if state.last != Some(healthy) {
-                    tracing::info!(healthy, "health changed");
+                    if healthy {
+                        tracing::info!("healthy");
+                    } else {
+                        tracing::warn!(failing = ?failed, "unhealthy: health probes failed");
+                    }
                 }
                 state.last = Some(healthy);
                 state.shared.healthy.store(healthy, Ordering::Relaxed);
+                let wait = state.interval.saturating_sub(started.elapsed());
+                myself.send_after(wait, || HealthMsg::Probe);
             }
         }
         Ok(())

@@ -10,13 +10,18 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use phasegate_proto::{DesiredEntity, Encoding, Segment, decode, encode};
+use phasegate_proto::codec::{decode_with_limit, encode_with_limit};
+use phasegate_proto::{DesiredEntity, Encoding, Segment};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::AgentError;
 
 const MAGIC: &str = "phasegate-agent-state v1 ";
+
+/// The largest state file read or written: a segment's whole state, far
+/// more than one NATS message.
+pub const MAX_STATE_BYTES: usize = 512 * 1024 * 1024;
 const FILE: &str = "state.bin";
 
 /// One entity as last received, with the revision that brought it.
@@ -108,7 +113,8 @@ fn parse(bytes: &[u8]) -> Result<DiskState, String> {
             "checksum mismatch (file says {want}, body is {got}): truncated or altered"
         ));
     }
-    decode(Encoding::MsgPack, body).map_err(|e| format!("undecodable body: {e}"))
+    decode_with_limit(Encoding::MsgPack, body, MAX_STATE_BYTES)
+        .map_err(|e| format!("undecodable body: {e}"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -124,7 +130,8 @@ fn hex(bytes: &[u8]) -> String {
 pub fn save(dir: &Path, state: &DiskState) -> Result<(), AgentError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))?;
-    let body = encode(Encoding::MsgPack, state).map_err(|e| AgentError::State(e.to_string()))?;
+    let body = encode_with_limit(Encoding::MsgPack, state, MAX_STATE_BYTES)
+        .map_err(|e| AgentError::State(e.to_string()))?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     let io = |e: std::io::Error| AgentError::State(format!("cannot write {}: {e}", tmp.display()));
     {
@@ -178,6 +185,28 @@ mod tests {
         save(dir.path(), &sample()).unwrap();
         match load(dir.path()) {
             Loaded::Ok(s) => assert_eq!(s, sample()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_state_larger_than_a_nats_message_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = sample();
+        let one = big.entities["gate.g"].clone();
+        for i in 0..5_000 {
+            let mut e = one.clone();
+            e.desired.name = EntityName::new(format!("g{i}")).unwrap();
+            let mut spec =
+                phasegate_proto::EntitySpec::new(EntityKind::Gate, e.desired.name.clone());
+            spec.description = "x".repeat(300);
+            e.desired.base = Some(spec);
+            big.entities.insert(format!("gate.g{i}"), e);
+        }
+        save(dir.path(), &big).unwrap();
+        assert!(std::fs::metadata(path(dir.path())).unwrap().len() > 1024 * 1024);
+        match load(dir.path()) {
+            Loaded::Ok(s) => assert_eq!(s.entities.len(), 5_001),
             other => panic!("{other:?}"),
         }
     }

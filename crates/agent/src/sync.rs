@@ -38,6 +38,8 @@ pub(crate) struct SyncArgs {
 }
 
 pub(crate) struct SyncState {
+    /// Tells the pump to set the watch up again from the start.
+    resync: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
     dir: PathBuf,
     disk: DiskState,
@@ -102,8 +104,10 @@ impl Actor for Sync {
         shared
             .last_sync_ms
             .store(disk.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
-        let pump = tokio::spawn(pump(args.client, myself.clone()));
+        let resync = Arc::new(tokio::sync::Notify::new());
+        let pump = tokio::spawn(pump(args.client, myself.clone(), resync.clone()));
         Ok(SyncState {
+            resync,
             shared,
             dir: args.state_dir,
             disk,
@@ -221,11 +225,15 @@ impl SyncState {
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot write state; not applying until it can be written");
+                // Nothing of the batch is served or acked; the watch starts
+                // over so that it is delivered again.
+                tracing::error!(error = %e, "cannot write state; not applying, will sync again");
+                self.resync.notify_one();
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, "state writer failed");
+                tracing::error!(error = %e, "state writer failed; will sync again");
+                self.resync.notify_one();
                 return;
             }
         }
@@ -279,7 +287,7 @@ impl SyncState {
 
 /// Feeds the actor from the desired-state watch, setting it up again
 /// whenever it breaks (NATS down, bucket not created yet).
-async fn pump(client: Client, sync: ActorRef<SyncMsg>) {
+async fn pump(client: Client, sync: ActorRef<SyncMsg>, resync: Arc<tokio::sync::Notify>) {
     let bucket = client.subjects().bucket(Bucket::Desired);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -297,7 +305,11 @@ async fn pump(client: Client, sync: ActorRef<SyncMsg>) {
                     return;
                 }
                 loop {
-                    match w.next().await {
+                    let next = tokio::select! {
+                        n = w.next() => n,
+                        () = resync.notified() => break,
+                    };
+                    match next {
                         Some(Ok(c)) => {
                             let mut batch = vec![c];
                             // Take whatever else is already here: one disk

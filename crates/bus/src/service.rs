@@ -19,9 +19,10 @@ pub struct Service {
 }
 
 impl Service {
-    /// Stops answering on every endpoint.
+    /// Stops answering on every endpoint (bounded: a lost connection must
+    /// not hold a shutdown up).
     pub async fn stop(self) {
-        let _ = self.inner.stop().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.inner.stop()).await;
     }
 }
 
@@ -132,8 +133,12 @@ impl Client {
             .map_err(|source| BusError::Publish { subject, source })
     }
 
-    /// Sends everything buffered.
+    /// Sends everything buffered, waiting at most two seconds and not at
+    /// all while disconnected (the buffer would never drain).
     pub async fn flush(&self) {
-        let _ = self.nats().flush().await;
+        if self.is_connected() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), self.nats().flush()).await;
+        }
     }
 }

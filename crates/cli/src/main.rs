@@ -34,9 +34,10 @@ pub(crate) struct Global {
     /// NATS server URL [default nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "PHASEGATE_NATS_URL")]
     pub(crate) nats_url: Option<String>,
-    /// Subject prefix of the command API.
-    #[arg(long, global = true, default_value = "phasegate")]
-    pub(crate) prefix: String,
+    /// Subject prefix of the command API and buckets [default phasegate;
+    /// for `coordinator` and `agent` it overrides their config file].
+    #[arg(long, global = true)]
+    pub(crate) prefix: Option<String>,
     /// How results are printed.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub(crate) output: Format,
@@ -144,10 +145,12 @@ impl Global {
             .nats_url
             .clone()
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        Ok(
-            PhasegateClient::connect(&url, &self.prefix, Duration::from_millis(self.timeout_ms))
-                .await?,
-        )
+        let prefix = self
+            .prefix
+            .as_deref()
+            .unwrap_or(phasegate_proto::subjects::DEFAULT_PREFIX);
+        let timeout = Duration::from_millis(self.timeout_ms);
+        Ok(PhasegateClient::connect(&url, prefix, timeout).await?)
     }
 }
 
@@ -157,8 +160,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Coordinator {
             config,
             metrics_listen,
-        } => servers::coordinator(g.nats_url.clone(), config, metrics_listen).await?,
-        Cmd::Agent(args) => servers::agent(args, g.nats_url.clone()).await?,
+        } => {
+            servers::coordinator(g.nats_url.clone(), g.prefix.clone(), config, metrics_listen)
+                .await?
+        }
+        Cmd::Agent(args) => servers::agent(args, g.nats_url.clone(), g.prefix.clone()).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
         Cmd::Config(c) => ops::entity(&g, phasegate_proto::EntityKind::Config, c).await?,

@@ -118,6 +118,7 @@ pub(crate) async fn shutdown_signal() {
 /// `phasegate coordinator`.
 pub(crate) async fn coordinator(
     nats_url: Option<String>,
+    prefix: Option<String>,
     config: Option<PathBuf>,
     metrics_listen: Option<String>,
 ) -> anyhow::Result<()> {
@@ -127,6 +128,9 @@ pub(crate) async fn coordinator(
     };
     if let Some(m) = metrics_listen {
         cfg.metrics_listen = m;
+    }
+    if let Some(p) = prefix {
+        cfg.subject_prefix = p;
     }
     // The flag (or variable) wins over the file, the file over the default.
     let url = nats_url
@@ -141,8 +145,16 @@ pub(crate) async fn coordinator(
 }
 
 /// `phasegate agent`.
-pub(crate) async fn agent(args: AgentArgs, nats_url: Option<String>) -> anyhow::Result<()> {
-    let cfg = agent_config(args, nats_url)?;
+pub(crate) async fn agent(
+    args: AgentArgs,
+    nats_url: Option<String>,
+    prefix: Option<String>,
+) -> anyhow::Result<()> {
+    let mut cfg = agent_config(args, nats_url)?;
+    if let Some(p) = prefix {
+        cfg.subject_prefix = p;
+        cfg.check("--prefix")?;
+    }
     let agent = phasegate_agent::Agent::start(cfg)
         .await
         .context("cannot start the agent")?;

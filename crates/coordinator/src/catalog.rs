@@ -44,6 +44,8 @@ pub(crate) enum CatalogMsg {
     TriggerGet(TriggerId, Reply<Trigger>),
     TriggerList(TriggerListRequest, Reply<Vec<Trigger>>),
     TriggerAct(Action, ActionRequest, Reply<Trigger>),
+    /// Periodic: retries failed publishes and trigger actors that did not start.
+    Maintain,
     /// Active triggers by phase state and paused, for metrics.
     Stats(RpcReplyPort<Vec<(String, bool, u64)>>),
     /// From a trigger actor, after each write.
@@ -81,6 +83,8 @@ pub(crate) struct CatalogState {
     entities: BTreeMap<(EntityKind, String), EntitySlot>,
     finished: HashMap<TriggerId, Trigger>,
     actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
+    /// Entities whose desired state could not be published yet.
+    unpublished: std::collections::BTreeSet<String>,
 }
 
 pub(crate) struct Catalog;
@@ -103,8 +107,10 @@ impl Actor for Catalog {
             entities: BTreeMap::new(),
             finished: HashMap::new(),
             actors: HashMap::new(),
+            unpublished: std::collections::BTreeSet::new(),
         };
         state.recover(&myself).await?;
+        myself.send_interval(std::time::Duration::from_secs(1), || CatalogMsg::Maintain);
         Ok(state)
     }
 
@@ -155,7 +161,14 @@ impl Actor for Catalog {
                 let _ = reply.send(Ok(EntityListResult { specs }));
             }
             CatalogMsg::EntityDelete(kind, req, reply) => {
-                let _ = reply.send(state.entity_delete(kind, req).await);
+                let k = (kind, req.name.to_string());
+                let result = state.entity_delete(kind, req).await;
+                if let Err(e) = &result
+                    && is_conflict(e)
+                {
+                    state.refresh(&k).await;
+                }
+                let _ = reply.send(result);
             }
             CatalogMsg::TriggerGet(id, reply) => {
                 let _ =
@@ -167,6 +180,7 @@ impl Actor for Catalog {
                 let _ = reply.send(Ok(state.trigger_list(&req)));
             }
             CatalogMsg::TriggerAct(action, req, reply) => state.trigger_act(action, req, reply),
+            CatalogMsg::Maintain => state.maintain(&myself).await,
             CatalogMsg::Stats(reply) => {
                 let mut counts: BTreeMap<(String, bool), u64> = BTreeMap::new();
                 for a in state
@@ -243,6 +257,11 @@ fn serde_json_word<T: serde::Serialize>(v: &T) -> Option<String> {
     let bytes = phasegate_proto::encode(phasegate_proto::Encoding::Json, v).ok()?;
     let s = String::from_utf8(bytes).ok()?;
     Some(s.trim_matches('"').to_owned())
+}
+
+/// True for a revision-checked write that lost: the cached copy is stale.
+fn is_conflict(e: &ApiError) -> bool {
+    e.code == phasegate_proto::ErrorCode::Unavailable && e.message.starts_with("concurrent update")
 }
 
 fn store_err(e: impl Into<CoordinatorError>) -> ApiError {
@@ -487,6 +506,11 @@ impl CatalogState {
             return;
         }
         let result = self.entity_put_here(myself, kind, req, trace).await;
+        if let Err(e) = &result
+            && is_conflict(e)
+        {
+            self.refresh(&k).await;
+        }
         let _ = reply.send(result);
     }
 
@@ -529,8 +553,52 @@ impl CatalogState {
                 trigger: None,
             });
         }
+        if let Some(aborted) = &outcome.aborted {
+            // A kill switch while the trigger's actor is not running: the
+            // aborted trigger is archived here, so it stays readable.
+            self.store
+                .triggers
+                .put(
+                    aborted.trigger.id.as_str(),
+                    to_bytes(aborted).map_err(store_err)?,
+                )
+                .await
+                .map_err(store_err)?;
+            self.finished
+                .insert(aborted.trigger.id.clone(), aborted.trigger.clone());
+        }
         let mut created = outcome.created.clone();
         if let Some(rec) = created.as_mut() {
+            // Every segment with agents, as the reply shows it; no ack is
+            // counted yet (the directory answers with none applied).
+            if let Ok(ractor::rpc::CallResult::Success(view)) = self
+                .directory
+                .call(
+                    DirectoryMsg::Snapshot,
+                    Some(std::time::Duration::from_secs(2)),
+                )
+                .await
+            {
+                // Shown, not acted on: the trigger's actor takes its steps
+                // from its own fleet views.
+                let phases = &rec.trigger.pipeline_snapshot.phases;
+                let published = rec.published as usize;
+                for (segment, f) in view {
+                    let active = phases
+                        .iter()
+                        .take(published)
+                        .any(|ph| model::rollout::phase_covers(ph, &segment));
+                    rec.trigger.segments.insert(
+                        segment,
+                        phasegate_proto::SegmentProgress {
+                            version_active: active,
+                            agents_live: f.live,
+                            agents_applied: 0,
+                            agents_healthy: f.healthy,
+                        },
+                    );
+                }
+            }
             // The trigger's own trace starts here, under the command's span;
             // every later step of the rollout joins it (see `trace_parent`).
             let span = tracing::info_span!(
@@ -566,22 +634,18 @@ impl CatalogState {
         match &created {
             Some(created) => {
                 // The trigger actor publishes the first phase and drives it.
-                self.spawn_trigger(myself, &k).await.map_err(store_err)?;
+                // The trigger is stored: an actor that cannot start now is
+                // retried by `maintain`, the put has happened.
+                if let Err(e) = self.spawn_trigger(myself, &k).await {
+                    tracing::error!(error = %e, "cannot start the trigger actor; will retry");
+                }
                 Ok(EntityResult {
                     spec: outcome.spec,
                     trigger: Some(created.trigger.clone()),
                 })
             }
             None => {
-                let desired = model::desired::publish(&stored.record, None);
-                if let Err(e) = async {
-                    self.store.desired.put(&key, to_bytes(&desired)?).await?;
-                    Ok::<_, CoordinatorError>(())
-                }
-                .await
-                {
-                    tracing::error!(%key, error = %e, "cannot publish desired state; agents catch up at the next restart");
-                }
+                self.publish(&key, &stored.record).await;
                 Ok(EntityResult {
                     spec: outcome.spec,
                     trigger: None,
@@ -633,23 +697,102 @@ impl CatalogState {
             .await
             .map_err(store_err)?;
         tracing::info!(%kind, name = %req.name, actor = %req.actor, "entity deleted");
-        let desired = model::desired::publish(&stored.record, None);
         self.entities.insert(
             k,
             EntitySlot {
-                stored,
+                stored: stored.clone(),
                 revision: new_rev,
             },
         );
-        if let Err(e) = async {
-            self.store.desired.put(&key, to_bytes(&desired)?).await?;
+        self.publish(&key, &stored.record).await;
+        Ok(())
+    }
+
+    /// Re-reads an entity after a lost revision-checked write, so the retry
+    /// the client was told to make can succeed.
+    async fn refresh(&mut self, k: &(EntityKind, String)) {
+        let Ok(name) = phasegate_proto::EntityName::new(k.1.clone()) else {
+            return;
+        };
+        let key = entity_key(k.0, &name);
+        match self.store.entities.get(&key).await {
+            Ok(Some(e)) => match phasegate_proto::decode::<StoredEntity>(
+                phasegate_proto::Encoding::MsgPack,
+                &e.value,
+            ) {
+                Ok(stored) => {
+                    self.entities.insert(
+                        k.clone(),
+                        EntitySlot {
+                            stored,
+                            revision: e.revision,
+                        },
+                    );
+                }
+                Err(err) => tracing::error!(%key, error = %err, "stored entity undecodable"),
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%key, error = %err, "cannot re-read entity"),
+        }
+    }
+
+    /// Publishes the desired state of an entity without an active trigger;
+    /// a failure is retried by [`CatalogMsg::Maintain`] until it succeeds.
+    async fn publish(&mut self, key: &str, record: &phasegate_proto::EntityRecord) {
+        let desired = model::desired::publish(record, None);
+        let sent = async {
+            self.store.desired.put(key, to_bytes(&desired)?).await?;
             Ok::<_, CoordinatorError>(())
         }
-        .await
-        {
-            tracing::error!(%key, error = %e, "cannot publish desired state");
+        .await;
+        match sent {
+            Ok(()) => {
+                self.unpublished.remove(key);
+            }
+            Err(e) => {
+                tracing::error!(%key, error = %e, "cannot publish desired state; will retry");
+                self.unpublished.insert(key.to_owned());
+            }
         }
-        Ok(())
+    }
+
+    /// Retries what failed: publishes of desired state, and trigger actors
+    /// that could not be started.
+    async fn maintain(&mut self, myself: &ActorRef<CatalogMsg>) {
+        let keys: Vec<String> = self.unpublished.iter().cloned().collect();
+        for key in keys {
+            let record = self
+                .entities
+                .values()
+                .find(|s| {
+                    entity_key(s.stored.record.kind, &s.stored.record.name) == key
+                        && s.stored.active.is_none()
+                })
+                .map(|s| s.stored.record.clone());
+            match record {
+                Some(r) => self.publish(&key, &r).await,
+                // A trigger took it over, or it is gone: its owner publishes.
+                None => {
+                    self.unpublished.remove(&key);
+                }
+            }
+        }
+        let orphans: Vec<(EntityKind, String)> = self
+            .entities
+            .iter()
+            .filter(|(_, s)| {
+                s.stored
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| !self.actors.contains_key(&a.trigger.id))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in orphans {
+            if let Err(e) = self.spawn_trigger(myself, &k).await {
+                tracing::error!(entity = %k.1, error = %e, "cannot start a trigger actor; will retry");
+            }
+        }
     }
 
     fn find_trigger(&self, id: &TriggerId) -> Option<Trigger> {

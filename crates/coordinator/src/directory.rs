@@ -39,6 +39,8 @@ pub(crate) enum DirectoryMsg {
     Unregister(TriggerId),
     /// Periodic: liveness, forgetting, and sending pending fleet views.
     Sweep,
+    /// The fleet with no acks counted, for a trigger about to start.
+    Snapshot(RpcReplyPort<FleetView>),
     /// Live and healthy agents per segment, for metrics.
     Stats(RpcReplyPort<Vec<(String, u64, u64)>>),
     /// `agent.list`.
@@ -151,7 +153,7 @@ impl Actor for Directory {
         state: &mut DirectoryState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DirectoryMsg::Report(r) => state.report(r).await,
+            DirectoryMsg::Report(r) => state.report(r),
             DirectoryMsg::Register {
                 id,
                 patterns,
@@ -182,6 +184,9 @@ impl Actor for Directory {
                 state.dirty.remove(&id);
             }
             DirectoryMsg::Sweep => state.sweep(now_ms()),
+            DirectoryMsg::Snapshot(reply) => {
+                let _ = reply.send(state.view(u64::MAX, now_ms()));
+            }
             DirectoryMsg::Stats(reply) => {
                 let now = now_ms();
                 let out = state
@@ -224,7 +229,7 @@ impl Actor for Directory {
 }
 
 impl DirectoryState {
-    async fn report(&mut self, r: AgentReport) {
+    fn report(&mut self, r: AgentReport) {
         let now = now_ms();
         let heartbeat_ms = r.heartbeat_ms.clamp(10, 3_600_000);
         let segment_key = r.segment.to_string();
@@ -289,11 +294,16 @@ impl DirectoryState {
                 heartbeat_ms,
                 first_seen_ms: now,
             };
+            // Off the actor: a slow JetStream must not hold up reports.
             match to_bytes(&rec) {
                 Ok(bytes) => {
-                    if let Err(e) = self.kv.put(r.agent_id.as_str(), bytes).await {
-                        tracing::warn!(agent_id = %r.agent_id, error = %e, "cannot persist agent");
-                    }
+                    let kv = self.kv.clone();
+                    let id = r.agent_id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = kv.put(id.as_str(), bytes).await {
+                            tracing::warn!(agent_id = %id, error = %e, "cannot persist agent");
+                        }
+                    });
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot encode agent"),
             }
@@ -329,6 +339,18 @@ impl DirectoryState {
                 forget.push(id.clone());
             }
         }
+        if !forget.is_empty() {
+            // Forgotten for good: a restart must not bring them back.
+            let kv = self.kv.clone();
+            let ids = forget.clone();
+            tokio::spawn(async move {
+                for id in ids {
+                    if let Err(e) = kv.delete(id.as_str()).await {
+                        tracing::warn!(agent_id = %id, error = %e, "cannot forget agent");
+                    }
+                }
+            });
+        }
         for id in forget {
             if let Some(a) = self.agents.remove(&id)
                 && let Some(set) = self.by_segment.get_mut(a.segment.as_str())
@@ -349,12 +371,9 @@ impl DirectoryState {
         }
     }
 
-    /// Computes the fleet as trigger `id` sees it and sends it.
-    fn send_view(&mut self, id: &TriggerId, now: u64) {
-        self.dirty.remove(id);
-        let Some(reg) = self.regs.get(id) else {
-            return;
-        };
+    /// The fleet by segment, counting as applied the live agents at or
+    /// above `revision`.
+    fn view(&self, revision: u64, now: u64) -> FleetView {
         let mut view = FleetView::new();
         for (segment, ids) in &self.by_segment {
             let mut f = SegmentFleet::default();
@@ -364,11 +383,21 @@ impl DirectoryState {
                 }
                 f.live += 1;
                 f.healthy += u32::from(a.healthy);
-                f.applied += u32::from(a.applied >= reg.revision);
+                f.applied += u32::from(a.applied >= revision);
             }
             view.insert(segment.clone(), f);
         }
-        if let Err(e) = reg.actor.cast(TriggerMsg::Fleet(view)) {
+        view
+    }
+
+    /// Computes the fleet as trigger `id` sees it and sends it.
+    fn send_view(&mut self, id: &TriggerId, now: u64) {
+        self.dirty.remove(id);
+        let Some(reg) = self.regs.get(id) else {
+            return;
+        };
+        let view = self.view(reg.revision, now);
+        if let Err(e) = reg.actor.cast(TriggerMsg::Fleet(view, reg.revision)) {
             tracing::debug!(trigger_id = %id, error = %e, "trigger actor gone");
         }
     }

@@ -37,7 +37,8 @@ pub(crate) enum TriggerMsg {
         reply: RpcReplyPort<Result<EntityResult, ApiError>>,
     },
     /// The fleet as the directory sees it for this trigger.
-    Fleet(FleetView),
+    /// The fleet, with acks counted against this desired-state revision.
+    Fleet(FleetView, u64),
     /// A deadline may have passed.
     Tick,
 }
@@ -76,6 +77,10 @@ pub(crate) struct TriggerState {
     metrics: Arc<Registry>,
     /// When the current phase started applying (this process's view).
     applying_since: Option<u64>,
+    /// The last publish failed: retried on every message and by a timer.
+    needs_publish: bool,
+    /// The stored record moved under us: restart from the store.
+    reload: bool,
 }
 
 pub(crate) struct TriggerActor;
@@ -112,6 +117,8 @@ impl Actor for TriggerActor {
             trace_parent: None,
             metrics: args.metrics,
             applying_since: None,
+            needs_publish: false,
+            reload: false,
         };
         state.trace_parent = state.active().and_then(|a| a.trace_parent.clone());
         if state.active().and_then(|a| a.trigger.phase_state) == Some(PhaseState::Applying) {
@@ -128,7 +135,7 @@ impl Actor for TriggerActor {
             .ok()
             .map(without_trace);
         }
-        state.publish_desired().await?;
+        state.publish_or_retry().await;
         let patterns = state
             .active()
             .map(|a| {
@@ -171,6 +178,9 @@ impl Actor for TriggerActor {
         msg: TriggerMsg,
         state: &mut TriggerState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.needs_publish {
+            state.publish_or_retry().await;
+        }
         match msg {
             TriggerMsg::Act { action, req, reply } => {
                 let span = tracing::info_span!(
@@ -223,8 +233,17 @@ impl Actor for TriggerActor {
                 let answer = state.put(req, &pipelines).await;
                 let _ = reply.send(answer);
             }
-            TriggerMsg::Fleet(view) => {
+            TriggerMsg::Fleet(mut view, revision) => {
                 state.fleet_seen = true;
+                if revision < state.desired_revision || state.needs_publish {
+                    // Acks of an older revision (a view computed before the
+                    // directory learnt of our latest publish, or a publish
+                    // that has not happened yet) say nothing about the
+                    // current phase: keep live and healthy, drop applied.
+                    for f in view.values_mut() {
+                        f.applied = 0;
+                    }
+                }
                 let now = now_ms();
                 let mut next = state.stored.clone();
                 if let Some(rec) = next.active.as_mut() {
@@ -256,7 +275,15 @@ impl Actor for TriggerActor {
                 }
             }
         }
-        if state.finished() {
+        if state.reload {
+            // Failing hands the decision to the supervisor, which restarts
+            // this actor from what is stored.
+            return Err("stored trigger changed elsewhere; restarting from the store".into());
+        }
+        if state.needs_publish {
+            // Agents must learn what was decided: stay until they can.
+            state.arm_retry(&myself);
+        } else if state.finished() {
             myself.stop(None);
         } else {
             state.arm(&myself);
@@ -345,12 +372,16 @@ impl TriggerState {
             next.active = None;
         }
         let bytes = to_bytes(&next).map_err(ApiError::from)?;
-        let revision = self
+        let revision = match self
             .store
             .entities
             .update(&self.key, bytes, self.revision)
             .await
-            .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+        {
+            Ok(r) => r,
+            Err(phasegate_bus::BusError::KvConflict { .. }) => self.resolve_conflict(&next).await?,
+            Err(e) => return Err(ApiError::from(crate::error::CoordinatorError::from(e))),
+        };
         self.revision = revision;
         let after = finished
             .as_ref()
@@ -363,11 +394,7 @@ impl TriggerState {
         if let Some(rec) = &finished {
             tracing::info!(trigger_id = %rec.trigger.id, status = ?rec.trigger.status, "trigger finished");
         }
-        if let Err(e) = self.publish_desired().await {
-            // The stored state is the truth; agents catch up on the next
-            // change or restart. Logged loudly because they lag until then.
-            tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state");
-        }
+        self.publish_or_retry().await;
         match &finished {
             Some(rec) => {
                 let _ = self.catalog.cast(CatalogMsg::TriggerFinished {
@@ -382,12 +409,50 @@ impl TriggerState {
         Ok(())
     }
 
+    /// Our cached revision was stale. If what is stored is exactly what we
+    /// meant to write (a write that succeeded but whose answer was lost),
+    /// adopt its revision; otherwise someone else wrote the key, and the
+    /// actor restarts from the store (see `Catalog::handle_supervisor_evt`).
+    async fn resolve_conflict(&mut self, next: &StoredEntity) -> Result<u64, ApiError> {
+        let stored = self
+            .store
+            .entities
+            .get(&self.key)
+            .await
+            .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
+        if let Some(e) = stored
+            && phasegate_proto::decode::<StoredEntity>(phasegate_proto::Encoding::MsgPack, &e.value)
+                .ok()
+                .as_ref()
+                == Some(next)
+        {
+            return Ok(e.revision);
+        }
+        self.reload = true;
+        Err(ApiError::new(
+            phasegate_proto::ErrorCode::Unavailable,
+            "the trigger was changed elsewhere; reloading, retry",
+        ))
+    }
+
     fn notify_catalog(&self) {
         let _ = self.catalog.cast(CatalogMsg::TriggerUpdated {
             key: self.key.clone(),
             stored: self.stored.clone(),
             revision: self.revision,
         });
+    }
+
+    /// Publishes desired state; on failure, marks it for a retry (every
+    /// message and the retry timer try again) and counts no acks until then.
+    async fn publish_or_retry(&mut self) {
+        match self.publish_desired().await {
+            Ok(()) => self.needs_publish = false,
+            Err(e) => {
+                tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state; will retry");
+                self.needs_publish = true;
+            }
+        }
     }
 
     /// A span of this trigger's trace.

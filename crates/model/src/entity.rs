@@ -85,6 +85,16 @@ pub fn put(
         )));
     }
     validate_spec(&spec).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if req
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.len() > crate::rollout::MAX_COMMENT_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "comment: at most {} bytes",
+            crate::rollout::MAX_COMMENT_BYTES
+        )));
+    }
     let new_pipeline = match &spec.pipeline {
         Some(name) => Some(pipelines(name).ok_or_else(|| {
             ApiError::not_found(format!("pipeline {name} does not exist; create it first"))

@@ -14,6 +14,10 @@ use phasegate_proto::{
     TriggerRecord, TriggerStatus,
 };
 
+/// The longest comment an action or put may carry: history is kept in the
+/// trigger's record, which must stay well below a message's size.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+
 /// What the coordinator knows of one segment's agents for one trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SegmentFleet {
@@ -151,6 +155,7 @@ pub fn start(p: StartParams) -> TriggerRecord {
     // No step beyond entering the first phase: progress needs the fleet,
     // which the caller passes to [`observe`] next.
     begin_phase(&mut rec, now_ms);
+    refresh_active(&mut rec);
     rec
 }
 
@@ -213,12 +218,22 @@ pub fn kill(rec: &mut TriggerRecord, actor: Actor, now_ms: u64) {
     }
     abort(rec, actor, Some("kill switch".to_owned()), now_ms);
     refresh_active(rec);
+    rec.trigger.updated_at_ms = now_ms;
 }
 
 fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Result<(), ApiError> {
     let t = &rec.trigger;
     let verb = action.as_str();
     // invalid first, then conflict, then forbidden (SPEC.md §6).
+    if req
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "comment: at most {MAX_COMMENT_BYTES} bytes"
+        )));
+    }
     if action.needs_phase_id() && req.phase_id.is_none() {
         return Err(ApiError::invalid(format!(
             "phase_id is required for {verb}: name the phase you act on"
@@ -473,6 +488,9 @@ fn begin_phase(rec: &mut TriggerRecord, now_ms: u64) {
     };
     let needs_approval = phase.approval.required;
     let id = phase.id.clone();
+    // Health is judged afresh under each phase's own policy: a drop that an
+    // earlier phase ignored counts again now.
+    rec.health_ok = true;
     let t = &mut rec.trigger;
     t.current_phase_id = Some(id);
     t.approvals.clear();

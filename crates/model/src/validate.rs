@@ -15,6 +15,13 @@ pub const MAX_WAIT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// The most rules an entity may have.
 pub const MAX_RULES: usize = 1000;
 
+/// The largest spec, as JSON: the coordinator keeps up to four versions of
+/// an entity in one stored record, which must fit a NATS message.
+pub const MAX_SPEC_BYTES: usize = 128 * 1024;
+
+/// The longest description.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+
 /// A definition that breaks the contract's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -55,6 +62,12 @@ fn check_conditions(path: &str, conditions: &[Condition]) -> Result<(), Validati
 
 /// Checks a pipeline against SPEC.md §3.
 pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
+    if p.description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(ValidationError::new(
+            "pipeline.description",
+            format!("must be at most {MAX_DESCRIPTION_BYTES} bytes"),
+        ));
+    }
     if p.phases.is_empty() || p.phases.len() > MAX_PHASES {
         return Err(ValidationError::new(
             "pipeline.phases",
@@ -120,6 +133,19 @@ pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
 
 /// Checks a gate or config spec against SPEC.md §2.
 pub fn validate_spec(spec: &EntitySpec) -> Result<(), ValidationError> {
+    if spec.description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(ValidationError::new(
+            "spec.description",
+            format!("must be at most {MAX_DESCRIPTION_BYTES} bytes"),
+        ));
+    }
+    let size = serde_json::to_vec(spec).map_or(usize::MAX, |v| v.len());
+    if size > MAX_SPEC_BYTES {
+        return Err(ValidationError::new(
+            "spec",
+            format!("is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are accepted"),
+        ));
+    }
     if spec.rules.len() > MAX_RULES {
         return Err(ValidationError::new(
             "spec.rules",

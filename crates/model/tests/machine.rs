@@ -481,3 +481,34 @@ fn finished_fields_are_cleared() {
     assert!(t.segments.values().all(|s| !s.version_active));
     assert_eq!(next_deadline_ms(&rec), None);
 }
+
+#[test]
+fn health_is_judged_afresh_in_each_phase() {
+    let mut one = phase("one", &["dev"], 0);
+    one.health.on_unhealthy = OnUnhealthy::Ignore;
+    let mut two = phase("two", &["dev"], 10_000);
+    two.health = HealthPolicy {
+        on_unhealthy: OnUnhealthy::Abort,
+        min_healthy_ratio: 1.0,
+    };
+    let mut rec = start(pipeline(vec![one, two]), 0);
+    // Unhealthy during phase one: recorded, ignored; the phase moves on.
+    observe(&mut rec, &fleet(&[("dev", 2, 2, 1)]), 0);
+    assert!(history(&rec).contains(&H::HealthDegraded));
+    assert_eq!(
+        rec.trigger.current_phase_id.as_ref().unwrap().as_str(),
+        "two"
+    );
+    // Still unhealthy under phase two's policy: it aborts.
+    observe(&mut rec, &fleet(&[("dev", 2, 2, 1)]), 1);
+    assert_eq!(rec.trigger.status, TriggerStatus::Aborted);
+}
+
+#[test]
+fn long_comments_are_refused() {
+    let mut rec = start(pipeline(vec![phase("a", &["dev"], 1_000)]), 0);
+    let mut r = req(&rec, "op");
+    r.comment = Some("x".repeat(2000));
+    let e = act(&mut rec, Action::Pause, &r, 1).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Invalid);
+}

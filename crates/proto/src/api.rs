@@ -317,9 +317,18 @@ pub struct AgentListResult {
 pub struct CheckGateRequest {
     /// The gate.
     pub gate: EntityName,
-    /// The user.
-    #[serde(default)]
+    /// The user; absent or null = a user with no fields.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub user: User,
+}
+
+/// Reads `null` as the type's default, as SDKs send null for "none".
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Reply of `POST /v1/check_gate`.
@@ -346,8 +355,8 @@ pub struct CheckGateResponse {
 pub struct GetConfigRequest {
     /// The config.
     pub config: EntityName,
-    /// The user.
-    #[serde(default)]
+    /// The user; absent or null = a user with no fields.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub user: User,
 }
 

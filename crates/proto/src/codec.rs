@@ -80,27 +80,47 @@ pub enum CodecError {
     Json(#[from] serde_json::Error),
 }
 
-/// Encodes `value`.
+/// Encodes `value`, refusing results over [`MAX_BODY_BYTES`].
 pub fn encode<T: Serialize + ?Sized>(encoding: Encoding, value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_with_limit(encoding, value, MAX_BODY_BYTES)
+}
+
+/// Encodes `value`, refusing results over `limit` bytes (files on disk
+/// are not NATS messages and take a larger limit).
+pub fn encode_with_limit<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
     let bytes = match encoding {
         Encoding::MsgPack => rmp_serde::to_vec_named(value)?,
         Encoding::Json => serde_json::to_vec(value)?,
     };
-    if bytes.len() > MAX_BODY_BYTES {
+    if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
-            limit: MAX_BODY_BYTES,
+            limit,
         });
     }
     Ok(bytes)
 }
 
-/// Decodes `bytes`; never panics, whatever the input.
+/// Decodes `bytes` of at most [`MAX_BODY_BYTES`]; never panics, whatever
+/// the input.
 pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, CodecError> {
-    if bytes.len() > MAX_BODY_BYTES {
+    decode_with_limit(encoding, bytes, MAX_BODY_BYTES)
+}
+
+/// Decodes `bytes` of at most `limit`; never panics, whatever the input.
+pub fn decode_with_limit<T: DeserializeOwned>(
+    encoding: Encoding,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, CodecError> {
+    if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
-            limit: MAX_BODY_BYTES,
+            limit,
         });
     }
     Ok(match encoding {
