@@ -139,9 +139,16 @@ pub(crate) async fn coordinator(
     let coordinator = phasegate_coordinator::Coordinator::start(&url, cfg)
         .await
         .context("cannot start the coordinator")?;
-    shutdown_signal().await;
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = coordinator.failed() => Some(reason),
+    };
     coordinator.stop().await;
-    Ok(())
+    match failure {
+        // Everything is stored: the service manager starts a fresh process.
+        Some(reason) => anyhow::bail!("the coordinator stopped on a failure: {reason}"),
+        None => Ok(()),
+    }
 }
 
 /// `phasegate agent`.

@@ -16,6 +16,7 @@ mod directory;
 mod error;
 mod service;
 mod store;
+mod supervisor;
 mod trigger;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 
 /// A running coordinator.
 pub struct Coordinator {
+    supervisor: ActorRef<supervisor::SupervisorMsg>,
+    failed: tokio::sync::watch::Receiver<Option<String>>,
     metrics_addr: Option<std::net::SocketAddr>,
     service: phasegate_bus::Service,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -63,7 +66,11 @@ impl Coordinator {
         .await?;
         let store = store::Store::open(&client, &subjects).await?;
         let metrics = Arc::new(Registry::default());
-        let (directory, _) = Actor::spawn(
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
+            .await
+            .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
+        let (directory, _) = Actor::spawn_linked(
             None,
             Directory,
             DirectoryArgs {
@@ -71,10 +78,11 @@ impl Coordinator {
                 sweep_ms: config.sweep_ms,
                 forget_after_ms: config.forget_agents_after_ms,
             },
+            supervisor.get_cell(),
         )
         .await
         .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
-        let (catalog, _) = Actor::spawn(
+        let (catalog, _) = Actor::spawn_linked(
             None,
             Catalog,
             CatalogArgs {
@@ -82,6 +90,7 @@ impl Coordinator {
                 directory: directory.clone(),
                 metrics: metrics.clone(),
             },
+            supervisor.get_cell(),
         )
         .await
         .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
@@ -143,6 +152,8 @@ impl Coordinator {
         client.ping().await?;
         tracing::info!(prefix = subjects.prefix(), "coordinator ready");
         Ok(Self {
+            supervisor,
+            failed,
             metrics_addr,
             service,
             tasks,
@@ -157,12 +168,29 @@ impl Coordinator {
         self.metrics_addr
     }
 
+    /// Resolves when a core actor has failed: the process should exit (with
+    /// an error) and be started again; everything it needs is stored.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(r) = rx.borrow().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The supervisor is gone without a word: treat as failed.
+                return "the coordinator's supervisor ended".to_owned();
+            }
+        }
+    }
+
     /// Stops answering, stops the actors and flushes the connection.
     pub async fn stop(self) {
         let _ = self.service.stop().await;
         for t in &self.tasks {
             t.abort();
         }
+        // The supervisor first, so stopping its children is not a failure.
+        self.supervisor.stop(None);
         self.catalog.stop(None);
         self.directory.stop(None);
         self.client.flush().await;

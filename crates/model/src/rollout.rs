@@ -463,7 +463,15 @@ fn check_health(rec: &mut TriggerRecord, now_ms: u64) {
     }
 }
 
+/// The most history entries a trigger keeps. Beyond it (a health probe
+/// flapping for hours) the oldest entries after `started` make room, so
+/// the stored record can always be written — an abort included.
+pub const MAX_HISTORY: usize = 5_000;
+
 fn record(t: &mut Trigger, kind: HistoryType, actor: Actor, at_ms: u64, comment: Option<String>) {
+    if t.history.len() >= MAX_HISTORY {
+        t.history.remove(1);
+    }
     t.history.push(HistoryEntry {
         kind,
         phase_id: t.current_phase_id.clone(),

@@ -512,3 +512,26 @@ fn long_comments_are_refused() {
     let e = act(&mut rec, Action::Pause, &r, 1).unwrap_err();
     assert_eq!(e.code, ErrorCode::Invalid);
 }
+
+#[test]
+fn history_is_bounded_and_keeps_its_start() {
+    let mut rec = start(pipeline(vec![phase("a", &["dev"], 60_000)]), 0);
+    observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 0);
+    // A flapping probe: degraded, paused, recovered, resumed, over and over.
+    for i in 0..1_300u64 {
+        observe(&mut rec, &fleet(&[("dev", 2, 2, 1)]), 10 + 2 * i);
+        observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 11 + 2 * i);
+    }
+    assert_eq!(
+        rec.trigger.history.len(),
+        phasegate_model::rollout::MAX_HISTORY
+    );
+    assert_eq!(rec.trigger.history[0].kind, H::Started);
+    assert_eq!(rec.trigger.history.last().unwrap().kind, H::Resumed);
+    assert!(
+        phasegate_proto::encode(Encoding::MsgPack, &rec)
+            .unwrap()
+            .len()
+            < 1024 * 1024
+    );
+}
