@@ -93,3 +93,82 @@ async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyh
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_coordinator_takes_over_when_the_leader_dies() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let url = nats.url();
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("coordinator.toml");
+    std::fs::write(&conf, "leader_lease_ms = 1000\nmetrics_listen = \"off\"\n")?;
+    let conf = conf.to_str().unwrap();
+    let mut leader = phasegate_tests::Proc::spawn(
+        "coordinator-a",
+        &[
+            "coordinator",
+            "--nats-url",
+            &url,
+            "--config",
+            conf,
+            "--instance-id",
+            "a",
+        ],
+    )?;
+    let client = phasegate_client::PhasegateClient::connect(
+        &url,
+        "phasegate",
+        std::time::Duration::from_secs(2),
+    )
+    .await?;
+    wait_for(
+        || async { client.pipeline_list().await },
+        PATIENCE,
+        "the leader to answer",
+    )
+    .await?;
+    client
+        .pipeline_put(
+            serde_json::from_value(
+                json!({"name": "p", "phases": [{"id": "dev", "segments": ["dev"]}]}),
+            )?,
+            Actor::new("alice")?,
+        )
+        .await?;
+    let standby = phasegate_tests::Proc::spawn(
+        "coordinator-b",
+        &[
+            "coordinator",
+            "--nats-url",
+            &url,
+            "--config",
+            conf,
+            "--instance-id",
+            "b",
+        ],
+    )?;
+    phasegate_tests::wait_until(
+        || async { standby.log_tail(50).contains("standing by") },
+        PATIENCE,
+        "the second coordinator to stand by",
+    )
+    .await?;
+    leader.kill9()?;
+    // The standby leads once the lease lapses, with the stored state.
+    let p = wait_for(
+        || async {
+            if standby.log_tail(50).contains("leading") {
+                client
+                    .pipeline_get(PipelineName::new("p").map_err(|e| e.to_string())?)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                Err("not leading yet".to_owned())
+            }
+        },
+        PATIENCE,
+        "the standby to take over",
+    )
+    .await?;
+    assert_eq!(p.phases.len(), 1);
+    Ok(())
+}

@@ -22,6 +22,8 @@ pub struct BucketOptions {
     pub max_value_size: i32,
     /// Free text shown by `nats kv ls`.
     pub description: String,
+    /// Values expire this long after they were written (zero: never).
+    pub max_age: Duration,
 }
 
 impl Default for BucketOptions {
@@ -30,6 +32,7 @@ impl Default for BucketOptions {
             history: 1,
             max_value_size: 1024 * 1024,
             description: String::new(),
+            max_age: Duration::ZERO,
         }
     }
 }
@@ -92,6 +95,7 @@ impl Client {
                     description: opts.description,
                     history: opts.history,
                     max_value_size: opts.max_value_size,
+                    max_age: opts.max_age,
                     ..Config::default()
                 })
                 .await

@@ -76,6 +76,10 @@ enum Cmd {
         /// [default 127.0.0.1:9464].
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Identity in the leadership lease; one per coordinator
+        /// [default: the host name].
+        #[arg(long)]
+        instance_id: Option<String>,
     },
     /// Run an agent: serves one segment's gates and configs.
     Agent(servers::AgentArgs),
@@ -160,9 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Coordinator {
             config,
             metrics_listen,
+            instance_id,
         } => {
-            servers::coordinator(g.nats_url.clone(), g.prefix.clone(), config, metrics_listen)
-                .await?
+            let (url, prefix) = (g.nats_url.clone(), g.prefix.clone());
+            servers::coordinator(url, prefix, config, metrics_listen, instance_id).await?
         }
         Cmd::Agent(args) => servers::agent(args, g.nats_url.clone(), g.prefix.clone()).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,

@@ -121,6 +121,7 @@ pub(crate) async fn coordinator(
     prefix: Option<String>,
     config: Option<PathBuf>,
     metrics_listen: Option<String>,
+    instance_id: Option<String>,
 ) -> anyhow::Result<()> {
     let mut cfg = match &config {
         Some(path) => phasegate_coordinator::CoordinatorConfig::load(path)?,
@@ -131,6 +132,9 @@ pub(crate) async fn coordinator(
     }
     if let Some(p) = prefix {
         cfg.subject_prefix = p;
+    }
+    if instance_id.is_some() {
+        cfg.instance_id = instance_id;
     }
     // The flag (or variable) wins over the file, the file over the default.
     let url = nats_url

@@ -41,6 +41,19 @@ pub struct CoordinatorConfig {
     /// `"off"` disables it.
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: String,
+    /// This coordinator's identity in the leadership lease. Default: the
+    /// host name. Give each coordinator of an installation its own.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How long the leadership lease lasts without renewal, in ms: a
+    /// standby takes over at most this long after the leader died.
+    /// Default 10000.
+    #[serde(default = "default_leader_lease_ms")]
+    pub leader_lease_ms: u64,
+}
+
+fn default_leader_lease_ms() -> u64 {
+    10_000
 }
 
 fn default_metrics_listen() -> String {
@@ -55,6 +68,8 @@ impl Default for CoordinatorConfig {
             sweep_ms: default_sweep_ms(),
             forget_agents_after_ms: default_forget_agents_after_ms(),
             metrics_listen: default_metrics_listen(),
+            instance_id: None,
+            leader_lease_ms: default_leader_lease_ms(),
         }
     }
 }
@@ -93,6 +108,19 @@ impl CoordinatorConfig {
             return Err(crate::CoordinatorError::Config(format!(
                 "{origin}: metrics_listen: {:?} is not an address (host:port) or \"off\"",
                 self.metrics_listen
+            )));
+        }
+        if !(1_000..=600_000).contains(&self.leader_lease_ms) {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: leader_lease_ms: must be from 1000 to 600000, got {}",
+                self.leader_lease_ms
+            )));
+        }
+        if let Some(id) = &self.instance_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: instance_id: must be 1 to 128 bytes"
             )));
         }
         if self.forget_agents_after_ms < 3_600_000 {

@@ -14,6 +14,7 @@ mod clock;
 pub mod config;
 mod directory;
 mod error;
+mod leader;
 mod service;
 mod store;
 mod supervisor;
@@ -36,6 +37,7 @@ use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 
 /// A running coordinator.
 pub struct Coordinator {
+    lease: phasegate_bus::Kv,
     supervisor: ActorRef<supervisor::SupervisorMsg>,
     failed: tokio::sync::watch::Receiver<Option<String>>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -64,9 +66,21 @@ impl Coordinator {
             ConnectOptions::new(nats_url, "phasegate-coordinator").with_subjects(subjects.clone()),
         )
         .await?;
+        // Nothing is read or served before this instance leads.
+        let instance = config.instance_id.clone().unwrap_or_else(host_name);
+        let lease = std::time::Duration::from_millis(config.leader_lease_ms);
+        let (lease_kv, lease_rev) = leader::acquire(&client, &subjects, &instance, lease).await?;
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
+        let lease_task = leader::keep(
+            lease_kv.clone(),
+            instance,
+            lease_rev,
+            lease,
+            failed_tx.clone(),
+        );
         let store = store::Store::open(&client, &subjects).await?;
         let metrics = Arc::new(Registry::default());
-        let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
             .await
             .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
@@ -101,20 +115,23 @@ impl Coordinator {
             .subscribe_payloads(subjects.all_agent_reports())
             .await?;
         let dir = directory.clone();
-        let mut tasks = vec![tokio::spawn(async move {
-            while let Some((subject, payload)) = reports.next().await {
-                match decode::<AgentReport>(Encoding::MsgPack, &payload) {
-                    Ok(report) => {
-                        if dir.cast(DirectoryMsg::Report(report)).is_err() {
-                            break;
+        let mut tasks = vec![
+            lease_task,
+            tokio::spawn(async move {
+                while let Some((subject, payload)) = reports.next().await {
+                    match decode::<AgentReport>(Encoding::MsgPack, &payload) {
+                        Ok(report) => {
+                            if dir.cast(DirectoryMsg::Report(report)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%subject, error = %e, "malformed agent report ignored")
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(%subject, error = %e, "malformed agent report ignored")
-                    }
                 }
-            }
-        })];
+            }),
+        ];
         let (service, endpoint_tasks) = service::start(
             &client,
             service::Handlers {
@@ -152,6 +169,7 @@ impl Coordinator {
         client.ping().await?;
         tracing::info!(prefix = subjects.prefix(), "coordinator ready");
         Ok(Self {
+            lease: lease_kv,
             supervisor,
             failed,
             metrics_addr,
@@ -193,6 +211,10 @@ impl Coordinator {
         self.supervisor.stop(None);
         self.catalog.stop(None);
         self.directory.stop(None);
+        // Hand over at once rather than after the lease lapses.
+        if let Err(e) = leader::release(&self.lease).await {
+            tracing::debug!(error = %e, "lease not released; it lapses by itself");
+        }
         self.client.flush().await;
         tracing::info!("coordinator stopped");
     }
@@ -281,4 +303,14 @@ async fn render_metrics(
         )],
         out,
     )
+}
+
+/// The host name, for the default instance id.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "coordinator".to_owned())
 }

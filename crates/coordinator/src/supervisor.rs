@@ -14,18 +14,18 @@ pub(crate) enum SupervisorMsg {}
 pub(crate) struct Supervisor;
 
 pub(crate) struct SupervisorState {
-    failed: watch::Sender<Option<String>>,
+    failed: std::sync::Arc<watch::Sender<Option<String>>>,
 }
 
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = watch::Sender<Option<String>>;
+    type Arguments = std::sync::Arc<watch::Sender<Option<String>>>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMsg>,
-        failed: watch::Sender<Option<String>>,
+        failed: std::sync::Arc<watch::Sender<Option<String>>>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState { failed })
     }

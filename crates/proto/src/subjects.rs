@@ -78,6 +78,8 @@ pub enum Bucket {
     Desired,
     /// Agents ever heard from, by id.
     Agents,
+    /// The coordinator's leadership lease.
+    Leader,
 }
 
 impl Bucket {
@@ -89,6 +91,7 @@ impl Bucket {
             Self::Triggers => "triggers",
             Self::Desired => "desired",
             Self::Agents => "agents",
+            Self::Leader => "leader",
         }
     }
 }
