@@ -28,6 +28,9 @@ pub(crate) enum SyncMsg {
     EmptyBucket,
     /// The watch broke; it is being set up again.
     WatchLost,
+    /// Periodic: write down the last moment we knew ourselves in sync, so
+    /// a restart without NATS does not report stale too early.
+    Checkpoint,
 }
 
 pub(crate) struct SyncArgs {
@@ -106,6 +109,8 @@ impl Actor for Sync {
             .store(disk.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
         let resync = Arc::new(tokio::sync::Notify::new());
         let pump = tokio::spawn(pump(args.client, myself.clone(), resync.clone()));
+        let every = std::time::Duration::from_millis((shared.stale_after_ms / 2).max(100));
+        myself.send_interval(every, || SyncMsg::Checkpoint);
         Ok(SyncState {
             resync,
             shared,
@@ -142,6 +147,13 @@ impl Actor for Sync {
                 state.mark_synced().await;
             }
             SyncMsg::Changes(batch) => state.apply(batch).await,
+            SyncMsg::Checkpoint => {
+                let last = state.shared.last_sync_ms.load(Ordering::Relaxed);
+                if last > state.disk.last_sync_ms.unwrap_or(0) {
+                    state.disk.last_sync_ms = Some(last);
+                    state.save_disk().await;
+                }
+            }
         }
         Ok(())
     }
@@ -276,6 +288,10 @@ impl SyncState {
     async fn mark_synced(&mut self) {
         self.disk.last_sync_ms = Some(now_ms());
         self.shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+        self.save_disk().await;
+    }
+
+    async fn save_disk(&mut self) {
         let dir = self.dir.clone();
         self.disk.segment = Some(self.shared.segment.clone());
         let to_save = self.disk.clone();
