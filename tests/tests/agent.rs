@@ -481,3 +481,73 @@ async fn stops_cleanly_even_without_nats() -> anyhow::Result<()> {
     assert!(status.success(), "{status:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let kv = client
+        .kv(
+            &subjects.bucket(Bucket::Desired),
+            phasegate_bus::BucketOptions::default(),
+        )
+        .await?;
+    let dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
+        .await?;
+    let good = |version: u64| -> anyhow::Result<bytes::Bytes> {
+        let mut spec = EntitySpec::new(EntityKind::Gate, EntityName::new("g")?);
+        spec.version = version;
+        let d = DesiredEntity {
+            kind: EntityKind::Gate,
+            name: EntityName::new("g")?,
+            base: Some(spec),
+            rollout: None,
+        };
+        Ok(encode(Encoding::MsgPack, &d)?.into())
+    };
+    let r1 = kv.put("gate.g", good(1)?).await?;
+    // A value this agent cannot read (a newer writer, a bug): not applied, not acked.
+    let r2 = kv
+        .put("gate.g", bytes::Bytes::from_static(b"\xc1 not msgpack"))
+        .await?;
+    let mut last = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
+            break;
+        };
+        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
+        last = report.applied_revision;
+        if last >= r1 {
+            break;
+        }
+    }
+    assert!(
+        last >= r1 && last < r2,
+        "acked {last}; applied {r1}, unreadable {r2}"
+    );
+    let v = dev.check_gate("g", json!({})).await?;
+    assert_eq!(v["version"], json!(1), "still serving what it could apply");
+    // A readable revision of the same key unblocks it.
+    let r3 = kv.put("gate.g", good(3)?).await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
+            anyhow::bail!("reports ended");
+        };
+        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
+        if report.applied_revision >= r3 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the ack never moved past {r3}: {}",
+            report.applied_revision
+        );
+    }
+    Ok(())
+}

@@ -41,6 +41,9 @@ pub(crate) struct SyncArgs {
 }
 
 pub(crate) struct SyncState {
+    /// Keys whose latest revision could not be applied (undecodable, or not
+    /// compilable), with that revision: acks stop just below the lowest.
+    blocked: std::collections::BTreeMap<String, u64>,
     /// Tells the pump to set the watch up again from the start.
     resync: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
@@ -112,6 +115,7 @@ impl Actor for Sync {
         let every = std::time::Duration::from_millis((shared.stale_after_ms / 2).max(100));
         myself.send_interval(every, || SyncMsg::Checkpoint);
         Ok(SyncState {
+            blocked: std::collections::BTreeMap::new(),
             resync,
             shared,
             dir: args.state_dir,
@@ -162,7 +166,9 @@ impl Actor for Sync {
 impl SyncState {
     async fn apply(&mut self, batch: Vec<KvChange>) {
         let mut next = self.disk.clone();
-        let mut changed: Vec<(Key, Option<DesiredEntity>)> = Vec::new();
+        // Compiled before anything is written: what cannot be compiled is
+        // neither stored nor acked (see `blocked`).
+        let mut changed: Vec<(Key, Option<Arc<CompiledState>>)> = Vec::new();
         // One span per rollout applied here, in the rollout's trace; they
         // end once the change is on disk and served.
         let mut spans: Vec<tracing::Span> = Vec::new();
@@ -201,28 +207,44 @@ impl SyncState {
                             );
                             spans.push(span);
                         }
-                        changed.push(((d.kind, d.name.to_string()), Some(d.clone())));
-                        next.entities.insert(
-                            c.key,
-                            StoredDesired {
-                                revision: c.revision,
-                                desired: d,
-                            },
-                        );
+                        match compile(&self.shared, &d) {
+                            Some(compiled) => {
+                                self.blocked.remove(&c.key);
+                                changed.push(((d.kind, d.name.to_string()), Some(compiled)));
+                                next.entities.insert(
+                                    c.key,
+                                    StoredDesired {
+                                        revision: c.revision,
+                                        desired: d,
+                                    },
+                                );
+                            }
+                            None => {
+                                self.blocked.insert(c.key, c.revision);
+                            }
+                        }
                     }
                     Ok(_) => {
-                        tracing::error!(key = %c.key, "desired state under the wrong key ignored")
+                        tracing::error!(key = %c.key, "desired state under the wrong key: not applied");
+                        self.blocked.insert(c.key, c.revision);
                     }
                     Err(e) => {
-                        tracing::error!(key = %c.key, error = %e, "undecodable desired state ignored")
+                        tracing::error!(key = %c.key, error = %e, "undecodable desired state: not applied");
+                        self.blocked.insert(c.key, c.revision);
                     }
                 },
                 None => {
+                    self.blocked.remove(&c.key);
                     if let Some(old) = next.entities.remove(&c.key) {
                         changed.push(((old.desired.kind, old.desired.name.to_string()), None));
                     }
                 }
             }
+        }
+        // Never ack past a revision we could not apply: the coordinator must
+        // not call a phase applied here while we serve the old version.
+        if let Some(&b) = self.blocked.values().min() {
+            next.applied_revision = next.applied_revision.min(b.saturating_sub(1));
         }
         // Changes that arrive after the catch-up come from a live watch:
         // we are in step with what the coordinator published.
@@ -252,13 +274,11 @@ impl SyncState {
         if !changed.is_empty() {
             let old = self.shared.served.load();
             let mut entities: Served = (**old).clone();
-            for (k, d) in changed {
-                match d {
-                    Some(d) => {
-                        if let Some(c) = compile(&self.shared, &d) {
-                            tracing::info!(kind = %d.kind, name = %d.name, "applied");
-                            entities.insert(k.0, k.1, c);
-                        }
+            for (k, c) in changed {
+                match c {
+                    Some(c) => {
+                        tracing::info!(kind = %k.0, name = %k.1, "applied");
+                        entities.insert(k.0, k.1, c);
                     }
                     None => {
                         tracing::info!(kind = %k.0, name = %k.1, "removed");
