@@ -510,6 +510,10 @@ async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> 
         Ok(encode(Encoding::MsgPack, &d)?.into())
     };
     let r1 = kv.put("gate.g", good(1)?).await?;
+    until_answer(&dev, "g", json!({}), "version 1 applied", |v| {
+        v["version"] == 1
+    })
+    .await?;
     // A value this agent cannot read (a newer writer, a bug): not applied, not acked.
     let r2 = kv
         .put("gate.g", bytes::Bytes::from_static(b"\xc1 not msgpack"))
@@ -530,8 +534,23 @@ async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> 
         last >= r1 && last < r2,
         "acked {last}; applied {r1}, unreadable {r2}"
     );
+    // Several heartbeats later it still has not acked the unreadable revision.
+    for _ in 0..5 {
+        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
+            anyhow::bail!("reports ended");
+        };
+        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
+        assert!(
+            report.applied_revision < r2,
+            "acked the unreadable revision {r2}"
+        );
+    }
     let v = dev.check_gate("g", json!({})).await?;
-    assert_eq!(v["version"], json!(1), "still serving what it could apply");
+    assert_eq!(
+        v["version"],
+        json!(1),
+        "still serving what it could apply: {v} (acked {last})"
+    );
     // A readable revision of the same key unblocks it.
     let r3 = kv.put("gate.g", good(3)?).await?;
     let deadline = tokio::time::Instant::now() + PATIENCE;
