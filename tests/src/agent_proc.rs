@@ -107,16 +107,11 @@ impl AgentProc {
         gate: &str,
         user: serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let (status, body) = self
-            .http
-            .post(
-                self.addr,
-                "/v1/check_gate",
-                &serde_json::json!({"gate": gate, "user": user}),
-            )
-            .await?;
-        anyhow::ensure!(status == 200, "check_gate answered {status}: {body}");
-        Ok(body)
+        self.evaluate(
+            "/v1/check_gate",
+            serde_json::json!({"gate": gate, "user": user}),
+        )
+        .await
     }
 
     /// `POST /v1/get_config` for `config` and `user`.
@@ -125,16 +120,21 @@ impl AgentProc {
         config: &str,
         user: serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let (status, body) = self
-            .http
-            .post(
-                self.addr,
-                "/v1/get_config",
-                &serde_json::json!({"config": config, "user": user}),
-            )
-            .await?;
-        anyhow::ensure!(status == 200, "get_config answered {status}: {body}");
-        Ok(body)
+        self.evaluate(
+            "/v1/get_config",
+            serde_json::json!({"config": config, "user": user}),
+        )
+        .await
+    }
+
+    async fn evaluate(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, answer) = self.http.post(self.addr, path, &body).await?;
+        anyhow::ensure!(status == 200, "{path} answered {status}: {answer}");
+        Ok(answer)
     }
 
     /// `GET /healthz`.

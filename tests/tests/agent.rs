@@ -482,9 +482,34 @@ async fn stops_cleanly_even_without_nats() -> anyhow::Result<()> {
     Ok(())
 }
 
+type Reports = std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, bytes::Bytes)> + Send>>;
+
+/// The applied revision of the next agent report.
+async fn next_ack(reports: &mut Reports) -> anyhow::Result<u64> {
+    use futures_util::StreamExt;
+    let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
+        anyhow::bail!("reports ended");
+    };
+    Ok(decode::<AgentReport>(Encoding::MsgPack, &payload)?.applied_revision)
+}
+
+/// Reads reports until one acks `revision` or later; returns that ack.
+async fn acked_at_least(reports: &mut Reports, revision: u64) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let acked = next_ack(reports).await?;
+        if acked >= revision {
+            return Ok(acked);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no ack of {revision} in time; last {acked}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> {
-    use futures_util::StreamExt;
     let nats = phasegate_tests::NatsServer::start().await?;
     let client = nats.client("test").await?;
     let subjects = Subjects::default();
@@ -518,55 +543,21 @@ async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> 
     let r2 = kv
         .put("gate.g", bytes::Bytes::from_static(b"\xc1 not msgpack"))
         .await?;
-    let mut last = 0;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
-            break;
-        };
-        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
-        last = report.applied_revision;
-        if last >= r1 {
-            break;
-        }
-    }
-    assert!(
-        last >= r1 && last < r2,
-        "acked {last}; applied {r1}, unreadable {r2}"
-    );
+    let last = acked_at_least(&mut reports, r1).await?;
+    assert!(last < r2, "acked {last}; applied {r1}, unreadable {r2}");
     // Several heartbeats later it still has not acked the unreadable revision.
     for _ in 0..5 {
-        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
-            anyhow::bail!("reports ended");
-        };
-        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
-        assert!(
-            report.applied_revision < r2,
-            "acked the unreadable revision {r2}"
-        );
+        let acked = next_ack(&mut reports).await?;
+        assert!(acked < r2, "acked the unreadable revision {r2}");
     }
     let v = dev.check_gate("g", json!({})).await?;
     assert_eq!(
         v["version"],
         json!(1),
-        "still serving what it could apply: {v} (acked {last})"
+        "still serving what it could apply: {v}"
     );
     // A readable revision of the same key unblocks it.
     let r3 = kv.put("gate.g", good(3)?).await?;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
-            anyhow::bail!("reports ended");
-        };
-        let report: AgentReport = decode(Encoding::MsgPack, &payload)?;
-        if report.applied_revision >= r3 {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the ack never moved past {r3}: {}",
-            report.applied_revision
-        );
-    }
+    acked_at_least(&mut reports, r3).await?;
     Ok(())
 }

@@ -443,13 +443,12 @@ async fn apply_timeout_pauses_and_dead_agents_do_not_block() -> anyhow::Result<(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
-    let mut env = CoordEnv::start().await?;
+/// A trigger through a two-phase pipeline, baking phase one for `wait_ms`.
+async fn baking_in_phase_one(env: &CoordEnv, wait_ms: u64) -> anyhow::Result<(TriggerId, Trigger)> {
     put_pipeline(
         &env.client,
         json!({"name": "p", "phases": [
-            {"id": "one", "segments": ["dev"], "wait_ms": 2000},
+            {"id": "one", "segments": ["dev"], "wait_ms": wait_ms},
             {"id": "two", "segments": ["staging"], "wait_ms": 60000}
         ]}),
     )
@@ -460,6 +459,13 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
         phase_is(t, "one", PhaseState::Baking)
     })
     .await?;
+    Ok((id, t))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let (id, t) = baking_in_phase_one(&env, 2000).await?;
     let ends = t.phase_ends_at_ms.expect("deadline");
     env.crash_and_restart().await?;
     let after = env.client.trigger_get(id.clone()).await?;
@@ -493,20 +499,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()> {
     let mut env = CoordEnv::start().await?;
-    put_pipeline(
-        &env.client,
-        json!({"name": "p", "phases": [
-            {"id": "one", "segments": ["dev"], "wait_ms": 400},
-            {"id": "two", "segments": ["staging"], "wait_ms": 60000}
-        ]}),
-    )
-    .await?;
-    let r = put_gate(&env.client, json!({"name": "g", "pipeline": "p"})).await?;
-    let id = r.trigger.expect("trigger").id;
-    let t = wait_trigger(&env.client, &id, "baking", |t| {
-        phase_is(t, "one", PhaseState::Baking)
-    })
-    .await?;
+    let (id, t) = baking_in_phase_one(&env, 400).await?;
     let ends = t.phase_ends_at_ms.expect("deadline");
     env.coord.kill9()?;
     // The passing of time while the coordinator is down is the behaviour

@@ -377,21 +377,8 @@ impl CatalogState {
         myself: &ActorRef<CatalogMsg>,
         k: &(EntityKind, String),
     ) -> Result<(), CoordinatorError> {
-        let Some(slot) = self.entities.get(k) else {
-            return Ok(());
-        };
-        let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
-        if let Some(e) = self.store.entities.get(&key).await? {
-            let stored: StoredEntity =
-                phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value)?;
-            self.entities.insert(
-                k.clone(),
-                EntitySlot {
-                    stored,
-                    revision: e.revision,
-                },
-            );
-        }
+        // What is stored is the truth; the failed actor's copy may be ahead.
+        self.refresh(k).await;
         self.spawn_trigger(myself, k).await
     }
 
