@@ -135,6 +135,8 @@ async fn run(
                 stale: false,
                 heartbeat_ms,
                 sent_at_ms: 0,
+                blocked: Vec::new(),
+                leaving: false,
             };
             if let Ok(body) = encode(Encoding::MsgPack, &report) {
                 let _ = client.nats().publish(subject.clone(), body.into()).await;

@@ -76,6 +76,8 @@ impl Actor for Reporter {
             stale: shared.stale(),
             heartbeat_ms: state.args.heartbeat_ms,
             sent_at_ms: now_ms(),
+            blocked: Vec::new(),
+            leaving: false,
         };
         match encode(Encoding::MsgPack, &report) {
             Ok(body) => {

@@ -340,6 +340,11 @@ pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyh
 
 /// `in_progress: baking`, `paused (health)`, `completed` …
 pub(crate) fn state_of(t: &Trigger) -> String {
+    summary_state(&t.into())
+}
+
+/// The state column of a trigger summary.
+pub(crate) fn summary_state(t: &phasegate_proto::TriggerSummary) -> String {
     let word = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
     match t.status {
         TriggerStatus::InProgress => {
@@ -457,6 +462,7 @@ pub(crate) async fn trigger(g: &Global, cmd: TriggerCmd) -> anyhow::Result<u8> {
                 status: status
                     .map(|s| serde_json::from_value(serde_json::Value::String(s)))
                     .transpose()?,
+                ..TriggerListRequest::default()
             };
             let ts = c.trigger_list(filter).await?;
             show(g.output, &ts, |ts| {
@@ -470,7 +476,7 @@ pub(crate) async fn trigger(g: &Global, cmd: TriggerCmd) -> anyhow::Result<u8> {
                         format!("{}→{}", tr.from_version, tr.to_version),
                         tr.pipeline.to_string(),
                         opt(tr.current_phase_id.as_ref()),
-                        state_of(tr),
+                        summary_state(tr),
                         clock(tr.created_at_ms),
                     ]);
                 }

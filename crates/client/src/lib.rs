@@ -14,7 +14,7 @@ use phasegate_proto::{
     EntityPutRequest, EntityResult, EntitySpec, PhaseId, Pipeline, PipelineDeleteRequest,
     PipelineGetRequest, PipelineListResult, PipelineName, PipelinePutRequest, PipelineResult,
     Segment, Subjects, Trigger, TriggerGetRequest, TriggerId, TriggerListRequest,
-    TriggerListResult, TriggerResult,
+    TriggerListResult, TriggerResult, TriggerSummary,
 };
 
 pub use phasegate_bus::BusError as ClientError;
@@ -265,7 +265,10 @@ impl PhasegateClient {
     /// # Errors
     ///
     /// A transport failure.
-    pub async fn trigger_list(&self, filter: TriggerListRequest) -> Result<Vec<Trigger>, BusError> {
+    pub async fn trigger_list(
+        &self,
+        filter: TriggerListRequest,
+    ) -> Result<Vec<TriggerSummary>, BusError> {
         let r: TriggerListResult = self.call(Command::TriggerList, &filter).await?;
         Ok(r.triggers)
     }
@@ -304,7 +307,13 @@ impl PhasegateClient {
     /// A transport failure.
     pub async fn agents(&self, segment: Option<Segment>) -> Result<Vec<AgentInfo>, BusError> {
         let r: AgentListResult = self
-            .call(Command::AgentList, &AgentListRequest { segment })
+            .call(
+                Command::AgentList,
+                &AgentListRequest {
+                    segment,
+                    ..AgentListRequest::default()
+                },
+            )
             .await?;
         Ok(r.agents)
     }

@@ -158,7 +158,10 @@ impl Actor for Catalog {
                     .take_while(|((k, _), _)| *k == kind)
                     .filter_map(|(_, slot)| slot.stored.record.latest.clone())
                     .collect();
-                let _ = reply.send(Ok(EntityListResult { specs }));
+                let _ = reply.send(Ok(EntityListResult {
+                    specs,
+                    next_cursor: None,
+                }));
             }
             CatalogMsg::EntityDelete(kind, req, reply) => {
                 let k = (kind, req.name.to_string());
@@ -582,6 +585,7 @@ impl CatalogState {
                             agents_live: f.live,
                             agents_applied: 0,
                             agents_healthy: f.healthy,
+                            agents_known: f.live,
                         },
                     );
                 }

@@ -218,6 +218,8 @@ impl Actor for Directory {
                         healthy: a.healthy,
                         last_seen_ms: a.last_seen_ms,
                         stale: a.stale,
+                        applied_revision: a.applied,
+                        blocked: Vec::new(),
                     })
                     .collect();
                 out.sort_by(|a, b| (&a.segment, &a.agent_id).cmp(&(&b.segment, &b.agent_id)));

@@ -213,7 +213,10 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         Command::PipelineList => {
             run(enc, body, |_: Empty| async move {
                 let pipelines = ask(c, CatalogMsg::PipelineList).await?;
-                Ok(PipelineListResult { pipelines })
+                Ok(PipelineListResult {
+                    pipelines,
+                    next_cursor: None,
+                })
             })
             .await
         }
@@ -265,7 +268,10 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         Command::TriggerList => {
             run(enc, body, |req: TriggerListRequest| async move {
                 let triggers = ask(c, |r| CatalogMsg::TriggerList(req, r)).await?;
-                Ok(TriggerListResult { triggers })
+                Ok(TriggerListResult {
+                    triggers: triggers.iter().map(Into::into).collect(),
+                    next_cursor: None,
+                })
             })
             .await
         }
@@ -282,7 +288,10 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
                     )
                     .await
                 {
-                    Ok(CallResult::Success(agents)) => Ok(AgentListResult { agents }),
+                    Ok(CallResult::Success(agents)) => Ok(AgentListResult {
+                        agents,
+                        next_cursor: None,
+                    }),
                     _ => Err(ApiError::new(
                         ErrorCode::Unavailable,
                         "the agent directory is busy; retry",

@@ -346,6 +346,7 @@ pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
                 agents_live: f.live,
                 agents_applied: f.applied.min(f.live),
                 agents_healthy: f.healthy.min(f.live),
+                agents_known: f.live,
             },
         );
     }

@@ -174,11 +174,32 @@ pub struct PipelineDeleteRequest {
     pub actor: Actor,
 }
 
+/// The most items one page of a `*.list` holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The page size when a `*.list` names none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// `pipeline.list` and `gate.list` / `config.list`: at most `limit` items
+/// after the position `cursor` names (SPEC.md §6).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Items per page: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// From the previous page's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
 /// Result of `pipeline.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineListResult {
-    /// Every pipeline, by name.
+    /// One page of pipelines, by name.
     pub pipelines: Vec<Pipeline>,
+    /// Where the next page starts; nil on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `gate.put` / `config.put`.
@@ -224,8 +245,11 @@ pub struct EntityDeleteRequest {
 /// Result of `gate.list` / `config.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityListResult {
-    /// Every spec of the kind, by name.
+    /// One page of specs of the kind, by name.
     pub specs: Vec<EntitySpec>,
+    /// Where the next page starts; nil on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `trigger.get`.
@@ -254,13 +278,22 @@ pub struct TriggerListRequest {
     /// Only this status.
     #[serde(default)]
     pub status: Option<TriggerStatus>,
+    /// Items per page.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// From the previous page's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// Result of `trigger.list`: newest `created_at_ms` first, then id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerListResult {
-    /// The matching triggers.
-    pub triggers: Vec<Trigger>,
+    /// One page of the matching triggers, as summaries.
+    pub triggers: Vec<crate::TriggerSummary>,
+    /// Where the next page starts; nil on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `trigger.approve|pause|resume|skip|rollout|abort`.
@@ -284,6 +317,21 @@ pub struct AgentListRequest {
     /// Only agents of this segment.
     #[serde(default)]
     pub segment: Option<Segment>,
+    /// Items per page.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// From the previous page's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `agent.forget`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentForgetRequest {
+    /// The agent to forget.
+    pub agent_id: AgentId,
+    /// Who asks.
+    pub actor: Actor,
 }
 
 /// One agent as the coordinator sees it.
@@ -303,13 +351,22 @@ pub struct AgentInfo {
     pub last_seen_ms: u64,
     /// The agent reported itself stale.
     pub stale: bool,
+    /// The desired-state revision it has applied, all earlier ones included.
+    #[serde(default)]
+    pub applied_revision: u64,
+    /// Entities it could not apply, with why.
+    #[serde(default)]
+    pub blocked: Vec<crate::BlockedEntity>,
 }
 
 /// Result of `agent.list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentListResult {
-    /// The agents, by segment then id.
+    /// One page of known agents, by segment then id.
     pub agents: Vec<AgentInfo>,
+    /// Where the next page starts; nil on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/check_gate`.
@@ -411,6 +468,10 @@ pub struct Healthz {
     pub last_sync_ms: Option<u64>,
     /// Not synchronised for longer than the bound.
     pub stale: bool,
+    /// Entities this agent could not apply (it keeps serving their last
+    /// good version), with why.
+    #[serde(default)]
+    pub blocked: Vec<crate::BlockedEntity>,
 }
 
 /// The body of an HTTP error reply: `{"error": {"code", "message"}}`.

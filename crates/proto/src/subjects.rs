@@ -63,6 +63,7 @@ commands! {
     TriggerRollout => "trigger", "rollout";
     TriggerAbort => "trigger", "abort";
     AgentList => "agent", "list";
+    AgentForget => "agent", "forget";
 }
 
 /// The JetStream key-value buckets phasegate keeps.

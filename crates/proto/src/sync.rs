@@ -114,4 +114,24 @@ pub struct AgentReport {
     pub heartbeat_ms: u64,
     /// When it sent this, by its clock.
     pub sent_at_ms: u64,
+    /// Entities it could not decode or compile. Its `applied_revision`
+    /// moves past them, so they block nothing else; a trigger of one of
+    /// them counts this agent as not applied.
+    #[serde(default)]
+    pub blocked: Vec<BlockedEntity>,
+    /// The agent is stopping cleanly: forget it now rather than wait for
+    /// its silence to make it unreachable.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// An entity an agent could not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedEntity {
+    /// Its key in the desired-state bucket (`<kind>.<name>`).
+    pub key: String,
+    /// The revision it could not apply.
+    pub revision: u64,
+    /// Why, for operators.
+    pub error: String,
 }

@@ -77,6 +77,9 @@ pub struct ApprovalRecord {
 pub struct SegmentProgress {
     /// Whether the new version is active there (from `applying` on).
     pub version_active: bool,
+    /// Known agents of the segment: live or unreachable (SPEC.md §4 *Fleet*).
+    #[serde(default)]
+    pub agents_known: u32,
     /// Live agents of the segment.
     pub agents_live: u32,
     /// Live agents that applied the current phase's revision.
@@ -179,4 +182,70 @@ pub struct Trigger {
     /// Every action and automatic step, oldest first.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+}
+
+/// A trigger as `trigger.list` shows it: everything but `history`,
+/// `pipeline_snapshot` and `approvals`, so a page stays small whatever the
+/// triggers' histories (SPEC.md §6). `trigger.get` answers the whole one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerSummary {
+    /// Unique id.
+    pub id: TriggerId,
+    /// The entity being changed.
+    pub entity: EntityRef,
+    /// Name of the pipeline.
+    pub pipeline: PipelineName,
+    /// The version before the change (0 = absent).
+    pub from_version: u64,
+    /// The version being rolled out.
+    pub to_version: u64,
+    /// Overall status.
+    pub status: TriggerStatus,
+    /// Index of the current phase.
+    pub current_phase: u32,
+    /// Id of the current phase.
+    pub current_phase_id: Option<PhaseId>,
+    /// Nil once finished.
+    pub phase_state: Option<PhaseState>,
+    /// Whether progress is stopped.
+    pub paused: bool,
+    /// Why, while paused.
+    pub paused_reason: Option<PausedReason>,
+    /// End of the bake: set only while baking and not paused.
+    pub phase_ends_at_ms: Option<u64>,
+    /// Bake time left: set only while paused in `baking`.
+    pub remaining_wait_ms: Option<u64>,
+    /// Progress per segment.
+    #[serde(default)]
+    pub segments: BTreeMap<String, SegmentProgress>,
+    /// Who made the change.
+    pub created_by: Actor,
+    /// Creation time.
+    pub created_at_ms: u64,
+    /// Last change.
+    pub updated_at_ms: u64,
+}
+
+impl From<&Trigger> for TriggerSummary {
+    fn from(t: &Trigger) -> Self {
+        Self {
+            id: t.id.clone(),
+            entity: t.entity.clone(),
+            pipeline: t.pipeline.clone(),
+            from_version: t.from_version,
+            to_version: t.to_version,
+            status: t.status,
+            current_phase: t.current_phase,
+            current_phase_id: t.current_phase_id.clone(),
+            phase_state: t.phase_state,
+            paused: t.paused,
+            paused_reason: t.paused_reason,
+            phase_ends_at_ms: t.phase_ends_at_ms,
+            remaining_wait_ms: t.remaining_wait_ms,
+            segments: t.segments.clone(),
+            created_by: t.created_by.clone(),
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+        }
+    }
 }

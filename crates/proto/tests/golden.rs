@@ -83,6 +83,7 @@ fn trigger() -> Trigger {
         "dev".to_owned(),
         SegmentProgress {
             version_active: true,
+            agents_known: 3,
             agents_live: 2,
             agents_applied: 2,
             agents_healthy: 1,
@@ -183,7 +184,14 @@ fn agent_list() {
                 healthy: false,
                 last_seen_ms: 1_700_000_000_000,
                 stale: false,
+                applied_revision: 42,
+                blocked: vec![BlockedEntity {
+                    key: "gate.broken".into(),
+                    revision: 41,
+                    error: "unknown operator".into(),
+                }],
             }],
+            next_cursor: Some("c1".into()),
         }),
     );
 }
