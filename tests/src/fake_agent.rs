@@ -19,6 +19,10 @@ pub struct FakeAgent {
     acking: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    client: Client,
+    agent_id: AgentId,
+    segment: Segment,
+    heartbeat_ms: u64,
 }
 
 impl FakeAgent {
@@ -37,10 +41,10 @@ impl FakeAgent {
         let agent_id = AgentId::new(agent_id)?;
         let segment = Segment::new(segment)?;
         let task = tokio::spawn(run(
-            client,
+            client.clone(),
             subjects,
-            agent_id,
-            segment,
+            agent_id.clone(),
+            segment.clone(),
             heartbeat_ms,
             healthy.clone(),
             acking.clone(),
@@ -51,6 +55,10 @@ impl FakeAgent {
             acking,
             seen,
             task,
+            client,
+            agent_id,
+            segment,
+            heartbeat_ms,
         })
     }
 
@@ -72,6 +80,31 @@ impl FakeAgent {
     /// Stops it: it goes silent, as a dead agent does.
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Stops it cleanly: it says it is leaving, as a real agent does on
+    /// SIGTERM, then goes silent.
+    pub async fn leave(&self) -> anyhow::Result<()> {
+        self.task.abort();
+        let report = AgentReport {
+            agent_id: self.agent_id.clone(),
+            segment: self.segment.clone(),
+            tier: None,
+            healthy: true,
+            applied_revision: self.seen(),
+            stale: false,
+            heartbeat_ms: self.heartbeat_ms,
+            sent_at_ms: 0,
+            blocked: Vec::new(),
+            leaving: true,
+        };
+        let subject = Subjects::default().agent_report(&self.segment);
+        self.client
+            .nats()
+            .publish(subject, encode(Encoding::MsgPack, &report)?.into())
+            .await?;
+        self.client.flush().await;
+        Ok(())
     }
 }
 

@@ -389,26 +389,15 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apply_timeout_pauses_and_dead_agents_do_not_block() -> anyhow::Result<()> {
+async fn apply_timeout_pauses_and_silent_agents_block_until_forgotten() -> anyhow::Result<()> {
     let env = CoordEnv::start().await?;
     let c = &env.client;
     let url = env.nats.url();
     let stuck = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
-    wait_for(
-        || async {
-            let n = c.agents(None).await.map_err(|e| e.to_string())?.len();
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(format!("{n} agents"))
-            }
-        },
-        PATIENCE,
-        "the agent to register",
-    )
-    .await?;
+    env.wait_live_agents(1).await?;
     stuck.set_acking(false);
-    put_pipeline(c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "apply_timeout_ms": 300}]})).await?;
+    // Health is ignored here: an unreachable agent also counts as unhealthy.
+    put_pipeline(c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "apply_timeout_ms": 300, "health": {"on_unhealthy": "ignore"}}]})).await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
     let t = wait_trigger(c, &id, "apply timeout", |t| {
@@ -416,30 +405,50 @@ async fn apply_timeout_pauses_and_dead_agents_do_not_block() -> anyhow::Result<(
     })
     .await?;
     assert_eq!(t.phase_state, Some(PhaseState::Applying));
-    // A dead agent stops counting once it is no longer live (3 heartbeats).
+    // Silence is not success (SPEC.md §4): a dead agent stays known and
+    // keeps blocking; the apply timeout pauses the trigger again.
     stuck.stop();
     wait_for(
         || async {
             let a = c.agents(None).await.map_err(|e| e.to_string())?;
-            if a.iter().all(|a| !a.live) {
+            if a.len() == 1 && !a[0].live {
                 Ok(())
             } else {
-                Err("still live".to_owned())
+                Err(format!("{a:?}"))
             }
         },
         PATIENCE,
-        "the stopped agent to be no longer live",
+        "the stopped agent to be listed, unreachable",
     )
     .await?;
     let t = act(c, TriggerAction::Resume, &t, "op").await?;
     assert!(!t.paused);
-    wait_trigger(c, &id, "completed without the dead agent", |t| {
+    let t = wait_trigger(c, &id, "paused again by the apply timeout", |t| {
+        t.paused_reason == Some(PausedReason::ApplyTimeout)
+    })
+    .await?;
+    assert_eq!(t.phase_state, Some(PhaseState::Applying));
+    let dev = &t.segments["dev"];
+    assert_eq!(
+        (dev.agents_known, dev.agents_live, dev.agents_applied),
+        (1, 0, 0)
+    );
+    // The operator decides: forget it, and the phase can complete.
+    c.agent_forget(AgentId::new("dev-1")?, actor("op")).await?;
+    assert!(
+        c.agents(None).await?.is_empty(),
+        "a forgotten agent is not listed"
+    );
+    let err = c
+        .agent_forget(AgentId::new("dev-1")?, actor("op"))
+        .await
+        .expect_err("forgetting an unknown agent");
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    act(c, TriggerAction::Resume, &t, "op").await?;
+    wait_trigger(c, &id, "completed once the dead agent is forgotten", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
-    let agents = c.agents(None).await?;
-    assert_eq!(agents.len(), 1, "not-live agents stay listed");
-    assert!(!agents[0].live);
     Ok(())
 }
 
@@ -471,7 +480,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
     let after = env.client.trigger_get(id.clone()).await?;
     assert!(
         phase_is(&after, "one", PhaseState::Baking),
-        "same phase after restart"
+        "same phase after restart: {after:?}"
     );
     assert_eq!(
         after.phase_ends_at_ms,

@@ -219,6 +219,28 @@ impl Kv {
             .map_err(|e| kv_err(&self.bucket, "delete", e))
     }
 
+    /// Deletes `key` only if its latest revision is `revision`: a writer
+    /// never removes a value it did not write last.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::KvConflict`] on a stale revision, [`BusError::Kv`] otherwise.
+    pub async fn delete_if(&self, key: &str, revision: u64) -> Result<(), BusError> {
+        self.store
+            .delete_expect_revision(key, Some(revision))
+            .await
+            .map_err(|e| {
+                if e.kind() == UpdateErrorKind::WrongLastRevision {
+                    BusError::KvConflict {
+                        bucket: self.bucket.clone(),
+                        key: key.to_owned(),
+                    }
+                } else {
+                    kv_err(&self.bucket, "delete", e)
+                }
+            })
+    }
+
     /// True when the bucket holds no message at all.
     ///
     /// # Errors

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use phasegate_bus::{BusError, Client, ConnectOptions};
 use phasegate_proto::{
-    ActionRequest, Actor, AgentInfo, AgentListRequest, AgentListResult, Command, Empty, Encoding,
-    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult, EntityName,
+    ActionRequest, Actor, AgentId, AgentInfo, AgentListRequest, AgentListResult, Command, Empty,
+    Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult, EntityName,
     EntityPutRequest, EntityResult, EntitySpec, PhaseId, Pipeline, PipelineDeleteRequest,
     PipelineGetRequest, PipelineListResult, PipelineName, PipelinePutRequest, PipelineResult,
     Segment, Subjects, Trigger, TriggerGetRequest, TriggerId, TriggerListRequest,
@@ -316,5 +316,20 @@ impl PhasegateClient {
             )
             .await?;
         Ok(r.agents)
+    }
+
+    /// `agent.forget`: the agent is no longer known (until it reports again).
+    ///
+    /// # Errors
+    ///
+    /// `not_found` when it is not known, or a transport failure.
+    pub async fn agent_forget(&self, agent_id: AgentId, actor: Actor) -> Result<(), BusError> {
+        let _: Empty = self
+            .call(
+                Command::AgentForget,
+                &phasegate_proto::AgentForgetRequest { agent_id, actor },
+            )
+            .await?;
+        Ok(())
     }
 }

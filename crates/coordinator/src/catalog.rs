@@ -23,27 +23,31 @@ use crate::trigger::{TriggerActor, TriggerArgs, TriggerMsg};
 /// Pipelines by name, with the revision of their stored value.
 pub(crate) type Pipelines = BTreeMap<PipelineName, (Pipeline, u64)>;
 
-type Reply<T> = RpcReplyPort<Result<T, ApiError>>;
+use crate::reply::ReplyTo;
 
 /// Messages of the catalog.
 pub(crate) enum CatalogMsg {
-    PipelinePut(PipelinePutRequest, Reply<Pipeline>),
-    PipelineGet(PipelineName, Reply<Pipeline>),
-    PipelineList(Reply<Vec<Pipeline>>),
-    PipelineDelete(PipelineDeleteRequest, Reply<()>),
+    PipelinePut(PipelinePutRequest, ReplyTo<Pipeline>),
+    PipelineGet(PipelineName, ReplyTo<Pipeline>),
+    PipelineList(ReplyTo<Vec<Pipeline>>),
+    PipelineDelete(PipelineDeleteRequest, ReplyTo<()>),
     /// With the `traceparent` of the command, for a trigger it may start.
     EntityPut(
         EntityKind,
         EntityPutRequest,
         Option<String>,
-        Reply<EntityResult>,
+        ReplyTo<EntityResult>,
     ),
-    EntityGet(EntityKind, EntityGetRequest, Reply<EntityResult>),
-    EntityList(EntityKind, Reply<EntityListResult>),
-    EntityDelete(EntityKind, phasegate_proto::EntityDeleteRequest, Reply<()>),
-    TriggerGet(TriggerId, Reply<Trigger>),
-    TriggerList(TriggerListRequest, Reply<Vec<Trigger>>),
-    TriggerAct(Action, ActionRequest, Reply<Trigger>),
+    EntityGet(EntityKind, EntityGetRequest, ReplyTo<EntityResult>),
+    EntityList(EntityKind, ReplyTo<EntityListResult>),
+    EntityDelete(
+        EntityKind,
+        phasegate_proto::EntityDeleteRequest,
+        ReplyTo<()>,
+    ),
+    TriggerGet(TriggerId, ReplyTo<Trigger>),
+    TriggerList(TriggerListRequest, ReplyTo<Vec<Trigger>>),
+    TriggerAct(Action, ActionRequest, ReplyTo<Trigger>),
     /// Periodic: retries failed publishes and trigger actors that did not start.
     Maintain,
     /// Active triggers by phase state and paused, for metrics.
@@ -53,14 +57,38 @@ pub(crate) enum CatalogMsg {
         key: String,
         stored: StoredEntity,
         revision: u64,
+        desired_revision: u64,
     },
     /// From a trigger actor, after its last write.
     TriggerFinished {
         key: String,
         stored: StoredEntity,
         revision: u64,
+        desired_revision: u64,
         trigger: Box<TriggerRecord>,
     },
+}
+
+impl CatalogMsg {
+    /// The message, unless it is a command whose deadline passed: that one
+    /// is refused (`unavailable`, never carried out) and dropped.
+    fn unexpired(self) -> Option<Self> {
+        use CatalogMsg as M;
+        Some(match self {
+            M::PipelinePut(a, r) => M::PipelinePut(a, r.unexpired()?),
+            M::PipelineGet(a, r) => M::PipelineGet(a, r.unexpired()?),
+            M::PipelineList(r) => M::PipelineList(r.unexpired()?),
+            M::PipelineDelete(a, r) => M::PipelineDelete(a, r.unexpired()?),
+            M::EntityPut(k, a, t, r) => M::EntityPut(k, a, t, r.unexpired()?),
+            M::EntityGet(k, a, r) => M::EntityGet(k, a, r.unexpired()?),
+            M::EntityList(k, r) => M::EntityList(k, r.unexpired()?),
+            M::EntityDelete(k, a, r) => M::EntityDelete(k, a, r.unexpired()?),
+            M::TriggerGet(a, r) => M::TriggerGet(a, r.unexpired()?),
+            M::TriggerList(a, r) => M::TriggerList(a, r.unexpired()?),
+            M::TriggerAct(x, a, r) => M::TriggerAct(x, a, r.unexpired()?),
+            other => other,
+        })
+    }
 }
 
 /// The catalog's arguments.
@@ -85,6 +113,9 @@ pub(crate) struct CatalogState {
     actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
     /// Entities whose desired state could not be published yet.
     unpublished: std::collections::BTreeSet<String>,
+    /// The revision of each entity's desired state as last written or read:
+    /// writes are checked against it (see `leader`).
+    desired_revs: HashMap<String, u64>,
 }
 
 pub(crate) struct Catalog;
@@ -108,6 +139,7 @@ impl Actor for Catalog {
             finished: HashMap::new(),
             actors: HashMap::new(),
             unpublished: std::collections::BTreeSet::new(),
+            desired_revs: HashMap::new(),
         };
         state.recover(&myself).await?;
         myself.send_interval(std::time::Duration::from_secs(1), || CatalogMsg::Maintain);
@@ -120,12 +152,15 @@ impl Actor for Catalog {
         msg: CatalogMsg,
         state: &mut CatalogState,
     ) -> Result<(), ActorProcessingErr> {
+        let Some(msg) = msg.unexpired() else {
+            return Ok(());
+        };
         match msg {
             CatalogMsg::PipelinePut(req, reply) => {
-                let _ = reply.send(state.pipeline_put(req).await);
+                reply.send(state.pipeline_put(req).await);
             }
             CatalogMsg::PipelineGet(name, reply) => {
-                let _ = reply.send(
+                reply.send(
                     state
                         .pipelines
                         .get(&name)
@@ -136,20 +171,20 @@ impl Actor for Catalog {
                 );
             }
             CatalogMsg::PipelineList(reply) => {
-                let _ = reply.send(Ok(state
+                reply.send(Ok(state
                     .pipelines
                     .values()
                     .map(|(p, _)| p.clone())
                     .collect()));
             }
             CatalogMsg::PipelineDelete(req, reply) => {
-                let _ = reply.send(state.pipeline_delete(req).await);
+                reply.send(state.pipeline_delete(req).await);
             }
             CatalogMsg::EntityPut(kind, req, trace, reply) => {
                 state.entity_put(&myself, kind, req, trace, reply).await
             }
             CatalogMsg::EntityGet(kind, req, reply) => {
-                let _ = reply.send(state.entity_get(kind, &req));
+                reply.send(state.entity_get(kind, &req));
             }
             CatalogMsg::EntityList(kind, reply) => {
                 let specs = state
@@ -158,29 +193,23 @@ impl Actor for Catalog {
                     .take_while(|((k, _), _)| *k == kind)
                     .filter_map(|(_, slot)| slot.stored.record.latest.clone())
                     .collect();
-                let _ = reply.send(Ok(EntityListResult {
+                reply.send(Ok(EntityListResult {
                     specs,
                     next_cursor: None,
                 }));
             }
             CatalogMsg::EntityDelete(kind, req, reply) => {
-                let k = (kind, req.name.to_string());
-                let result = state.entity_delete(kind, req).await;
-                if let Err(e) = &result
-                    && is_conflict(e)
-                {
-                    state.refresh(&k).await;
-                }
-                let _ = reply.send(result);
+                reply.send(state.entity_delete(kind, req).await);
             }
             CatalogMsg::TriggerGet(id, reply) => {
-                let _ =
-                    reply.send(state.find_trigger(&id).ok_or_else(|| {
-                        ApiError::not_found(format!("trigger {id} does not exist"))
-                    }));
+                reply.send(
+                    state
+                        .find_trigger(&id)
+                        .ok_or_else(|| ApiError::not_found(format!("trigger {id} does not exist"))),
+                );
             }
             CatalogMsg::TriggerList(req, reply) => {
-                let _ = reply.send(Ok(state.trigger_list(&req)));
+                reply.send(Ok(state.trigger_list(&req)));
             }
             CatalogMsg::TriggerAct(action, req, reply) => state.trigger_act(action, req, reply),
             CatalogMsg::Maintain => state.maintain(&myself).await,
@@ -204,17 +233,23 @@ impl Actor for Catalog {
                 key,
                 stored,
                 revision,
-            } => state.adopt(&key, stored, revision),
+                desired_revision,
+            } => {
+                state.adopt_desired(&key, desired_revision);
+                state.adopt(&key, stored, revision);
+            }
             CatalogMsg::TriggerFinished {
                 key,
                 stored,
                 revision,
+                desired_revision,
                 trigger,
             } => {
                 state.actors.remove(&trigger.trigger.id);
                 state
                     .finished
                     .insert(trigger.trigger.id.clone(), trigger.trigger);
+                state.adopt_desired(&key, desired_revision);
                 state.adopt(&key, stored, revision);
             }
         }
@@ -262,11 +297,6 @@ fn serde_json_word<T: serde::Serialize>(v: &T) -> Option<String> {
     Some(s.trim_matches('"').to_owned())
 }
 
-/// True for a revision-checked write that lost: the cached copy is stale.
-fn is_conflict(e: &ApiError) -> bool {
-    e.code == phasegate_proto::ErrorCode::Unavailable && e.message.starts_with("concurrent update")
-}
-
 fn store_err(e: impl Into<CoordinatorError>) -> ApiError {
     ApiError::from(e.into())
 }
@@ -295,24 +325,25 @@ impl CatalogState {
                 .into_iter()
                 .map(|e| (e.key, (e.value, e.revision)))
                 .collect();
+        for (key, (_, rev)) in &desired {
+            self.desired_revs.insert(key.clone(), *rev);
+        }
         for e in load_all::<StoredEntity>(&self.store.entities).await? {
             let kind = e.value.record.kind;
             let name = e.value.record.name.to_string();
-            let mut stored = e.value;
-            let mut revision = e.revision;
-            // A trigger archived as finished whose entity was not settled
-            // yet (a stop between the two writes): settle it now.
-            if let Some(active) = &stored.active
-                && let Some(done) = archived.get(&active.trigger.id)
-                && done.trigger.status.is_finished()
+            let stored = e.value;
+            let revision = e.revision;
+            // The entity record is the commit point of a finish: a trigger
+            // it holds as finished but the archive lacks (a stop between
+            // the two writes) is archived now. Nothing else is settled
+            // from the archive: an entity still holding its trigger as
+            // active was never finished, whatever an archive says.
+            if let Some(done) = &stored.finished
+                && !archived.contains_key(&done.trigger.id)
             {
-                model::settle(&mut stored.record, done);
-                stored.active = None;
-                revision = self
-                    .store
-                    .entities
-                    .update(&e.key, to_bytes(&stored)?, revision)
-                    .await?;
+                crate::store::archive(&self.store, done).await?;
+                self.finished
+                    .insert(done.trigger.id.clone(), done.trigger.clone());
             }
             if stored.active.is_none() {
                 // Make sure agents were told (a stop may have come between
@@ -320,7 +351,13 @@ impl CatalogState {
                 let want = model::desired::publish(&stored.record, None);
                 let published = desired.get(&e.key).map(|(d, _)| d);
                 if published != Some(&want) {
-                    self.store.desired.put(&e.key, to_bytes(&want)?).await?;
+                    let rev = self.desired_revs.get(&e.key).copied().unwrap_or(0);
+                    let new = self
+                        .store
+                        .write(&self.store.desired)
+                        .update(&e.key, to_bytes(&want)?, rev)
+                        .await?;
+                    self.desired_revs.insert(e.key.clone(), new);
                 }
             }
             self.entities
@@ -355,7 +392,9 @@ impl CatalogState {
             return Ok(());
         };
         let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
-        let (actor, _) = Actor::spawn_linked(
+        // Boxed: the actor's start runs inside this handler's future, and
+        // both are large; on the worker's stack together they overflow it.
+        let (actor, _) = Box::pin(Actor::spawn_linked(
             None,
             TriggerActor,
             TriggerArgs {
@@ -368,7 +407,7 @@ impl CatalogState {
                 metrics: self.metrics.clone(),
             },
             myself.get_cell(),
-        )
+        ))
         .await
         .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
         self.actors.insert(id, actor);
@@ -383,6 +422,21 @@ impl CatalogState {
         // What is stored is the truth; the failed actor's copy may be ahead.
         self.refresh(k).await;
         self.spawn_trigger(myself, k).await
+    }
+
+    /// A trigger actor wrote the entity's desired state: later writes of
+    /// the catalog are checked against that revision.
+    fn adopt_desired(&mut self, key: &str, revision: u64) {
+        let slot = self.desired_revs.entry(key.to_owned()).or_default();
+        *slot = (*slot).max(revision);
+    }
+
+    /// The catalog's key of a bucket key `<kind>.<name>`.
+    fn slot_key(&self, key: &str) -> Option<(EntityKind, String)> {
+        self.entities
+            .iter()
+            .find(|(_, s)| entity_key(s.stored.record.kind, &s.stored.record.name) == key)
+            .map(|(k, _)| k.clone())
     }
 
     fn adopt(&mut self, key: &str, stored: StoredEntity, revision: u64) {
@@ -426,7 +480,7 @@ impl CatalogState {
         let revision = existing.map_or(0, |(_, r)| *r);
         let new_rev = self
             .store
-            .pipelines
+            .write(&self.store.pipelines)
             .update(p.name.as_str(), to_bytes(&p).map_err(store_err)?, revision)
             .await
             .map_err(store_err)?;
@@ -462,7 +516,7 @@ impl CatalogState {
             )));
         }
         self.store
-            .pipelines
+            .write(&self.store.pipelines)
             .delete(req.name.as_str())
             .await
             .map_err(store_err)?;
@@ -477,7 +531,7 @@ impl CatalogState {
         kind: EntityKind,
         req: EntityPutRequest,
         trace: Option<String>,
-        reply: Reply<EntityResult>,
+        reply: ReplyTo<EntityResult>,
     ) {
         let k = (kind, req.spec.name.to_string());
         // While a trigger runs, its actor owns the record.
@@ -496,12 +550,7 @@ impl CatalogState {
             return;
         }
         let result = self.entity_put_here(myself, kind, req, trace).await;
-        if let Err(e) = &result
-            && is_conflict(e)
-        {
-            self.refresh(&k).await;
-        }
-        let _ = reply.send(result);
+        reply.send(result);
     }
 
     async fn entity_put_here(
@@ -518,6 +567,7 @@ impl CatalogState {
                 StoredEntity {
                     record: model::new_record(kind, req.spec.name.clone()),
                     active: None,
+                    finished: None,
                 },
                 0,
             ),
@@ -542,20 +592,6 @@ impl CatalogState {
                 spec: outcome.spec,
                 trigger: None,
             });
-        }
-        if let Some(aborted) = &outcome.aborted {
-            // A kill switch while the trigger's actor is not running: the
-            // aborted trigger is archived here, so it stays readable.
-            self.store
-                .triggers
-                .put(
-                    aborted.trigger.id.as_str(),
-                    to_bytes(aborted).map_err(store_err)?,
-                )
-                .await
-                .map_err(store_err)?;
-            self.finished
-                .insert(aborted.trigger.id.clone(), aborted.trigger.clone());
         }
         let mut created = outcome.created.clone();
         if let Some(rec) = created.as_mut() {
@@ -585,7 +621,7 @@ impl CatalogState {
                             agents_live: f.live,
                             agents_applied: 0,
                             agents_healthy: f.healthy,
-                            agents_known: f.live,
+                            agents_known: f.known,
                         },
                     );
                 }
@@ -603,17 +639,25 @@ impl CatalogState {
             phasegate_bus::trace::continue_from_traceparent(&span, trace.as_deref());
             rec.trace_parent = phasegate_bus::trace::traceparent_of(&span);
         }
+        // A kill switch while the trigger's actor is not running: the
+        // aborted trigger is kept beside the entity in the same write (the
+        // commit point), then archived so it stays readable by id.
         let stored = StoredEntity {
             record: outcome.record,
             active: created.clone(),
+            finished: outcome.aborted.clone().or(current.finished),
         };
         let key = entity_key(kind, &stored.record.name);
         let new_rev = self
-            .store
-            .entities
-            .update(&key, to_bytes(&stored).map_err(store_err)?, revision)
-            .await
-            .map_err(store_err)?;
+            .write_entity(&k, &key, to_bytes(&stored).map_err(store_err)?, revision)
+            .await?;
+        if let Some(aborted) = &outcome.aborted {
+            if let Err(e) = crate::store::archive(&self.store, aborted).await {
+                tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; retried at start");
+            }
+            self.finished
+                .insert(aborted.trigger.id.clone(), aborted.trigger.clone());
+        }
         tracing::info!(%kind, name = %stored.record.name, version = outcome.spec.version, change = ?outcome.kind, actor = %req.actor, "entity stored");
         self.entities.insert(
             k.clone(),
@@ -679,14 +723,13 @@ impl CatalogState {
         let stored = StoredEntity {
             record,
             active: None,
+            finished: slot.stored.finished.clone(),
         };
         let key = entity_key(kind, &req.name);
+        let revision = slot.revision;
         let new_rev = self
-            .store
-            .entities
-            .update(&key, to_bytes(&stored).map_err(store_err)?, slot.revision)
-            .await
-            .map_err(store_err)?;
+            .write_entity(&k, &key, to_bytes(&stored).map_err(store_err)?, revision)
+            .await?;
         tracing::info!(%kind, name = %req.name, actor = %req.actor, "entity deleted");
         self.entities.insert(
             k,
@@ -697,6 +740,32 @@ impl CatalogState {
         );
         self.publish(&key, &stored.record).await;
         Ok(())
+    }
+
+    /// Writes an entity the catalog owns (no trigger runs), checked against
+    /// `revision`. A lost check means the cached copy is stale: it is
+    /// re-read, so the retry the client is told to make can succeed.
+    async fn write_entity(
+        &mut self,
+        k: &(EntityKind, String),
+        key: &str,
+        bytes: bytes::Bytes,
+        revision: u64,
+    ) -> Result<u64, ApiError> {
+        match self
+            .store
+            .write(&self.store.entities)
+            .update(key, bytes, revision)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if e.is_conflict() {
+                    self.refresh(k).await;
+                }
+                Err(ApiError::from(e))
+            }
+        }
     }
 
     /// Re-reads an entity after a lost revision-checked write, so the retry
@@ -731,14 +800,35 @@ impl CatalogState {
     /// a failure is retried by [`CatalogMsg::Maintain`] until it succeeds.
     async fn publish(&mut self, key: &str, record: &phasegate_proto::EntityRecord) {
         let desired = model::desired::publish(record, None);
+        let rev = self.desired_revs.get(key).copied().unwrap_or(0);
         let sent = async {
-            self.store.desired.put(key, to_bytes(&desired)?).await?;
-            Ok::<_, CoordinatorError>(())
+            self.store
+                .write(&self.store.desired)
+                .update(key, to_bytes(&desired)?, rev)
+                .await
         }
         .await;
         match sent {
-            Ok(()) => {
+            Ok(new) => {
+                self.desired_revs.insert(key.to_owned(), new);
                 self.unpublished.remove(key);
+            }
+            Err(e) if e.is_conflict() => {
+                // Written elsewhere (a deposed leader's late write): re-read
+                // the entity and the revision, and publish again from what
+                // is stored, on the next `maintain`.
+                tracing::warn!(%key, "desired state written elsewhere; re-reading");
+                match self.store.desired.get(key).await {
+                    Ok(entry) => {
+                        self.desired_revs
+                            .insert(key.to_owned(), entry.map_or(0, |e| e.revision));
+                    }
+                    Err(err) => tracing::warn!(%key, error = %err, "cannot re-read desired state"),
+                }
+                if let Some(k) = self.slot_key(key) {
+                    self.refresh(&k).await;
+                }
+                self.unpublished.insert(key.to_owned());
             }
             Err(e) => {
                 tracing::error!(%key, error = %e, "cannot publish desired state; will retry");
@@ -819,11 +909,11 @@ impl CatalogState {
         out
     }
 
-    fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: Reply<Trigger>) {
+    fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: ReplyTo<Trigger>) {
         if matches!(action, Action::Approve | Action::Skip | Action::Rollout)
             && req.phase_id.is_none()
         {
-            let _ = reply.send(Err(ApiError::invalid(format!(
+            reply.send(Err(ApiError::invalid(format!(
                 "phase_id is required for {}: name the phase you act on",
                 action.as_str()
             ))));
@@ -850,6 +940,6 @@ impl CatalogState {
                 "the trigger is being restarted; retry",
             )),
         };
-        let _ = reply.send(answer);
+        reply.send(answer);
     }
 }

@@ -18,6 +18,18 @@ pub enum CoordinatorError {
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// This instance no longer holds (or may soon lose) the leadership
+    /// lease: it must not write.
+    #[error("this coordinator no longer leads")]
+    NotLeader,
+}
+
+impl CoordinatorError {
+    /// True for a revision-checked write that lost: someone else wrote the
+    /// key since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Bus(BusError::KvConflict { .. }))
+    }
 }
 
 impl From<CoordinatorError> for ApiError {
@@ -26,6 +38,10 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::Bus(BusError::KvConflict { .. }) => ApiError::new(
                 ErrorCode::Unavailable,
                 format!("concurrent update, retry: {e}"),
+            ),
+            CoordinatorError::NotLeader => ApiError::new(
+                ErrorCode::Unavailable,
+                "this coordinator no longer leads; retry",
             ),
             CoordinatorError::Bus(_) => ApiError::new(
                 ErrorCode::Unavailable,

@@ -3,28 +3,128 @@
 //! every third of the lease; another instance waits (serving nothing, so
 //! clients get `unavailable` and retry) until the lease lapses. A process
 //! restarted under the same instance id takes its own lease back at once.
-//! A holder that cannot renew in time stops, since someone else may lead.
+//!
+//! Three rules keep a deposed leader harmless (a frozen process that wakes
+//! up after a standby took over):
+//! - it stops acting before its lease can have expired: validity is
+//!   counted from when a renewal was *sent*, less a margin, never from when
+//!   it was answered, and every write checks it first ([`Lease::check`]);
+//! - it never releases a lease it no longer holds: the release is a delete
+//!   conditional on the revision of its own last renewal;
+//! - its late writes cannot overwrite its successor's: every write to the
+//!   entity and desired-state buckets is revision-checked, so a write
+//!   based on what it read before the successor wrote fails.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use phasegate_bus::{BucketOptions, BusError, Client, Kv};
 use phasegate_proto::{Bucket, Subjects};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::error::CoordinatorError;
 
 const KEY: &str = "leader";
 
-/// Waits until this instance holds the lease; returns the bucket and the
-/// revision of our lease.
-pub(crate) async fn acquire(
+/// The part of the lease before its expiry at which the holder stops
+/// acting: a tenth, so clocks that run slightly apart cannot overlap.
+const MARGIN_DIVISOR: u32 = 10;
+
+/// A held lease, shared by everything that writes.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kv: Kv,
+    instance: String,
+    duration: Duration,
+    /// Revision of our last successful write of the lease.
+    revision: AtomicU64,
+    /// Until when we may act: milliseconds after `epoch`.
+    valid_until_ms: AtomicU64,
+    epoch: Instant,
+    /// Set once the lease is lost for good.
+    lost: AtomicBool,
+}
+
+impl Lease {
+    fn new(kv: Kv, instance: String, duration: Duration, revision: u64, sent: Instant) -> Self {
+        let lease = Self {
+            inner: Arc::new(Inner {
+                kv,
+                instance,
+                duration,
+                revision: AtomicU64::new(revision),
+                valid_until_ms: AtomicU64::new(0),
+                epoch: sent,
+                lost: AtomicBool::new(false),
+            }),
+        };
+        lease.renewed(revision, sent);
+        lease
+    }
+
+    fn renewed(&self, revision: u64, sent: Instant) {
+        let i = &self.inner;
+        let margin = i.duration / MARGIN_DIVISOR;
+        let until = sent.saturating_duration_since(i.epoch) + i.duration - margin;
+        i.revision.store(revision, Ordering::SeqCst);
+        i.valid_until_ms.store(
+            u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    fn valid_until(&self) -> Instant {
+        self.inner.epoch + Duration::from_millis(self.inner.valid_until_ms.load(Ordering::SeqCst))
+    }
+
+    /// True while this instance may act: the lease is held and cannot have
+    /// expired yet.
+    pub(crate) fn holds(&self) -> bool {
+        !self.inner.lost.load(Ordering::SeqCst) && Instant::now() < self.valid_until()
+    }
+
+    /// `Err` when this instance may no longer act; every write checks it.
+    pub(crate) fn check(&self) -> Result<(), CoordinatorError> {
+        if self.holds() {
+            Ok(())
+        } else {
+            Err(CoordinatorError::NotLeader)
+        }
+    }
+
+    /// Gives the lease up, for a clean stop: only if it is still ours
+    /// (bounded: NATS may be gone). A lease lost to another instance is
+    /// never touched.
+    pub(crate) async fn release(&self) -> Result<(), BusError> {
+        if self.inner.lost.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let rev = self.inner.revision.load(Ordering::SeqCst);
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.kv.delete_if(KEY, rev)).await
+        {
+            Ok(Err(BusError::KvConflict { .. })) | Err(_) => Ok(()),
+            Ok(r) => r,
+        }
+    }
+}
+
+/// The leadership bucket, created when missing. Its values expire after
+/// `lease`; a bucket made with another lease is changed to this one, so a
+/// new `leader_lease_ms` takes effect at start.
+async fn bucket(
     client: &Client,
     subjects: &Subjects,
-    instance: &str,
     lease: Duration,
-) -> Result<(Kv, u64), CoordinatorError> {
-    let kv = client
+) -> Result<Kv, CoordinatorError> {
+    Ok(client
         .kv(
             &subjects.bucket(Bucket::Leader),
             BucketOptions {
@@ -33,13 +133,24 @@ pub(crate) async fn acquire(
                 ..BucketOptions::default()
             },
         )
-        .await?;
+        .await?)
+}
+
+/// Waits until this instance holds the lease.
+pub(crate) async fn acquire(
+    client: &Client,
+    subjects: &Subjects,
+    instance: &str,
+    lease: Duration,
+) -> Result<Lease, CoordinatorError> {
+    let kv = bucket(client, subjects, lease).await?;
     let mut announced = false;
     loop {
+        let sent = Instant::now();
         match kv.create(KEY, Bytes::from(instance.to_owned())).await {
             Ok(rev) => {
                 tracing::info!(instance, "leading");
-                return Ok((kv, rev));
+                return Ok(Lease::new(kv, instance.to_owned(), lease, rev, sent));
             }
             Err(BusError::KvConflict { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -47,11 +158,19 @@ pub(crate) async fn acquire(
         if let Some(e) = kv.get(KEY).await? {
             if e.value.as_ref() == instance.as_bytes() {
                 // Our own lease, from before a restart: take it back.
-                let rev = kv
+                let sent = Instant::now();
+                match kv
                     .update(KEY, Bytes::from(instance.to_owned()), e.revision)
-                    .await?;
-                tracing::info!(instance, "leading again after a restart");
-                return Ok((kv, rev));
+                    .await
+                {
+                    Ok(rev) => {
+                        tracing::info!(instance, "leading again after a restart");
+                        return Ok(Lease::new(kv, instance.to_owned(), lease, rev, sent));
+                    }
+                    // It lapsed or moved meanwhile: look again.
+                    Err(BusError::KvConflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
             if !announced {
                 tracing::warn!(
@@ -66,47 +185,56 @@ pub(crate) async fn acquire(
     }
 }
 
-/// Renews the lease until it cannot; then reports why on `lost`.
+/// Renews the lease every third of it until it cannot; then reports why on
+/// `lost`. A renewal that does not succeed before the lease stops being
+/// valid ends the leadership, as does any sign that another instance holds
+/// it.
 pub(crate) fn keep(
-    kv: Kv,
-    instance: String,
-    mut rev: u64,
-    lease: Duration,
-    lost: std::sync::Arc<watch::Sender<Option<String>>>,
+    lease: Lease,
+    lost: Arc<watch::Sender<Option<String>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last_ok = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            match kv.update(KEY, Bytes::from(instance.clone()), rev).await {
-                Ok(r) => {
-                    rev = r;
-                    last_ok = tokio::time::Instant::now();
+        let i = &lease.inner;
+        let mut next = Instant::now() + i.duration / 3;
+        let reason = loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = tokio::time::sleep_until(lease.valid_until()) => {}
+            }
+            if i.lost.load(Ordering::SeqCst) {
+                // Released for a clean stop.
+                return;
+            }
+            if Instant::now() >= lease.valid_until() {
+                break format!(
+                    "could not renew the leadership lease in time ({:?})",
+                    i.duration
+                );
+            }
+            let sent = Instant::now();
+            let rev = i.revision.load(Ordering::SeqCst);
+            let write = i.kv.update(KEY, Bytes::from(i.instance.clone()), rev);
+            match tokio::time::timeout_at(lease.valid_until(), write).await {
+                Ok(Ok(r)) => {
+                    lease.renewed(r, sent);
+                    next = sent + i.duration / 3;
                 }
-                Err(BusError::KvConflict { .. }) => {
-                    let _ = lost.send(Some(
-                        "lost the leadership lease to another coordinator".to_owned(),
-                    ));
-                    return;
+                Ok(Err(BusError::KvConflict { .. })) => {
+                    break "lost the leadership lease to another coordinator".to_owned();
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the leadership lease");
-                    if last_ok.elapsed() >= lease {
-                        let _ = lost.send(Some(format!(
-                            "could not renew the leadership lease for {lease:?}"
-                        )));
-                        return;
-                    }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot renew the leadership lease; retrying");
+                    next = Instant::now() + i.duration / 20;
+                }
+                Err(_) => {
+                    tracing::warn!("renewing the leadership lease timed out");
+                    next = Instant::now();
                 }
             }
-        }
+        };
+        // Whatever happens next, this instance no longer acts or releases.
+        i.lost.store(true, Ordering::SeqCst);
+        tracing::error!(instance = %i.instance, reason = %reason, "leadership lost; stopping");
+        let _ = lost.send(Some(reason));
     })
-}
-
-/// Gives the lease up, for a clean stop (bounded: NATS may be gone).
-pub(crate) async fn release(kv: &Kv) -> Result<(), BusError> {
-    match tokio::time::timeout(Duration::from_secs(2), kv.delete(KEY)).await {
-        Ok(r) => r,
-        Err(_) => Ok(()),
-    }
 }

@@ -15,6 +15,7 @@ pub mod config;
 mod directory;
 mod error;
 mod leader;
+mod reply;
 mod service;
 mod store;
 mod supervisor;
@@ -37,7 +38,7 @@ use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
 
 /// A running coordinator.
 pub struct Coordinator {
-    lease: phasegate_bus::Kv,
+    lease: leader::Lease,
     supervisor: ActorRef<supervisor::SupervisorMsg>,
     failed: tokio::sync::watch::Receiver<Option<String>>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -69,17 +70,11 @@ impl Coordinator {
         // Nothing is read or served before this instance leads.
         let instance = config.instance_id.clone().unwrap_or_else(host_name);
         let lease = std::time::Duration::from_millis(config.leader_lease_ms);
-        let (lease_kv, lease_rev) = leader::acquire(&client, &subjects, &instance, lease).await?;
+        let lease = leader::acquire(&client, &subjects, &instance, lease).await?;
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
-        let lease_task = leader::keep(
-            lease_kv.clone(),
-            instance,
-            lease_rev,
-            lease,
-            failed_tx.clone(),
-        );
-        let store = store::Store::open(&client, &subjects).await?;
+        let lease_task = leader::keep(lease.clone(), failed_tx.clone());
+        let store = store::Store::open(&client, &subjects, lease.clone()).await?;
         let metrics = Arc::new(Registry::default());
         let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
             .await
@@ -115,29 +110,34 @@ impl Coordinator {
             .subscribe_payloads(subjects.all_agent_reports())
             .await?;
         let dir = directory.clone();
+        let report_subjects = subjects.clone();
         let mut tasks = vec![
             lease_task,
             tokio::spawn(async move {
                 while let Some((subject, payload)) = reports.next().await {
-                    match decode::<AgentReport>(Encoding::MsgPack, &payload) {
-                        Ok(report) => {
-                            if dir.cast(DirectoryMsg::Report(report)).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(%subject, error = %e, "malformed agent report ignored")
-                        }
+                    let Some(report) = check_report(&report_subjects, &subject, &payload) else {
+                        continue;
+                    };
+                    if dir.cast(DirectoryMsg::Report(report)).is_err() {
+                        break;
                     }
                 }
             }),
         ];
+        // The subscription is in place once the server answered a ping:
+        // restored agents' liveness windows start now, not before recovery.
+        client.ping().await?;
+        directory
+            .cast(DirectoryMsg::Listening)
+            .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
         let (service, endpoint_tasks) = service::start(
             &client,
             service::Handlers {
                 catalog: catalog.clone(),
                 directory: directory.clone(),
                 metrics: metrics.clone(),
+                lease: lease.clone(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(service::MAX_IN_FLIGHT)),
             },
         )
         .await?;
@@ -169,7 +169,7 @@ impl Coordinator {
         client.ping().await?;
         tracing::info!(prefix = subjects.prefix(), "coordinator ready");
         Ok(Self {
-            lease: lease_kv,
+            lease,
             supervisor,
             failed,
             metrics_addr,
@@ -212,7 +212,7 @@ impl Coordinator {
         self.catalog.stop(None);
         self.directory.stop(None);
         // Hand over at once rather than after the lease lapses.
-        if let Err(e) = leader::release(&self.lease).await {
+        if let Err(e) = self.lease.release().await {
             tracing::debug!(error = %e, "lease not released; it lapses by itself");
         }
         self.client.flush().await;
@@ -279,14 +279,20 @@ async fn render_metrics(
     if let Ok(ractor::rpc::CallResult::Success(rows)) =
         directory.call(DirectoryMsg::Stats, timeout).await
     {
+        let mut known = Vec::new();
         let mut live = Vec::new();
         let mut healthy = Vec::new();
-        for (seg, l, h) in &rows {
-            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-            let (l, h) = (*l as f64, *h as f64);
-            live.push((vec![("segment", seg.as_str())], l));
-            healthy.push((vec![("segment", seg.as_str())], h));
+        for row in &rows {
+            let seg = || vec![("segment", row.segment.as_str())];
+            known.push((seg(), f64::from(row.known)));
+            live.push((seg(), f64::from(row.live)));
+            healthy.push((seg(), f64::from(row.healthy)));
         }
+        metrics.set_all(
+            "phasegate_agents_known",
+            "known agents per segment: live or unreachable",
+            known,
+        );
         metrics.set_all("phasegate_agents_live", "live agents per segment", live);
         metrics.set_all(
             "phasegate_agents_healthy",
@@ -313,4 +319,27 @@ fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "coordinator".to_owned())
+}
+
+/// Decodes a report and checks it against its subject: a report published
+/// on another segment's subject is ignored (SPEC.md §8), so permissions on
+/// subjects bind agents to segments.
+fn check_report(subjects: &Subjects, subject: &str, payload: &[u8]) -> Option<AgentReport> {
+    let report = match decode::<AgentReport>(Encoding::MsgPack, payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%subject, error = %e, "malformed agent report ignored");
+            return None;
+        }
+    };
+    if subjects.report_segment(subject) != Some(report.segment.as_str()) {
+        tracing::warn!(
+            %subject,
+            agent_id = %report.agent_id,
+            segment = %report.segment,
+            "agent report for another segment than its subject's ignored"
+        );
+        return None;
+    }
+    Some(report)
 }

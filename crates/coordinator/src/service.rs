@@ -12,8 +12,8 @@ use phasegate_bus::{Client, Service, encode_reply};
 use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
-    ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
-    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
+    ActionRequest, AgentForgetRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty,
+    Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
     PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
     PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
     decode,
@@ -27,15 +27,27 @@ use tracing::Instrument;
 use crate::catalog::CatalogMsg;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
+use crate::reply::{QUEUE_DEADLINE, ReplyTo};
 
-/// How long a handler waits for the actors before answering `unavailable`.
+/// How long a read-only question to the directory may take before it is
+/// answered `unavailable` (it changes nothing, so that is always true).
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long a handler waits for a started command. Past it the outcome is
+/// unknown, so the answer is `internal`, never `unavailable`.
+const STARTED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Commands handled at once; beyond it a command is answered `unavailable`
+/// at once (not carried out) rather than queued without bound.
+pub(crate) const MAX_IN_FLIGHT: usize = 512;
 
 #[derive(Clone)]
 pub(crate) struct Handlers {
     pub(crate) catalog: ActorRef<CatalogMsg>,
     pub(crate) directory: ActorRef<DirectoryMsg>,
     pub(crate) metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
+    pub(crate) lease: crate::leader::Lease,
+    pub(crate) in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Starts the service with one endpoint per command; returns the service
@@ -67,9 +79,23 @@ pub(crate) async fn start(
         tasks.push(tokio::spawn(async move {
             while let Some(request) = requests.next().await {
                 let h = h.clone();
+                let Ok(permit) = h.in_flight.clone().try_acquire_owned() else {
+                    let (body, headers, _) = envelope::<Empty>(
+                        request.encoding(),
+                        Err(ApiError::new(
+                            ErrorCode::Unavailable,
+                            "the coordinator is overloaded; the command was not carried out; retry",
+                        )),
+                    );
+                    if let Err(e) = request.respond(body, headers).await {
+                        tracing::debug!(error = %e, "cannot send reply");
+                    }
+                    continue;
+                };
                 // Each request runs on its own so a slow one never holds up
                 // the endpoint; the actors serialise what must be.
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let encoding = request.encoding();
                     let span = tracing::info_span!(
                         "phasegate.command",
@@ -131,20 +157,31 @@ fn parse<T: DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, ApiE
     decode(encoding, body).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
+/// Sends a command to the catalog with a deadline by which it must start
+/// (see [`crate::reply`]), and waits for its answer.
 async fn ask<T, F>(actor: &ActorRef<CatalogMsg>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(RpcReplyPort<Result<T, ApiError>>) -> CatalogMsg,
+    F: FnOnce(ReplyTo<T>) -> CatalogMsg,
 {
-    match actor.call(f, Some(ACTOR_TIMEOUT)).await {
+    let deadline = tokio::time::Instant::now() + QUEUE_DEADLINE;
+    let call = actor.call(
+        |port: RpcReplyPort<Result<T, ApiError>>| f(ReplyTo::new(port, deadline)),
+        Some(STARTED_TIMEOUT),
+    );
+    match call.await {
         Ok(CallResult::Success(r)) => r,
         Ok(CallResult::Timeout) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the coordinator is busy; retry",
+            ErrorCode::Internal,
+            "no answer from the coordinator's actors; the outcome is unknown: read before retrying",
         )),
-        Ok(CallResult::SenderError) | Err(_) => Err(ApiError::new(
+        Err(_) => Err(ApiError::new(
             ErrorCode::Unavailable,
-            "the request was interrupted; retry",
+            "the coordinator is stopping; the command was not carried out; retry",
+        )),
+        Ok(CallResult::SenderError) => Err(ApiError::new(
+            ErrorCode::Internal,
+            "the command was interrupted; the outcome is unknown: read before retrying",
         )),
     }
 }
@@ -180,6 +217,16 @@ fn action_of(command: Command) -> Option<Action> {
 }
 
 async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> Answer {
+    if !h.lease.holds() {
+        // A coordinator that may have lost its lease does nothing at all.
+        return envelope::<Empty>(
+            enc,
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this coordinator no longer leads; the command was not carried out; retry",
+            )),
+        );
+    }
     let c = &h.catalog;
     let kind = |g: &str| {
         if g == "config" {
@@ -292,6 +339,28 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
                         agents,
                         next_cursor: None,
                     }),
+                    _ => Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the agent directory is busy; retry",
+                    )),
+                }
+            })
+            .await
+        }
+        Command::AgentForget => {
+            let d = &h.directory;
+            run(enc, body, |req: AgentForgetRequest| async move {
+                match d
+                    .call(
+                        |r| DirectoryMsg::Forget {
+                            agent_id: req.agent_id,
+                            reply: r,
+                        },
+                        Some(ACTOR_TIMEOUT),
+                    )
+                    .await
+                {
+                    Ok(CallResult::Success(answer)) => answer.map(|()| Empty {}),
                     _ => Err(ApiError::new(
                         ErrorCode::Unavailable,
                         "the agent directory is busy; retry",

@@ -20,6 +20,9 @@ pub(crate) struct Store {
     pub(crate) triggers: Kv,
     pub(crate) desired: Kv,
     pub(crate) agents: Kv,
+    /// Checked before every write: a coordinator that may have lost its
+    /// lease writes nothing.
+    pub(crate) lease: crate::leader::Lease,
 }
 
 /// A decoded value with the revision that wrote it.
@@ -35,6 +38,7 @@ impl Store {
     pub(crate) async fn open(
         client: &Client,
         subjects: &Subjects,
+        lease: crate::leader::Lease,
     ) -> Result<Self, CoordinatorError> {
         let open = |what: Bucket, description: &str| {
             let name = subjects.bucket(what);
@@ -58,8 +62,65 @@ impl Store {
             )
             .await?,
             agents: open(Bucket::Agents, "phasegate agents ever heard from").await?,
+            lease,
         })
     }
+}
+
+impl Store {
+    /// Writes to `kv`, each only while this instance leads.
+    pub(crate) fn write<'a>(&'a self, kv: &'a Kv) -> Fenced<'a> {
+        Fenced {
+            kv,
+            lease: &self.lease,
+        }
+    }
+}
+
+/// Writes that check the leadership lease first: a coordinator that may
+/// have lost it writes nothing (see [`crate::leader`]).
+pub(crate) struct Fenced<'a> {
+    kv: &'a Kv,
+    lease: &'a crate::leader::Lease,
+}
+
+impl Fenced<'_> {
+    /// A revision-checked write (`revision` 0: the key must have no value).
+    pub(crate) async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<u64, CoordinatorError> {
+        self.lease.check()?;
+        Ok(self.kv.update(key, value, revision).await?)
+    }
+
+    /// An unconditional write, for keys no one else writes.
+    pub(crate) async fn put(&self, key: &str, value: Bytes) -> Result<u64, CoordinatorError> {
+        self.lease.check()?;
+        Ok(self.kv.put(key, value).await?)
+    }
+
+    /// A delete.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), CoordinatorError> {
+        self.lease.check()?;
+        Ok(self.kv.delete(key).await?)
+    }
+}
+
+/// Copies a finished trigger to the finished-triggers bucket, where it is
+/// read by id. Idempotent: the record under an id never changes once the
+/// trigger finished.
+pub(crate) async fn archive(
+    store: &Store,
+    rec: &phasegate_proto::TriggerRecord,
+) -> Result<(), CoordinatorError> {
+    store
+        .write(&store.triggers)
+        .put(rec.trigger.id.as_str(), to_bytes(rec)?)
+        .await?;
+    Ok(())
 }
 
 /// Encodes a stored value (always MessagePack maps).

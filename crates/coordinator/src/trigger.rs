@@ -13,7 +13,9 @@ use phasegate_proto::{
 };
 use phasegate_telemetry::metrics::Registry;
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::reply::ReplyTo;
 use tracing::Instrument;
 
 use crate::catalog::{CatalogMsg, Pipelines};
@@ -27,18 +29,18 @@ pub(crate) enum TriggerMsg {
     Act {
         action: Action,
         req: ActionRequest,
-        reply: RpcReplyPort<Result<Trigger, ApiError>>,
+        reply: ReplyTo<Trigger>,
     },
     /// A put of the entity while the trigger runs (kill switch, no-op or
     /// conflict).
     Put {
         req: EntityPutRequest,
         pipelines: Arc<Pipelines>,
-        reply: RpcReplyPort<Result<EntityResult, ApiError>>,
+        reply: ReplyTo<EntityResult>,
     },
-    /// The fleet as the directory sees it for this trigger.
-    /// The fleet, with acks counted against this desired-state revision.
-    Fleet(FleetView, u64),
+    /// The fleet as the directory sees it for this trigger, with acks
+    /// counted against desired-state `revision`.
+    Fleet { view: FleetView, revision: u64 },
     /// A deadline may have passed.
     Tick,
 }
@@ -68,10 +70,12 @@ pub(crate) struct TriggerState {
     desired: Option<phasegate_proto::DesiredEntity>,
     timer: Option<JoinHandle<Result<(), ractor::MessagingErr<TriggerMsg>>>>,
     deadline: Option<u64>,
-    /// Whether the directory's first fleet view has arrived. Until then the
-    /// trigger knows of no agent, and a step taken now could call a phase
-    /// applied that nobody has applied.
-    fleet_seen: bool,
+    /// Whether the directory's last fleet view was settled (SPEC.md §4
+    /// *Fleet*): until the first view, and after a restart until every
+    /// restored agent has reported or stayed silent for a liveness window,
+    /// the trigger takes no step, not even on a deadline, since a step
+    /// taken now could call a phase applied that nobody has applied.
+    fleet_settled: bool,
     /// The trigger's trace, kept past its end for the last spans.
     trace_parent: Option<String>,
     metrics: Arc<Registry>,
@@ -113,7 +117,7 @@ impl Actor for TriggerActor {
             desired: None,
             timer: None,
             deadline: None,
-            fleet_seen: false,
+            fleet_settled: false,
             trace_parent: None,
             metrics: args.metrics,
             applying_since: None,
@@ -135,7 +139,7 @@ impl Actor for TriggerActor {
             .ok()
             .map(without_trace);
         }
-        state.publish_or_retry().await;
+        Box::pin(state.publish_or_retry()).await;
         let patterns = state
             .active()
             .map(|a| {
@@ -149,6 +153,7 @@ impl Actor for TriggerActor {
             .unwrap_or_default();
         state.directory.cast(DirectoryMsg::Register {
             id: state.id.clone(),
+            key: state.key.clone(),
             patterns,
             revision: state.desired_revision,
             actor: myself.clone(),
@@ -179,10 +184,13 @@ impl Actor for TriggerActor {
         state: &mut TriggerState,
     ) -> Result<(), ActorProcessingErr> {
         if state.needs_publish {
-            state.publish_or_retry().await;
+            Box::pin(state.publish_or_retry()).await;
         }
         match msg {
             TriggerMsg::Act { action, req, reply } => {
+                let Some(reply) = reply.unexpired() else {
+                    return Ok(());
+                };
                 let span = tracing::info_span!(
                     "phasegate.action",
                     otel.name = %format!("action {}", action.as_str()),
@@ -207,7 +215,7 @@ impl Actor for TriggerActor {
                     // The trigger as it was acted on, even if finishing it
                     // moved it out of the entity's record.
                     let view = next.active.as_ref().map(|a| a.trigger.clone());
-                    state.commit(next).await?;
+                    Box::pin(state.commit(next)).await?;
                     tracing::info!("action applied");
                     view.ok_or_else(|| ApiError::conflict("the trigger is finished"))
                 }
@@ -223,18 +231,23 @@ impl Actor for TriggerActor {
                     &[("action", action.as_str()), ("result", result)],
                     1.0,
                 );
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
             TriggerMsg::Put {
                 req,
                 pipelines,
                 reply,
             } => {
+                let Some(reply) = reply.unexpired() else {
+                    return Ok(());
+                };
                 let answer = state.put(req, &pipelines).await;
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
-            TriggerMsg::Fleet(mut view, revision) => {
-                state.fleet_seen = true;
+            TriggerMsg::Fleet { mut view, revision } => {
+                state.fleet_settled = state
+                    .active()
+                    .is_none_or(|rec| model::fleet_settled(rec, &view));
                 if revision < state.desired_revision || state.needs_publish {
                     // Acks of an older revision (a view computed before the
                     // directory learnt of our latest publish, or a publish
@@ -250,7 +263,7 @@ impl Actor for TriggerActor {
                     model::observe(rec, &view, now);
                 }
                 if material_change(&state.stored, &next) {
-                    if let Err(e) = state.commit(next).await {
+                    if let Err(e) = Box::pin(state.commit(next)).await {
                         tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist progress; will retry on the next report");
                     }
                 } else {
@@ -259,7 +272,7 @@ impl Actor for TriggerActor {
                     state.notify_catalog();
                 }
             }
-            TriggerMsg::Tick if !state.fleet_seen => {}
+            TriggerMsg::Tick if !state.fleet_settled => {}
             TriggerMsg::Tick => {
                 state.deadline = None;
                 let now = now_ms();
@@ -268,7 +281,7 @@ impl Actor for TriggerActor {
                     model::tick(rec, now);
                 }
                 if material_change(&state.stored, &next)
-                    && let Err(e) = state.commit(next).await
+                    && let Err(e) = Box::pin(state.commit(next)).await
                 {
                     tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist a deadline step; retrying");
                     state.arm_retry(&myself);
@@ -347,9 +360,11 @@ impl TriggerState {
         self.active().is_none_or(|a| a.trigger.status.is_finished())
     }
 
-    /// Makes `next` durable, then adopts it: archives a finished trigger and
-    /// settles its entity, publishes desired state, tells the directory and
-    /// the catalog.
+    /// Makes `next` durable, then adopts it: publishes desired state, tells
+    /// the directory and the catalog. A finished trigger is settled into its
+    /// entity and kept in the same record (`finished`): that one write is
+    /// the commit point. Archiving it afterwards is idempotent and repaired
+    /// at start if a stop comes in between.
     async fn commit(&mut self, mut next: StoredEntity) -> Result<(), ApiError> {
         let before = self
             .active()
@@ -360,27 +375,20 @@ impl TriggerState {
             .filter(|a| a.trigger.status.is_finished())
             .cloned();
         if let Some(rec) = &finished {
-            // The archive first: if we stop between the two writes, the
-            // catalog finds the finished trigger there and settles it.
-            let bytes = to_bytes(rec).map_err(ApiError::from)?;
-            self.store
-                .triggers
-                .put(rec.trigger.id.as_str(), bytes)
-                .await
-                .map_err(|e| ApiError::from(crate::error::CoordinatorError::from(e)))?;
             model::settle(&mut next.record, rec);
             next.active = None;
+            next.finished = Some(rec.clone());
         }
         let bytes = to_bytes(&next).map_err(ApiError::from)?;
         let revision = match self
             .store
-            .entities
+            .write(&self.store.entities)
             .update(&self.key, bytes, self.revision)
             .await
         {
             Ok(r) => r,
-            Err(phasegate_bus::BusError::KvConflict { .. }) => self.resolve_conflict(&next).await?,
-            Err(e) => return Err(ApiError::from(crate::error::CoordinatorError::from(e))),
+            Err(e) if e.is_conflict() => self.resolve_conflict(&next).await?,
+            Err(e) => return Err(ApiError::from(e)),
         };
         self.revision = revision;
         let after = finished
@@ -393,14 +401,20 @@ impl TriggerState {
         }
         if let Some(rec) = &finished {
             tracing::info!(trigger_id = %rec.trigger.id, status = ?rec.trigger.status, "trigger finished");
+            // Readable by id from now on; a failure is repaired by the
+            // catalog, which archives what it finds in `finished`.
+            if let Err(e) = crate::store::archive(&self.store, rec).await {
+                tracing::warn!(trigger_id = %rec.trigger.id, error = %e, "cannot archive the finished trigger yet; the catalog will");
+            }
         }
-        self.publish_or_retry().await;
+        Box::pin(self.publish_or_retry()).await;
         match &finished {
             Some(rec) => {
                 let _ = self.catalog.cast(CatalogMsg::TriggerFinished {
                     key: self.key.clone(),
                     stored: self.stored.clone(),
                     revision: self.revision,
+                    desired_revision: self.desired_revision,
                     trigger: Box::new(rec.clone()),
                 });
             }
@@ -440,14 +454,22 @@ impl TriggerState {
             key: self.key.clone(),
             stored: self.stored.clone(),
             revision: self.revision,
+            desired_revision: self.desired_revision,
         });
     }
 
     /// Publishes desired state; on failure, marks it for a retry (every
     /// message and the retry timer try again) and counts no acks until then.
+    /// A lost revision check means someone else wrote the entity's desired
+    /// state (a deposed or a new leader): the actor restarts from the store.
     async fn publish_or_retry(&mut self) {
         match self.publish_desired().await {
             Ok(()) => self.needs_publish = false,
+            Err(e) if e.is_conflict() => {
+                tracing::warn!(trigger_id = %self.id, "desired state written elsewhere; reloading");
+                self.needs_publish = true;
+                self.reload = true;
+            }
             Err(e) => {
                 tracing::error!(trigger_id = %self.id, error = %e, "cannot publish desired state; will retry");
                 self.needs_publish = true;
@@ -542,10 +564,12 @@ impl TriggerState {
         if let Some(r) = sent.rollout.as_mut() {
             r.trace_parent = phasegate_bus::trace::traceparent_of(&span);
         }
+        // Revision-checked: a deposed leader's late write cannot overwrite
+        // its successor's, nor the other way round.
         let revision = self
             .store
-            .desired
-            .put(&self.key, to_bytes(&sent)?)
+            .write(&self.store.desired)
+            .update(&self.key, to_bytes(&sent)?, self.desired_revision)
             .instrument(span)
             .await?;
         self.desired = Some(desired);
@@ -588,12 +612,14 @@ impl TriggerState {
                         "kill switch without trigger",
                     )
                 })?;
-                // The same path as any finish: archive, then the entity,
-                // whose record already has the disabled version as its base
-                // (settling is a no-op once the trigger is detached).
+                // The same path as any finish: one write of the entity, whose
+                // record already has the disabled version as its base
+                // (settling is a no-op once the trigger is detached), with
+                // the aborted trigger beside it.
                 self.commit(StoredEntity {
                     record: outcome.record,
                     active: Some(aborted),
+                    finished: self.stored.finished.clone(),
                 })
                 .await?;
                 tracing::warn!(trigger_id = %self.id, "kill switch: trigger aborted, entity disabled everywhere");

@@ -35,6 +35,8 @@ fn main() {
         fleet.insert(
             seg,
             SegmentFleet {
+                known: 10,
+                settled: true,
                 live: 10,
                 applied: 10,
                 healthy: 10,

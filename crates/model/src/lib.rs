@@ -10,11 +10,11 @@
 pub mod behaviour;
 pub mod desired;
 pub mod entity;
+pub mod fleet;
 pub mod rollout;
 pub mod validate;
 
 pub use entity::{PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, put, settle};
-pub use rollout::{
-    Action, FleetView, SegmentFleet, StartParams, act, next_deadline_ms, observe, tick,
-};
+pub use fleet::{Fleet, FleetView, SegmentFleet};
+pub use rollout::{Action, StartParams, act, fleet_settled, next_deadline_ms, observe, tick};
 pub use validate::{ValidationError, validate_pipeline, validate_spec};

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::fleet::{FleetView, SegmentFleet};
 use phasegate_proto::{
     ActionRequest, Actor, ApiError, ApprovalRecord, EntityRef, EntitySpec, HistoryEntry,
     HistoryType, PausedReason, Phase, PhaseState, Pipeline, SegmentProgress, Trigger, TriggerId,
@@ -17,20 +18,6 @@ use phasegate_proto::{
 /// The longest comment an action or put may carry: history is kept in the
 /// trigger's record, which must stay well below a message's size.
 pub const MAX_COMMENT_BYTES: usize = 1024;
-
-/// What the coordinator knows of one segment's agents for one trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SegmentFleet {
-    /// Live agents.
-    pub live: u32,
-    /// Live agents that applied the revision the current phase published.
-    pub applied: u32,
-    /// Live agents whose probes pass.
-    pub healthy: u32,
-}
-
-/// The fleet by segment: every segment with a registered agent.
-pub type FleetView = BTreeMap<String, SegmentFleet>;
 
 /// The operator actions of SPEC.md §4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -320,44 +307,65 @@ fn status_str(s: TriggerStatus) -> &'static str {
 }
 
 /// Takes in the fleet: agent counts per segment, acks and health. Moves an
-/// `applying` phase to `baking` once every live agent of its segments
-/// applied it, and applies the phase's health policy.
+/// `applying` phase to `baking` once every known agent of its segments
+/// applied it, and applies the phase's health policy. While a segment the
+/// pipeline names is not settled (agents restored after a coordinator
+/// restart not heard from yet), only the counts are updated: no decision is
+/// taken on a fleet the coordinator has not heard.
 pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
     if rec.trigger.status.is_finished() {
         return;
     }
     let before = rec.trigger.clone();
-    let literal: Vec<String> = rec
-        .trigger
-        .pipeline_snapshot
-        .phases
+    let phases = &rec.trigger.pipeline_snapshot.phases;
+    let literal: Vec<String> = phases
         .iter()
         .flat_map(|ph| ph.segments.iter())
         .filter(|s| s.is_literal())
         .map(|s| s.as_str().to_owned())
         .collect();
+    let settled = fleet_settled(rec, fleet);
     let mut segments: BTreeMap<String, SegmentProgress> = BTreeMap::new();
     for name in literal.into_iter().chain(fleet.keys().cloned()) {
         let f = fleet.get(&name).copied().unwrap_or_default();
+        let live = f.live.min(f.known);
         segments.insert(
             name,
             SegmentProgress {
                 version_active: false,
-                agents_live: f.live,
-                agents_applied: f.applied.min(f.live),
-                agents_healthy: f.healthy.min(f.live),
-                agents_known: f.live,
+                agents_known: f.known,
+                agents_live: live,
+                // Acks from an unsettled segment are not trusted yet: a
+                // later tick or action must not take them as applied.
+                agents_applied: if f.settled || f.known == 0 {
+                    f.applied.min(live)
+                } else {
+                    0
+                },
+                agents_healthy: f.healthy.min(live),
             },
         );
     }
     rec.trigger.segments = segments;
     refresh_active(rec);
-    check_health(rec, now_ms);
-    advance(rec, now_ms);
-    refresh_active(rec);
+    if settled {
+        check_health(rec, now_ms);
+        advance(rec, now_ms);
+        refresh_active(rec);
+    }
     if rec.trigger != before {
         rec.trigger.updated_at_ms = now_ms;
     }
+}
+
+/// True when every segment the trigger's pipeline names is settled (SPEC.md
+/// §4 *Fleet*): decisions may be taken on `fleet`.
+pub fn fleet_settled(rec: &TriggerRecord, fleet: &FleetView) -> bool {
+    let phases = &rec.trigger.pipeline_snapshot.phases;
+    fleet
+        .iter()
+        .filter(|(name, _)| phases.iter().any(|ph| phase_covers(ph, name)))
+        .all(|(_, f)| f.settled || f.known == 0)
 }
 
 /// Fires the deadlines that have passed: bake end, apply timeout.
@@ -384,18 +392,19 @@ pub fn next_deadline_ms(rec: &TriggerRecord) -> Option<u64> {
 }
 
 /// The health ratio over the segments where the new version is active:
-/// live healthy agents ÷ live agents, 1 when none is live.
+/// live healthy agents ÷ known agents (an unreachable agent counts as
+/// unhealthy), 1 when none is known.
 pub fn health_ratio(t: &Trigger) -> f64 {
-    let (mut live, mut healthy) = (0u64, 0u64);
+    let (mut known, mut healthy) = (0u64, 0u64);
     for s in t.segments.values().filter(|s| s.version_active) {
-        live += u64::from(s.agents_live);
+        known += u64::from(s.agents_known.max(s.agents_live));
         healthy += u64::from(s.agents_healthy);
     }
-    if live == 0 {
+    if known == 0 {
         1.0
     } else {
         #[allow(clippy::cast_precision_loss)] // agent counts are far below 2^52
-        let r = healthy as f64 / live as f64;
+        let r = healthy as f64 / known as f64;
         r
     }
 }
@@ -605,7 +614,7 @@ fn all_applied(rec: &TriggerRecord) -> bool {
         .segments
         .iter()
         .filter(|(name, _)| phase_covers(phase, name))
-        .all(|(_, s)| s.agents_applied >= s.agents_live)
+        .all(|(_, s)| s.agents_applied >= s.agents_known.max(s.agents_live))
 }
 
 /// Ends the current phase: the next one begins, or the trigger completes.

@@ -96,9 +96,11 @@ pub fn fleet(rows: &[(&str, u32, u32, u32)]) -> FleetView {
             (
                 s.to_owned(),
                 SegmentFleet {
+                    known: live,
                     live,
                     applied,
                     healthy,
+                    settled: true,
                 },
             )
         })

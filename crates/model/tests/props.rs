@@ -23,7 +23,8 @@ enum Step {
         phase: usize,
     },
     Tick(u64),
-    Observe(Vec<(u32, u32, u32)>),
+    /// Per segment: unreachable, live, applied, healthy, settled.
+    Observe(Vec<(u32, u32, u32, u32, bool)>),
 }
 
 fn arb_phase(i: usize) -> impl Strategy<Value = Phase> {
@@ -66,8 +67,17 @@ fn arb_step() -> impl Strategy<Value = Step> {
             phase
         }),
         (0u64..2_500).prop_map(Step::Tick),
-        proptest::collection::vec((0u32..3, 0u32..4, 0u32..4), SEGMENTS.len())
-            .prop_map(Step::Observe),
+        proptest::collection::vec(
+            (
+                0u32..2,
+                0u32..3,
+                0u32..4,
+                0u32..4,
+                proptest::bool::weighted(0.85)
+            ),
+            SEGMENTS.len()
+        )
+        .prop_map(Step::Observe),
     ]
 }
 
@@ -127,9 +137,30 @@ proptest! {
                     let fleet: FleetView = SEGMENTS
                         .iter()
                         .zip(rows)
-                        .map(|(s, &(live, applied, healthy))| (s.to_string(), SegmentFleet { live, applied, healthy }))
+                        .map(|(s, &(unreachable, live, applied, healthy, settled))| {
+                            let known = live + unreachable;
+                            (s.to_string(), SegmentFleet { known, live, applied: applied.min(live), healthy: healthy.min(live), settled })
+                        })
                         .collect();
                     observe(&mut rec, &fleet, now);
+                    let phases = &rec.trigger.pipeline_snapshot.phases;
+                    if fleet.iter().any(|(s, f)| !f.settled && f.known > 0 && phases.iter().any(|ph| phasegate_model::rollout::phase_covers(ph, s))) {
+                        // Silence is not success: nothing is decided on a
+                        // fleet the coordinator has not heard yet.
+                        prop_assert_eq!(&rec.trigger.history, &before.trigger.history, "a decision on an unsettled fleet");
+                        prop_assert_eq!(rec.trigger.phase_state, before.trigger.phase_state);
+                    }
+                    if before.trigger.phase_state == Some(PhaseState::Applying)
+                        && rec.trigger.history.len() > before.trigger.history.len()
+                        && rec.trigger.history[before.trigger.history.len()..].iter().any(|h| h.kind == HistoryType::PhaseApplied)
+                    {
+                        let ph = &phases[before.trigger.current_phase as usize];
+                        for (s, f) in &fleet {
+                            if phasegate_model::rollout::phase_covers(ph, s) {
+                                prop_assert!(f.applied >= f.known, "phase applied while {} had {} of {} known agents applied", s, f.applied, f.known);
+                            }
+                        }
+                    }
                 }
             }
             let t = &rec.trigger;

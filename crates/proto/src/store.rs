@@ -70,6 +70,12 @@ pub struct StoredEntity {
     /// Its active trigger, if any.
     #[serde(default)]
     pub active: Option<TriggerRecord>,
+    /// The trigger that finished last, written in the same write that
+    /// settled the entity: that write is the commit point of the finish.
+    /// It is copied to the finished-triggers bucket afterwards, which is
+    /// idempotent, so a stop in between is repaired at start.
+    #[serde(default)]
+    pub finished: Option<TriggerRecord>,
 }
 
 /// An agent the coordinator has heard from, persisted so that a restarted

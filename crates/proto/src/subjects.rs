@@ -170,9 +170,20 @@ impl Subjects {
         format!("{}.{API_VERSION}.internal.report.{segment}", self.prefix)
     }
 
-    /// Every agent report, for the coordinator.
+    /// Every agent report, for the coordinator. A multi-token wildcard:
+    /// segment names may contain dots (SPEC.md §1).
     pub fn all_agent_reports(&self) -> String {
-        format!("{}.{API_VERSION}.internal.report.*", self.prefix)
+        format!("{}.{API_VERSION}.internal.report.>", self.prefix)
+    }
+
+    /// The segment an agent-report subject names, if it is one.
+    pub fn report_segment<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?
+            .strip_prefix(API_VERSION)?
+            .strip_prefix(".internal.report.")
+            .filter(|s| !s.is_empty())
     }
 
     /// The name of a JetStream key-value bucket of this installation:
@@ -210,6 +221,18 @@ mod tests {
         );
         assert_eq!(s.command(Command::AgentList), "phasegate.v1.agent.list");
         assert_eq!(s.all_commands(), "phasegate.v1.>");
+    }
+
+    #[test]
+    fn report_subjects_carry_dotted_segments() {
+        let s = Subjects::new("pg").unwrap();
+        let seg = crate::Segment::new("eu.prod").unwrap();
+        let subject = s.agent_report(&seg);
+        assert_eq!(s.report_segment(&subject), Some("eu.prod"));
+        assert_eq!(s.all_agent_reports(), "pg.v1.internal.report.>");
+        assert_eq!(s.report_segment("pg.v1.internal.report."), None);
+        assert_eq!(s.report_segment("other.v1.internal.report.dev"), None);
+        assert_eq!(s.report_segment("pg.v1.gate.put"), None);
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! Fleet semantics of SPEC.md §4 (*silence is not success*) against a real
+//! coordinator process: segments with dots, clean leaves, reports bound to
+//! their subject's segment, restored agents after `kill -9`, and the apply
+//! timeout of a phase applied while the coordinator was down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
+
+use phasegate_proto::*;
+use phasegate_tests::rollout::{phase_is, put_gate, put_pipeline, wait_trigger};
+use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
+use serde_json::json;
+
+/// Waits until `agent.list` shows exactly `ids`, with their liveness.
+async fn wait_agents(env: &CoordEnv, want: &[(&str, bool)], what: &str) -> anyhow::Result<()> {
+    wait_for(
+        || async {
+            let got: Vec<(String, bool)> = env
+                .client
+                .agents(None)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|a| (a.agent_id.to_string(), a.live))
+                .collect();
+            let want: Vec<(String, bool)> =
+                want.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+        PATIENCE,
+        what,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_with_a_dot_is_seen_and_waited_for() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let eu = FakeAgent::start(&env.nats.url(), "eu-1", "eu.prod", 100).await?;
+    wait_agents(&env, &[("eu-1", true)], "the eu.prod agent listed").await?;
+    let listed = c.agents(Some(Segment::new("eu.prod")?)).await?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].segment.as_str(), "eu.prod");
+    eu.set_acking(false);
+    put_pipeline(
+        c,
+        json!({"name": "p", "phases": [{"id": "eu", "segments": ["eu.prod"], "wait_ms": 60000}]}),
+    )
+    .await?;
+    let id = put_gate(c, json!({"name": "g", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    // Its phase waits for its ack: it is not baking with nobody applied.
+    let t = wait_trigger(c, &id, "eu.prod counted", |t| {
+        t.segments
+            .get("eu.prod")
+            .is_some_and(|s| s.agents_live == 1)
+    })
+    .await?;
+    assert_eq!(t.phase_state, Some(PhaseState::Applying), "{t:?}");
+    eu.set_acking(true);
+    wait_trigger(c, &id, "baking once eu.prod acked", |t| {
+        phase_is(t, "eu", PhaseState::Baking)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_leaves_cleanly_is_forgotten_at_once() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let url = env.nats.url();
+    let a = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+    let _b = FakeAgent::start(&url, "dev-2", "dev", 100).await?;
+    wait_agents(&env, &[("dev-1", true), ("dev-2", true)], "both agents").await?;
+    a.leave().await?;
+    wait_agents(&env, &[("dev-2", true)], "dev-1 gone after saying so").await?;
+    // And a restart does not bring it back.
+    let mut env = env;
+    env.crash_and_restart().await?;
+    let listed: Vec<String> = env
+        .client
+        .agents(None)
+        .await?
+        .into_iter()
+        .map(|a| a.agent_id.to_string())
+        .collect();
+    assert_eq!(listed, vec!["dev-2".to_owned()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_for_another_segment_than_its_subject_is_ignored() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let nats = env.nats.client("forger").await?;
+    let report = AgentReport {
+        agent_id: AgentId::new("evil")?,
+        segment: Segment::new("prod-eu")?,
+        tier: None,
+        healthy: false,
+        applied_revision: 0,
+        stale: false,
+        heartbeat_ms: 100,
+        sent_at_ms: 0,
+        blocked: Vec::new(),
+        leaving: false,
+    };
+    let subjects = Subjects::default();
+    // Claims prod-eu on dev's subject: ignored. The same on its own
+    // subject is heard, which shows the coordinator was listening.
+    for segment in ["dev", "prod-eu"] {
+        nats.nats()
+            .publish(
+                subjects.agent_report(&Segment::new(segment)?),
+                encode(Encoding::MsgPack, &report)?.into(),
+            )
+            .await?;
+        nats.flush().await;
+    }
+    wait_agents(&env, &[("evil", true)], "the report on its own subject").await?;
+    let t = env.client.agents(Some(Segment::new("dev")?)).await?;
+    assert!(t.is_empty(), "nothing was taken from dev's subject: {t:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let url = env.nats.url();
+    let dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+    env.wait_live_agents(1).await?;
+    dev.set_acking(false);
+    let c = env.client.clone();
+    put_pipeline(&c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "wait_ms": 60000, "apply_timeout_ms": 600000}]})).await?;
+    let id = put_gate(&c, json!({"name": "g", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    wait_trigger(&c, &id, "applying", |t| {
+        phase_is(t, "one", PhaseState::Applying)
+    })
+    .await?;
+    // The agent dies while the coordinator is down.
+    dev.stop();
+    env.crash_and_restart().await?;
+    // Its liveness window passes in silence: it is known, unreachable...
+    wait_agents(
+        &env,
+        &[("dev-1", false)],
+        "dev-1 unreachable after the restart",
+    )
+    .await?;
+    // ...and the phase still waits for it, rather than calling it applied.
+    let t = wait_trigger(&c, &id, "counts after the restart", |t| {
+        t.segments.get("dev").is_some_and(|s| s.agents_known == 1)
+    })
+    .await?;
+    assert_eq!(t.phase_state, Some(PhaseState::Applying), "{t:?}");
+    assert_eq!(t.segments["dev"].agents_applied, 0);
+    // It comes back and acks: the phase is applied.
+    let _dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+    wait_trigger(&c, &id, "baking once dev-1 acked", |t| {
+        phase_is(t, "one", PhaseState::Baking)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase()
+-> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let url = env.nats.url();
+    let dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+    env.wait_live_agents(1).await?;
+    dev.set_acking(false);
+    let c = env.client.clone();
+    put_pipeline(&c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "wait_ms": 60000, "apply_timeout_ms": 1500}]})).await?;
+    let id = put_gate(&c, json!({"name": "g", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    wait_trigger(&c, &id, "applying", |t| {
+        phase_is(t, "one", PhaseState::Applying)
+    })
+    .await?;
+    env.coord.kill9()?;
+    // While the coordinator is down the agent applies, and the apply
+    // timeout passes.
+    dev.set_acking(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1600);
+    wait_for(
+        || async {
+            if std::time::Instant::now() >= deadline {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        },
+        PATIENCE,
+        "the apply timeout to pass",
+    )
+    .await?;
+    env.coord.restart()?;
+    env.wait_ready().await?;
+    let t = wait_trigger(&c, &id, "baking after the restart", |t| {
+        t.phase_state != Some(PhaseState::Applying)
+    })
+    .await?;
+    assert!(phase_is(&t, "one", PhaseState::Baking), "{t:?}");
+    assert!(
+        !t.paused,
+        "the timeout must not pause an applied phase: {t:?}"
+    );
+    Ok(())
+}
