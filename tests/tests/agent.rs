@@ -484,33 +484,62 @@ async fn stops_cleanly_even_without_nats() -> anyhow::Result<()> {
 
 type Reports = std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, bytes::Bytes)> + Send>>;
 
-/// The applied revision of the next agent report.
-async fn next_ack(reports: &mut Reports) -> anyhow::Result<u64> {
+/// Reads agent reports until one satisfies `cond`; returns it.
+async fn report_where(
+    reports: &mut Reports,
+    what: &str,
+    cond: impl Fn(&AgentReport) -> bool,
+) -> anyhow::Result<AgentReport> {
     use futures_util::StreamExt;
-    let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
-        anyhow::bail!("reports ended");
-    };
-    Ok(decode::<AgentReport>(Encoding::MsgPack, &payload)?.applied_revision)
-}
-
-/// Reads reports until one acks `revision` or later; returns that ack.
-async fn acked_at_least(reports: &mut Reports, revision: u64) -> anyhow::Result<u64> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
     loop {
-        let acked = next_ack(reports).await?;
-        if acked >= revision {
-            return Ok(acked);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let next = tokio::time::timeout(left, reports.next()).await;
+        let Ok(Some((_, payload))) = next else {
+            anyhow::bail!("no report where {what} within {PATIENCE:?}; last seen: {last:?}");
+        };
+        let r = decode::<AgentReport>(Encoding::MsgPack, &payload)?;
+        if cond(&r) {
+            return Ok(r);
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no ack of {revision} in time; last {acked}"
-        );
+        last = Some(r);
     }
 }
 
+/// A desired-state record of gate `name` whose base has `version`.
+fn desired_gate(name: &str, version: u64) -> anyhow::Result<bytes::Bytes> {
+    let mut spec = EntitySpec::new(EntityKind::Gate, EntityName::new(name)?);
+    spec.version = version;
+    let d = DesiredEntity {
+        kind: EntityKind::Gate,
+        name: EntityName::new(name)?,
+        base: Some(spec),
+        rollout: None,
+    };
+    Ok(encode(Encoding::MsgPack, &d)?.into())
+}
+
+/// The `blocked` list of `/healthz` as (key, revision) pairs.
+async fn healthz_blocked(a: &AgentProc) -> anyhow::Result<Vec<(String, u64)>> {
+    let h = a.healthz().await?;
+    let list = h["blocked"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no blocked list in {h}"))?;
+    Ok(list
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().unwrap_or_default().to_owned(),
+                b["revision"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> {
-    let nats = phasegate_tests::NatsServer::start().await?;
+async fn an_unreadable_revision_blocks_its_key_only_and_is_remembered() -> anyhow::Result<()> {
+    let mut nats = phasegate_tests::NatsServer::start().await?;
     let client = nats.client("test").await?;
     let subjects = Subjects::default();
     let kv = client
@@ -519,45 +548,124 @@ async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> 
             phasegate_bus::BucketOptions::default(),
         )
         .await?;
-    let dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    let mut dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
     let mut reports = client
         .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
         .await?;
-    let good = |version: u64| -> anyhow::Result<bytes::Bytes> {
-        let mut spec = EntitySpec::new(EntityKind::Gate, EntityName::new("g")?);
-        spec.version = version;
-        let d = DesiredEntity {
-            kind: EntityKind::Gate,
-            name: EntityName::new("g")?,
-            base: Some(spec),
-            rollout: None,
-        };
-        Ok(encode(Encoding::MsgPack, &d)?.into())
-    };
-    let r1 = kv.put("gate.g", good(1)?).await?;
+    kv.put("gate.g", desired_gate("g", 1)?).await?;
     until_answer(&dev, "g", json!({}), "version 1 applied", |v| {
         v["version"] == 1
     })
     .await?;
-    // A value this agent cannot read (a newer writer, a bug): not applied, not acked.
+    // A value this agent cannot read (a newer writer, a bug), then a good
+    // change of another key.
     let r2 = kv
         .put("gate.g", bytes::Bytes::from_static(b"\xc1 not msgpack"))
         .await?;
-    let last = acked_at_least(&mut reports, r1).await?;
-    assert!(last < r2, "acked {last}; applied {r1}, unreadable {r2}");
-    // Several heartbeats later it still has not acked the unreadable revision.
-    for _ in 0..5 {
-        let acked = next_ack(&mut reports).await?;
-        assert!(acked < r2, "acked the unreadable revision {r2}");
-    }
-    let v = dev.check_gate("g", json!({})).await?;
+    let r3 = kv.put("gate.h", desired_gate("h", 1)?).await?;
+    // The watermark moves past the unreadable revision (gate.h is acked),
+    // and the key is reported blocked at that revision, with why.
+    let r = report_where(&mut reports, "gate.h acked and gate.g blocked", |r| {
+        r.applied_revision >= r3 && !r.blocked.is_empty()
+    })
+    .await?;
+    assert_eq!(r.blocked.len(), 1, "{r:?}");
     assert_eq!(
-        v["version"],
-        json!(1),
-        "still serving what it could apply: {v}"
+        (r.blocked[0].key.as_str(), r.blocked[0].revision),
+        ("gate.g", r2)
     );
+    assert!(r.blocked[0].error.contains("decode"), "{r:?}");
+    assert_eq!(
+        healthz_blocked(&dev).await?,
+        vec![("gate.g".to_owned(), r2)]
+    );
+    // It keeps serving the last good version, never the unreadable one.
+    let v = dev.check_gate("g", json!({})).await?;
+    assert_eq!(v["version"], json!(1), "{v}");
+    let v = dev.check_gate("h", json!({})).await?;
+    assert_eq!(v["version"], json!(1), "{v}");
+    // Restarted without NATS, it still says so (the block is on disk).
+    nats.kill()?;
+    dev.proc.restart()?;
+    dev.wait_serving().await?;
+    assert_eq!(
+        healthz_blocked(&dev).await?,
+        vec![("gate.g".to_owned(), r2)]
+    );
+    assert_eq!(dev.check_gate("g", json!({})).await?["version"], json!(1));
     // A readable revision of the same key unblocks it.
-    let r3 = kv.put("gate.g", good(3)?).await?;
-    acked_at_least(&mut reports, r3).await?;
+    nats.restart().await?;
+    let r4 = kv.put("gate.g", desired_gate("g", 4)?).await?;
+    report_where(&mut reports, "gate.g unblocked and acked", |r| {
+        r.applied_revision >= r4 && r.blocked.is_empty()
+    })
+    .await?;
+    until_answer(&dev, "g", json!({}), "version 4 applied", |v| {
+        v["version"] == 4
+    })
+    .await?;
+    assert!(healthz_blocked(&dev).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_desired_bucket_is_read_afresh() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let bucket = subjects.bucket(Bucket::Desired);
+    let kv = client
+        .kv(&bucket, phasegate_bus::BucketOptions::default())
+        .await?;
+    let dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
+        .await?;
+    kv.put("gate.old", desired_gate("old", 1)?).await?;
+    let mut high = 0;
+    for version in 1..=5 {
+        high = kv.put("gate.g", desired_gate("g", version)?).await?;
+    }
+    report_where(&mut reports, "the old bucket's revisions acked", |r| {
+        r.applied_revision == high
+    })
+    .await?;
+    until_answer(&dev, "g", json!({}), "version 5 applied", |v| {
+        v["version"] == 5
+    })
+    .await?;
+    // Data loss, or an operator: the bucket is deleted and created again,
+    // and its revisions start over, far below what the agent has seen.
+    client.jetstream().delete_key_value(&bucket).await?;
+    let kv = client
+        .kv(&bucket, phasegate_bus::BucketOptions::default())
+        .await?;
+    let low = kv.put("gate.g", desired_gate("g", 7)?).await?;
+    assert!(low < high, "revisions restarted: {low} < {high}");
+    until_answer(
+        &dev,
+        "g",
+        json!({}),
+        "the new bucket's version served",
+        |v| v["version"] == 7,
+    )
+    .await?;
+    report_where(&mut reports, "the new, low revision acked", |r| {
+        r.applied_revision == low
+    })
+    .await?;
+    // What only the old bucket held is gone.
+    let v = dev.check_gate("old", json!({})).await?;
+    assert_eq!(v["reason"], json!("unknown"), "{v}");
+    // And it follows the new bucket from there.
+    let next = kv.put("gate.g", desired_gate("g", 8)?).await?;
+    until_answer(&dev, "g", json!({}), "version 8 served", |v| {
+        v["version"] == 8
+    })
+    .await?;
+    report_where(&mut reports, "the next revision acked", |r| {
+        r.applied_revision == next
+    })
+    .await?;
     Ok(())
 }

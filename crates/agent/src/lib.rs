@@ -11,6 +11,7 @@
 pub mod config;
 mod health;
 mod http;
+mod plan;
 mod report;
 mod served;
 pub mod state;
@@ -53,6 +54,14 @@ pub enum AgentError {
     Actor(String),
 }
 
+/// How often a running watch asks whether the desired-state bucket was
+/// created again: every five heartbeats, within 0.5 s to 30 s. One
+/// JetStream API request each time, so a thousand agents at the default
+/// heartbeat cost the server 200 requests a second.
+fn generation_check(heartbeat_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(heartbeat_ms.saturating_mul(5).clamp(500, 30_000))
+}
+
 /// A running agent.
 pub struct Agent {
     addr: SocketAddr,
@@ -88,6 +97,7 @@ impl Agent {
             connected: AtomicBool::new(false),
             current: AtomicBool::new(false),
             applied_revision: AtomicU64::new(0),
+            blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
         });
         let client = phasegate_bus::connect(
@@ -119,6 +129,7 @@ impl Agent {
                 client: client.clone(),
                 state_dir: config.state_dir.clone(),
                 reporter: reporter.clone(),
+                generation_check: generation_check(config.heartbeat_ms),
             },
         )
         .await

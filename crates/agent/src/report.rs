@@ -67,16 +67,19 @@ impl Actor for Reporter {
         if !connected {
             return Ok(());
         }
+        // The watermark first: `Acquire` pairs with the sync actor's
+        // `Release`, so the blocks read next are at least as new.
+        let applied_revision = shared.applied_revision.load(Ordering::Acquire);
         let report = AgentReport {
             agent_id: shared.agent_id.clone(),
             segment: shared.segment.clone(),
             tier: state.args.tier.clone(),
             healthy: shared.healthy.load(Ordering::Relaxed),
-            applied_revision: shared.applied_revision.load(Ordering::Relaxed),
+            applied_revision,
             stale: shared.stale(),
             heartbeat_ms: state.args.heartbeat_ms,
             sent_at_ms: now_ms(),
-            blocked: Vec::new(),
+            blocked: shared.blocked.load().as_ref().clone(),
             leaving: false,
         };
         match encode(Encoding::MsgPack, &report) {
