@@ -141,6 +141,9 @@ impl Agent {
                 shared: shared.clone(),
                 urls: config.health_urls.clone(),
                 interval_ms: config.heartbeat_ms,
+                probe_timeout_ms: config.probe_timeout_ms,
+                unhealthy_after: config.unhealthy_after,
+                healthy_after: config.healthy_after,
             },
         )
         .await
