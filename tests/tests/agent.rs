@@ -669,3 +669,178 @@ async fn a_recreated_desired_bucket_is_read_afresh() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_says_it_is_leaving() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
+        .await?;
+    let mut dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    report_where(&mut reports, "a heartbeat", |r| {
+        r.agent_id.as_str() == "dev-1" && !r.leaving
+    })
+    .await?;
+    let status = dev.proc.terminate(PATIENCE).await?;
+    assert!(status.success(), "{status:?}");
+    let r = report_where(&mut reports, "the leaving report", |r| r.leaving).await?;
+    assert_eq!(r.agent_id.as_str(), "dev-1");
+    Ok(())
+}
+
+/// A health endpoint the test steers: answers `status` after `delay_ms`,
+/// and the next `bad_next` requests slowly (after `bad_delay_ms`); counts
+/// the requests it has taken.
+struct Probe {
+    addr: std::net::SocketAddr,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bad_next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    taken: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const BAD_DELAY: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+impl Probe {
+    async fn start() -> anyhow::Result<Self> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let status = Arc::new(AtomicU16::new(200));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let bad_next = Arc::new(AtomicU64::new(0));
+        let taken = Arc::new(AtomicU64::new(0));
+        let (s, d, b, t) = (
+            status.clone(),
+            delay_ms.clone(),
+            bad_next.clone(),
+            taken.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                // Decided when the request is taken, counted after.
+                let bad = b
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let code = s.load(Ordering::SeqCst);
+                let delay = if bad {
+                    BAD_DELAY
+                } else {
+                    std::time::Duration::from_millis(d.load(Ordering::SeqCst))
+                };
+                t.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = sock.read(&mut buf).await;
+                    // The fault under test: a slow service, not a wait of the test.
+                    tokio::time::sleep(delay).await;
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            status,
+            delay_ms,
+            bad_next,
+            taken,
+            task,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads reports until the probe has taken `n` requests; every report
+/// read must say healthy.
+async fn healthy_until_taken(reports: &mut Reports, probe: &Probe, n: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while probe.taken() < n {
+        let r = report_where(reports, "any report", |_| true).await?;
+        assert!(
+            r.healthy,
+            "turned unhealthy after {} probes: {r:?}",
+            probe.taken()
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the probe took {} requests, expected {n}",
+            probe.taken()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_flapping_once_do_not_make_an_agent_unhealthy() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("prod-eu")?))
+        .await?;
+    let probe = Probe::start().await?;
+    let url = probe.url();
+    let _eu = AgentProc::start(
+        &nats.url(),
+        "eu-1",
+        "prod-eu",
+        &[
+            "--health-url",
+            &url,
+            "--probe-timeout-ms",
+            "400",
+            "--unhealthy-after",
+            "3",
+            "--healthy-after",
+            "2",
+        ],
+    )
+    .await?;
+    report_where(&mut reports, "a healthy report", |r| r.healthy).await?;
+    // Probes slower than the heartbeat (100 ms) but within their own
+    // timeout pass.
+    probe.delay_ms.store(200, Ordering::SeqCst);
+    let n = probe.taken();
+    healthy_until_taken(&mut reports, &probe, n + 4).await?;
+    probe.delay_ms.store(0, Ordering::SeqCst);
+    // Two rounds in a row time out: fewer than three, still healthy.
+    probe.bad_next.store(2, Ordering::SeqCst);
+    let n = probe.taken();
+    healthy_until_taken(&mut reports, &probe, n + 2 + 3).await?;
+    // Failing for good: unhealthy, but only after three failed rounds.
+    probe.status.store(503, Ordering::SeqCst);
+    let n = probe.taken();
+    report_where(&mut reports, "an unhealthy report", |r| !r.healthy).await?;
+    let failed = probe.taken() - n;
+    assert!(failed >= 3, "unhealthy after {failed} failed probes");
+    // Back: healthy again after two passing rounds.
+    probe.status.store(200, Ordering::SeqCst);
+    let n = probe.taken();
+    report_where(&mut reports, "a healthy report again", |r| r.healthy).await?;
+    let passed = probe.taken() - n;
+    assert!(passed >= 2, "healthy after {passed} passing probes");
+    Ok(())
+}

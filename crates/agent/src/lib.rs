@@ -62,6 +62,9 @@ fn generation_check(heartbeat_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(heartbeat_ms.saturating_mul(5).clamp(500, 30_000))
 }
 
+/// The longest a stopping agent spends telling the coordinator it leaves.
+pub const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running agent.
 pub struct Agent {
     addr: SocketAddr,
@@ -188,12 +191,23 @@ impl Agent {
         self.addr
     }
 
-    /// Stops serving and the actors; what is on disk stays.
+    /// Stops serving and the actors; what is on disk stays. When
+    /// connected, the last report says the agent is leaving, so the
+    /// coordinator forgets it at once rather than wait for its silence;
+    /// that takes at most [`LEAVE_TIMEOUT`].
     pub async fn stop(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         self.health.stop(None);
         self.sync.stop(None);
+        match self
+            .reporter
+            .call(report::ReportMsg::Leave, Some(LEAVE_TIMEOUT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            Ok(_) | Err(_) => tracing::warn!("could not say this agent is leaving in time"),
+        }
         self.reporter.stop(None);
         self.client.flush().await;
         tracing::info!("agent stopped");
