@@ -605,6 +605,12 @@ async fn an_unreadable_revision_blocks_its_key_only_and_is_remembered() -> anyho
     })
     .await?;
     assert!(healthz_blocked(&dev).await?.is_empty());
+    // A server restart keeps the bucket's generation: no rebuild.
+    assert!(
+        !dev.proc.log_tail(1_000).contains("created again"),
+        "{}",
+        dev.proc.log_tail(50)
+    );
     Ok(())
 }
 
