@@ -38,6 +38,7 @@ use phasegate_bus::{Client, KvChange};
 use phasegate_proto::Bucket;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::AgentError;
 use crate::plan::{self, ApplyTrace, Plan, ServeChange, plan_batch};
 use crate::report::ReportMsg;
 use crate::served::{Served, Shared, now_ms};
@@ -375,22 +376,18 @@ impl SyncState {
         let _ = self.save(&self.disk.clone()).await;
     }
 
-    /// Writes `state` durably; failures are logged.
-    async fn save(&self, state: &DiskState) -> Result<(), ()> {
+    /// Writes `state` durably; failures are logged too.
+    async fn save(&self, state: &DiskState) -> Result<(), AgentError> {
         let dir = self.dir.clone();
         let mut to_save = state.clone();
         to_save.segment = Some(self.shared.segment.clone());
-        match tokio::task::spawn_blocking(move || state::save(&dir, &to_save)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot write state");
-                Err(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "state writer failed");
-                Err(())
-            }
+        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &to_save))
+            .await
+            .unwrap_or_else(|e| Err(AgentError::State(format!("state writer failed: {e}"))));
+        if let Err(e) = &saved {
+            tracing::error!(error = %e, "cannot write state");
         }
+        saved
     }
 }
 
