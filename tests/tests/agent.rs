@@ -484,33 +484,62 @@ async fn stops_cleanly_even_without_nats() -> anyhow::Result<()> {
 
 type Reports = std::pin::Pin<Box<dyn futures_util::Stream<Item = (String, bytes::Bytes)> + Send>>;
 
-/// The applied revision of the next agent report.
-async fn next_ack(reports: &mut Reports) -> anyhow::Result<u64> {
+/// Reads agent reports until one satisfies `cond`; returns it.
+async fn report_where(
+    reports: &mut Reports,
+    what: &str,
+    cond: impl Fn(&AgentReport) -> bool,
+) -> anyhow::Result<AgentReport> {
     use futures_util::StreamExt;
-    let Some((_, payload)) = tokio::time::timeout(PATIENCE, reports.next()).await? else {
-        anyhow::bail!("reports ended");
-    };
-    Ok(decode::<AgentReport>(Encoding::MsgPack, &payload)?.applied_revision)
-}
-
-/// Reads reports until one acks `revision` or later; returns that ack.
-async fn acked_at_least(reports: &mut Reports, revision: u64) -> anyhow::Result<u64> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
     loop {
-        let acked = next_ack(reports).await?;
-        if acked >= revision {
-            return Ok(acked);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let next = tokio::time::timeout(left, reports.next()).await;
+        let Ok(Some((_, payload))) = next else {
+            anyhow::bail!("no report where {what} within {PATIENCE:?}; last seen: {last:?}");
+        };
+        let r = decode::<AgentReport>(Encoding::MsgPack, &payload)?;
+        if cond(&r) {
+            return Ok(r);
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no ack of {revision} in time; last {acked}"
-        );
+        last = Some(r);
     }
 }
 
+/// A desired-state record of gate `name` whose base has `version`.
+fn desired_gate(name: &str, version: u64) -> anyhow::Result<bytes::Bytes> {
+    let mut spec = EntitySpec::new(EntityKind::Gate, EntityName::new(name)?);
+    spec.version = version;
+    let d = DesiredEntity {
+        kind: EntityKind::Gate,
+        name: EntityName::new(name)?,
+        base: Some(spec),
+        rollout: None,
+    };
+    Ok(encode(Encoding::MsgPack, &d)?.into())
+}
+
+/// The `blocked` list of `/healthz` as (key, revision) pairs.
+async fn healthz_blocked(a: &AgentProc) -> anyhow::Result<Vec<(String, u64)>> {
+    let h = a.healthz().await?;
+    let list = h["blocked"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no blocked list in {h}"))?;
+    Ok(list
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().unwrap_or_default().to_owned(),
+                b["revision"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> {
-    let nats = phasegate_tests::NatsServer::start().await?;
+async fn an_unreadable_revision_blocks_its_key_only_and_is_remembered() -> anyhow::Result<()> {
+    let mut nats = phasegate_tests::NatsServer::start().await?;
     let client = nats.client("test").await?;
     let subjects = Subjects::default();
     let kv = client
@@ -519,45 +548,305 @@ async fn a_desired_state_it_cannot_apply_is_never_acked() -> anyhow::Result<()> 
             phasegate_bus::BucketOptions::default(),
         )
         .await?;
-    let dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    let mut dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
     let mut reports = client
         .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
         .await?;
-    let good = |version: u64| -> anyhow::Result<bytes::Bytes> {
-        let mut spec = EntitySpec::new(EntityKind::Gate, EntityName::new("g")?);
-        spec.version = version;
-        let d = DesiredEntity {
-            kind: EntityKind::Gate,
-            name: EntityName::new("g")?,
-            base: Some(spec),
-            rollout: None,
-        };
-        Ok(encode(Encoding::MsgPack, &d)?.into())
-    };
-    let r1 = kv.put("gate.g", good(1)?).await?;
+    kv.put("gate.g", desired_gate("g", 1)?).await?;
     until_answer(&dev, "g", json!({}), "version 1 applied", |v| {
         v["version"] == 1
     })
     .await?;
-    // A value this agent cannot read (a newer writer, a bug): not applied, not acked.
+    // A value this agent cannot read (a newer writer, a bug), then a good
+    // change of another key.
     let r2 = kv
         .put("gate.g", bytes::Bytes::from_static(b"\xc1 not msgpack"))
         .await?;
-    let last = acked_at_least(&mut reports, r1).await?;
-    assert!(last < r2, "acked {last}; applied {r1}, unreadable {r2}");
-    // Several heartbeats later it still has not acked the unreadable revision.
-    for _ in 0..5 {
-        let acked = next_ack(&mut reports).await?;
-        assert!(acked < r2, "acked the unreadable revision {r2}");
-    }
-    let v = dev.check_gate("g", json!({})).await?;
+    let r3 = kv.put("gate.h", desired_gate("h", 1)?).await?;
+    // The watermark moves past the unreadable revision (gate.h is acked),
+    // and the key is reported blocked at that revision, with why.
+    let r = report_where(&mut reports, "gate.h acked and gate.g blocked", |r| {
+        r.applied_revision >= r3 && !r.blocked.is_empty()
+    })
+    .await?;
+    assert_eq!(r.blocked.len(), 1, "{r:?}");
     assert_eq!(
-        v["version"],
-        json!(1),
-        "still serving what it could apply: {v}"
+        (r.blocked[0].key.as_str(), r.blocked[0].revision),
+        ("gate.g", r2)
     );
+    assert!(r.blocked[0].error.contains("decode"), "{r:?}");
+    assert_eq!(
+        healthz_blocked(&dev).await?,
+        vec![("gate.g".to_owned(), r2)]
+    );
+    // It keeps serving the last good version, never the unreadable one.
+    let v = dev.check_gate("g", json!({})).await?;
+    assert_eq!(v["version"], json!(1), "{v}");
+    let v = dev.check_gate("h", json!({})).await?;
+    assert_eq!(v["version"], json!(1), "{v}");
+    // Restarted without NATS, it still says so (the block is on disk).
+    nats.kill()?;
+    dev.proc.restart()?;
+    dev.wait_serving().await?;
+    assert_eq!(
+        healthz_blocked(&dev).await?,
+        vec![("gate.g".to_owned(), r2)]
+    );
+    assert_eq!(dev.check_gate("g", json!({})).await?["version"], json!(1));
     // A readable revision of the same key unblocks it.
-    let r3 = kv.put("gate.g", good(3)?).await?;
-    acked_at_least(&mut reports, r3).await?;
+    nats.restart().await?;
+    let r4 = kv.put("gate.g", desired_gate("g", 4)?).await?;
+    report_where(&mut reports, "gate.g unblocked and acked", |r| {
+        r.applied_revision >= r4 && r.blocked.is_empty()
+    })
+    .await?;
+    until_answer(&dev, "g", json!({}), "version 4 applied", |v| {
+        v["version"] == 4
+    })
+    .await?;
+    assert!(healthz_blocked(&dev).await?.is_empty());
+    // A server restart keeps the bucket's generation: no rebuild.
+    assert!(
+        !dev.proc.log_tail(1_000).contains("created again"),
+        "{}",
+        dev.proc.log_tail(50)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_desired_bucket_is_read_afresh() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let bucket = subjects.bucket(Bucket::Desired);
+    let kv = client
+        .kv(&bucket, phasegate_bus::BucketOptions::default())
+        .await?;
+    let dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
+        .await?;
+    kv.put("gate.old", desired_gate("old", 1)?).await?;
+    let mut high = 0;
+    for version in 1..=5 {
+        high = kv.put("gate.g", desired_gate("g", version)?).await?;
+    }
+    report_where(&mut reports, "the old bucket's revisions acked", |r| {
+        r.applied_revision == high
+    })
+    .await?;
+    until_answer(&dev, "g", json!({}), "version 5 applied", |v| {
+        v["version"] == 5
+    })
+    .await?;
+    // Data loss, or an operator: the bucket is deleted and created again,
+    // and its revisions start over, far below what the agent has seen.
+    client.jetstream().delete_key_value(&bucket).await?;
+    let kv = client
+        .kv(&bucket, phasegate_bus::BucketOptions::default())
+        .await?;
+    let low = kv.put("gate.g", desired_gate("g", 7)?).await?;
+    assert!(low < high, "revisions restarted: {low} < {high}");
+    until_answer(
+        &dev,
+        "g",
+        json!({}),
+        "the new bucket's version served",
+        |v| v["version"] == 7,
+    )
+    .await?;
+    report_where(&mut reports, "the new, low revision acked", |r| {
+        r.applied_revision == low
+    })
+    .await?;
+    // What only the old bucket held is gone.
+    let v = dev.check_gate("old", json!({})).await?;
+    assert_eq!(v["reason"], json!("unknown"), "{v}");
+    // And it follows the new bucket from there.
+    let next = kv.put("gate.g", desired_gate("g", 8)?).await?;
+    until_answer(&dev, "g", json!({}), "version 8 served", |v| {
+        v["version"] == 8
+    })
+    .await?;
+    report_where(&mut reports, "the next revision acked", |r| {
+        r.applied_revision == next
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_says_it_is_leaving() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("dev")?))
+        .await?;
+    let mut dev = AgentProc::start(&nats.url(), "dev-1", "dev", &[]).await?;
+    report_where(&mut reports, "a heartbeat", |r| {
+        r.agent_id.as_str() == "dev-1" && !r.leaving
+    })
+    .await?;
+    let status = dev.proc.terminate(PATIENCE).await?;
+    assert!(status.success(), "{status:?}");
+    let r = report_where(&mut reports, "the leaving report", |r| r.leaving).await?;
+    assert_eq!(r.agent_id.as_str(), "dev-1");
+    Ok(())
+}
+
+/// A health endpoint the test steers: answers `status` after `delay_ms`,
+/// and the next `bad_next` requests slowly (after `bad_delay_ms`); counts
+/// the requests it has taken.
+struct Probe {
+    addr: std::net::SocketAddr,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bad_next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    taken: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const BAD_DELAY: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+impl Probe {
+    async fn start() -> anyhow::Result<Self> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let status = Arc::new(AtomicU16::new(200));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let bad_next = Arc::new(AtomicU64::new(0));
+        let taken = Arc::new(AtomicU64::new(0));
+        let (s, d, b, t) = (
+            status.clone(),
+            delay_ms.clone(),
+            bad_next.clone(),
+            taken.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                // Decided when the request is taken, counted after.
+                let bad = b
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let code = s.load(Ordering::SeqCst);
+                let delay = if bad {
+                    BAD_DELAY
+                } else {
+                    std::time::Duration::from_millis(d.load(Ordering::SeqCst))
+                };
+                t.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = sock.read(&mut buf).await;
+                    // The fault under test: a slow service, not a wait of the test.
+                    tokio::time::sleep(delay).await;
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            status,
+            delay_ms,
+            bad_next,
+            taken,
+            task,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads reports until the probe has taken `n` requests; every report
+/// read must say healthy.
+async fn healthy_until_taken(reports: &mut Reports, probe: &Probe, n: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while probe.taken() < n {
+        let r = report_where(reports, "any report", |_| true).await?;
+        assert!(
+            r.healthy,
+            "turned unhealthy after {} probes: {r:?}",
+            probe.taken()
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the probe took {} requests, expected {n}",
+            probe.taken()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_flapping_once_do_not_make_an_agent_unhealthy() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let client = nats.client("test").await?;
+    let subjects = Subjects::default();
+    let mut reports = client
+        .subscribe_payloads(subjects.agent_report(&Segment::new("prod-eu")?))
+        .await?;
+    let probe = Probe::start().await?;
+    let url = probe.url();
+    let _eu = AgentProc::start(
+        &nats.url(),
+        "eu-1",
+        "prod-eu",
+        &[
+            "--health-url",
+            &url,
+            "--probe-timeout-ms",
+            "400",
+            "--unhealthy-after",
+            "3",
+            "--healthy-after",
+            "2",
+        ],
+    )
+    .await?;
+    report_where(&mut reports, "a healthy report", |r| r.healthy).await?;
+    // Probes slower than the heartbeat (100 ms) but within their own
+    // timeout pass.
+    probe.delay_ms.store(200, Ordering::SeqCst);
+    let n = probe.taken();
+    healthy_until_taken(&mut reports, &probe, n + 4).await?;
+    probe.delay_ms.store(0, Ordering::SeqCst);
+    // Two rounds in a row time out: fewer than three, still healthy.
+    probe.bad_next.store(2, Ordering::SeqCst);
+    let n = probe.taken();
+    healthy_until_taken(&mut reports, &probe, n + 2 + 3).await?;
+    // Failing for good: unhealthy, but only after three failed rounds.
+    probe.status.store(503, Ordering::SeqCst);
+    let n = probe.taken();
+    report_where(&mut reports, "an unhealthy report", |r| !r.healthy).await?;
+    let failed = probe.taken() - n;
+    assert!(failed >= 3, "unhealthy after {failed} failed probes");
+    // Back: healthy again after two passing rounds.
+    probe.status.store(200, Ordering::SeqCst);
+    let n = probe.taken();
+    report_where(&mut reports, "a healthy report again", |r| r.healthy).await?;
+    let passed = probe.taken() - n;
+    assert!(passed >= 2, "healthy after {passed} passing probes");
     Ok(())
 }

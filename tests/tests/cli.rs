@@ -42,6 +42,9 @@ fn every_server_config_file_parses() -> anyhow::Result<()> {
         cfg.health_urls = f.health_urls.clone();
         cfg.heartbeat_ms = f.heartbeat_ms.unwrap_or(cfg.heartbeat_ms);
         cfg.stale_after_ms = f.stale_after_ms.unwrap_or(cfg.stale_after_ms);
+        cfg.probe_timeout_ms = f.probe_timeout_ms.unwrap_or(cfg.probe_timeout_ms);
+        cfg.unhealthy_after = f.unhealthy_after.unwrap_or(cfg.unhealthy_after);
+        cfg.healthy_after = f.healthy_after.unwrap_or(cfg.healthy_after);
         cfg.check(&path.display().to_string())?;
         n += 1;
     }

@@ -21,6 +21,18 @@ fn default_stale_after_ms() -> u64 {
     30_000
 }
 
+fn default_probe_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+fn default_healthy_after() -> u32 {
+    2
+}
+
 fn default_prefix() -> String {
     phasegate_proto::subjects::DEFAULT_PREFIX.to_owned()
 }
@@ -61,6 +73,18 @@ pub struct AgentFile {
     /// Heartbeat and probe interval in ms. Default 1000.
     #[serde(default)]
     pub heartbeat_ms: Option<u64>,
+    /// How long one health probe may take, in ms, before it counts as
+    /// failed. Default 2000.
+    #[serde(default)]
+    pub probe_timeout_ms: Option<u64>,
+    /// Consecutive failed probe rounds before the agent turns unhealthy.
+    /// Default 3.
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive passing probe rounds before it turns healthy again.
+    /// Default 2.
+    #[serde(default)]
+    pub healthy_after: Option<u32>,
     /// Staleness bound in ms. Default 30000.
     #[serde(default)]
     pub stale_after_ms: Option<u64>,
@@ -100,6 +124,12 @@ pub struct AgentConfig {
     pub health_urls: Vec<String>,
     /// Heartbeat and probe interval.
     pub heartbeat_ms: u64,
+    /// How long one probe may take.
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed rounds before unhealthy.
+    pub unhealthy_after: u32,
+    /// Consecutive passing rounds before healthy again.
+    pub healthy_after: u32,
     /// Staleness bound.
     pub stale_after_ms: u64,
     /// Subject prefix.
@@ -121,6 +151,9 @@ impl AgentConfig {
             agent_id,
             health_urls: Vec::new(),
             heartbeat_ms: default_heartbeat_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
+            unhealthy_after: default_unhealthy_after(),
+            healthy_after: default_healthy_after(),
             stale_after_ms: default_stale_after_ms(),
             subject_prefix: default_prefix(),
             max_body_bytes: default_max_body_bytes(),
@@ -141,6 +174,22 @@ impl AgentConfig {
                 "{origin}: stale_after_ms: must be at least heartbeat_ms ({}), got {}",
                 self.heartbeat_ms, self.stale_after_ms
             )));
+        }
+        if !(10..=60_000).contains(&self.probe_timeout_ms) {
+            return Err(AgentError::Config(format!(
+                "{origin}: probe_timeout_ms: must be from 10 to 60000, got {}",
+                self.probe_timeout_ms
+            )));
+        }
+        for (key, n) in [
+            ("unhealthy_after", self.unhealthy_after),
+            ("healthy_after", self.healthy_after),
+        ] {
+            if !(1..=1_000).contains(&n) {
+                return Err(AgentError::Config(format!(
+                    "{origin}: {key}: must be from 1 to 1000 probe rounds, got {n}"
+                )));
+            }
         }
         for url in &self.health_urls {
             if !url.starts_with("http://") {

@@ -210,7 +210,7 @@ async fn healthz(State(h): State<Http>) -> Response {
             healthy: s.healthy.load(Ordering::Relaxed),
             last_sync_ms: s.last_sync(),
             stale: s.stale(),
-            blocked: Vec::new(),
+            blocked: s.blocked.load().as_ref().clone(),
         },
     )
 }

@@ -11,6 +11,7 @@
 pub mod config;
 mod health;
 mod http;
+mod plan;
 mod report;
 mod served;
 pub mod state;
@@ -53,6 +54,17 @@ pub enum AgentError {
     Actor(String),
 }
 
+/// How often a running watch asks whether the desired-state bucket was
+/// created again: every five heartbeats, within 0.5 s to 30 s. One
+/// JetStream API request each time, so a thousand agents at the default
+/// heartbeat cost the server 200 requests a second.
+fn generation_check(heartbeat_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(heartbeat_ms.saturating_mul(5).clamp(500, 30_000))
+}
+
+/// The longest a stopping agent spends telling the coordinator it leaves.
+pub const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running agent.
 pub struct Agent {
     addr: SocketAddr,
@@ -88,6 +100,7 @@ impl Agent {
             connected: AtomicBool::new(false),
             current: AtomicBool::new(false),
             applied_revision: AtomicU64::new(0),
+            blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
         });
         let client = phasegate_bus::connect(
@@ -119,6 +132,7 @@ impl Agent {
                 client: client.clone(),
                 state_dir: config.state_dir.clone(),
                 reporter: reporter.clone(),
+                generation_check: generation_check(config.heartbeat_ms),
             },
         )
         .await
@@ -130,6 +144,9 @@ impl Agent {
                 shared: shared.clone(),
                 urls: config.health_urls.clone(),
                 interval_ms: config.heartbeat_ms,
+                probe_timeout_ms: config.probe_timeout_ms,
+                unhealthy_after: config.unhealthy_after,
+                healthy_after: config.healthy_after,
             },
         )
         .await
@@ -174,12 +191,23 @@ impl Agent {
         self.addr
     }
 
-    /// Stops serving and the actors; what is on disk stays.
+    /// Stops serving and the actors; what is on disk stays. When
+    /// connected, the last report says the agent is leaving, so the
+    /// coordinator forgets it at once rather than wait for its silence;
+    /// that takes at most [`LEAVE_TIMEOUT`].
     pub async fn stop(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         self.health.stop(None);
         self.sync.stop(None);
+        match self
+            .reporter
+            .call(report::ReportMsg::Leave, Some(LEAVE_TIMEOUT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            Ok(_) | Err(_) => tracing::warn!("could not say this agent is leaving in time"),
+        }
         self.reporter.stop(None);
         self.client.flush().await;
         tracing::info!("agent stopped");

@@ -1,5 +1,6 @@
-//! Heartbeats and acks to the coordinator: every `--heartbeat-ms`, and at
-//! once when a new revision is applied.
+//! Heartbeats and acks to the coordinator: every `--heartbeat-ms`, at once
+//! when a new revision is applied (or the blocked keys change), and one
+//! last report saying the agent is leaving when it stops cleanly.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use phasegate_bus::Client;
 use phasegate_proto::{AgentReport, Encoding, encode};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::served::{Shared, now_ms};
 
@@ -16,6 +17,9 @@ pub(crate) enum ReportMsg {
     Tick,
     /// A revision was applied: ack it now.
     Applied,
+    /// The agent is stopping: send one report with `leaving`, flushed
+    /// (bounded), then nothing more; answers once done.
+    Leave(RpcReplyPort<()>),
 }
 
 pub(crate) struct ReportArgs {
@@ -28,6 +32,8 @@ pub(crate) struct ReportArgs {
 pub(crate) struct ReportState {
     args: ReportArgs,
     subject: String,
+    /// The leaving report was sent: heartbeats would contradict it.
+    left: bool,
 }
 
 pub(crate) struct Reporter;
@@ -44,7 +50,11 @@ impl Actor for Reporter {
     ) -> Result<ReportState, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(args.heartbeat_ms), || ReportMsg::Tick);
         let subject = args.client.subjects().agent_report(&args.shared.segment);
-        Ok(ReportState { args, subject })
+        Ok(ReportState {
+            args,
+            subject,
+            left: false,
+        })
     }
 
     async fn handle(
@@ -56,35 +66,59 @@ impl Actor for Reporter {
         let shared = &state.args.shared;
         let connected = state.args.client.is_connected();
         shared.connected.store(connected, Ordering::Relaxed);
-        if let ReportMsg::Tick = msg
-            && connected
-            && shared.current.load(Ordering::Relaxed)
-        {
-            // Connected with a caught-up watch on the desired state: what
-            // we serve is what the coordinator published.
-            shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+        match msg {
+            ReportMsg::Leave(reply) => {
+                if connected && !state.left {
+                    state.send(true).await;
+                    // Bounded: a stop must not hang on a slow server.
+                    state.args.client.flush().await;
+                    tracing::info!("told the coordinator this agent is leaving");
+                }
+                state.left = true;
+                let _ = reply.send(());
+            }
+            ReportMsg::Tick | ReportMsg::Applied if state.left || !connected => {}
+            ReportMsg::Tick => {
+                if shared.current.load(Ordering::Relaxed) {
+                    // Connected with a caught-up watch on the desired
+                    // state: what we serve is what the coordinator
+                    // published.
+                    shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                state.send(false).await;
+            }
+            ReportMsg::Applied => state.send(false).await,
         }
-        if !connected {
-            return Ok(());
-        }
+        Ok(())
+    }
+}
+
+impl ReportState {
+    /// Publishes one report (fire and forget; the next heartbeat makes up
+    /// for a lost one).
+    async fn send(&self, leaving: bool) {
+        let shared = &self.args.shared;
+        // The watermark first: `Acquire` pairs with the sync actor's
+        // `Release`, so the blocks read next are at least as new.
+        let applied_revision = shared.applied_revision.load(Ordering::Acquire);
         let report = AgentReport {
             agent_id: shared.agent_id.clone(),
             segment: shared.segment.clone(),
-            tier: state.args.tier.clone(),
+            tier: self.args.tier.clone(),
             healthy: shared.healthy.load(Ordering::Relaxed),
-            applied_revision: shared.applied_revision.load(Ordering::Relaxed),
+            applied_revision,
             stale: shared.stale(),
-            heartbeat_ms: state.args.heartbeat_ms,
+            heartbeat_ms: self.args.heartbeat_ms,
             sent_at_ms: now_ms(),
-            blocked: Vec::new(),
-            leaving: false,
+            blocked: shared.blocked.load().as_ref().clone(),
+            leaving,
         };
         match encode(Encoding::MsgPack, &report) {
             Ok(body) => {
-                if let Err(e) = state
+                if let Err(e) = self
                     .args
                     .client
-                    .publish(state.subject.clone(), body.into())
+                    .publish(self.subject.clone(), body.into())
                     .await
                 {
                     tracing::debug!(error = %e, "cannot send report");
@@ -92,6 +126,5 @@ impl Actor for Reporter {
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode report"),
         }
-        Ok(())
     }
 }

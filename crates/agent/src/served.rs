@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use phasegate_eval::{AgentContext, CompiledState};
-use phasegate_proto::{AgentId, EntityKind, Segment};
+use phasegate_proto::{AgentId, BlockedEntity, EntityKind, Segment};
 
 /// Now, in Unix-epoch milliseconds.
 pub(crate) fn now_ms() -> u64 {
@@ -63,7 +63,12 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicBool,
     /// The desired-state watch has delivered everything that existed.
     pub(crate) current: AtomicBool,
+    /// The watermark acked to the coordinator. Stored (`Release`) only
+    /// after `blocked` for the same state, and loaded (`Acquire`) before
+    /// it, so a report never pairs a new watermark with old blocks.
     pub(crate) applied_revision: AtomicU64,
+    /// Keys this agent could not apply, with why.
+    pub(crate) blocked: ArcSwap<Vec<BlockedEntity>>,
     /// Evaluations by kind (gate, config) × reason (disabled, rule,
     /// default, unknown) × source (base, rollout).
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],

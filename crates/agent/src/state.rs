@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use phasegate_proto::codec::{decode_with_limit, encode_with_limit};
-use phasegate_proto::{DesiredEntity, Encoding, Segment};
+use phasegate_proto::{BlockedEntity, DesiredEntity, Encoding, Segment};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,15 +39,26 @@ pub struct DiskState {
     /// The segment it was written for; a file of another segment is ignored.
     #[serde(default)]
     pub segment: Option<Segment>,
-    /// Every desired-state revision up to this one is applied.
+    /// Every desired-state revision up to this one is processed: applied,
+    /// or listed in `blocked`. It may lag behind what was acked (a batch
+    /// that changes nothing else is not written for it alone), never lead.
     #[serde(default)]
     pub applied_revision: u64,
+    /// The generation of the desired-state bucket these revisions belong
+    /// to (its stream's creation time in Unix ns): revisions of another
+    /// generation mean nothing here.
+    #[serde(default)]
+    pub generation: Option<u64>,
     /// When the agent last knew itself in sync.
     #[serde(default)]
     pub last_sync_ms: Option<u64>,
     /// By key (`<kind>.<name>`).
     #[serde(default)]
     pub entities: BTreeMap<String, StoredDesired>,
+    /// Keys whose latest revision could not be decoded or compiled, by key;
+    /// their last good version (if any) stays in `entities` and is served.
+    #[serde(default)]
+    pub blocked: BTreeMap<String, BlockedEntity>,
 }
 
 /// How loading went.
@@ -160,9 +171,19 @@ mod tests {
         let mut s = DiskState {
             segment: Some(Segment::new("dev").unwrap()),
             applied_revision: 7,
+            generation: Some(42),
             last_sync_ms: Some(1),
             entities: BTreeMap::new(),
+            blocked: BTreeMap::new(),
         };
+        s.blocked.insert(
+            "gate.b".into(),
+            BlockedEntity {
+                key: "gate.b".into(),
+                revision: 6,
+                error: "undecodable".into(),
+            },
+        );
         s.entities.insert(
             "gate.g".into(),
             StoredDesired {

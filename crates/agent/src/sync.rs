@@ -1,7 +1,32 @@
 //! Keeps the agent in step with the coordinator: watches the desired-state
 //! bucket (from the start on every (re)connection, so an agent that was
-//! offline catches up), never applies an older revision over a newer one,
-//! writes the result to disk, then swaps it in and acks it.
+//! offline catches up), writes what it applies to disk, then swaps it in
+//! and acks it. What a batch of changes does is decided by
+//! [`crate::plan::plan_batch`]; this actor only carries the plan out.
+//!
+//! # What is written, and when
+//!
+//! A batch that changes an entity or a blocked key is written (and
+//! fsynced) before anything of it is served or acked. A batch that only
+//! moves the watermark — replays after a reconnect, deletions of unknown
+//! keys — is not written for that alone: the watermark then stands for
+//! state that is already on disk, so acking it is sound, and after a
+//! restart the agent re-derives it from the watch (every key's latest
+//! revision is delivered again). The file's watermark may therefore lag
+//! behind the acked one, never lead it; a lagging one only makes the first
+//! reports after a restart more conservative. It is written with the next
+//! real change or checkpoint.
+//!
+//! # A new bucket generation
+//!
+//! Revisions restart at 1 when the bucket is deleted and created again. The
+//! bucket's generation (its stream's creation time) is stored with the
+//! state; when a watch starts on another generation (or the pump sees the
+//! generation change under a running watch), the agent acks nothing more
+//! (watermark 0), rebuilds its state from the new bucket's contents while
+//! it keeps serving the old one, and swaps the whole new state in once the
+//! watch has caught up and it is written. An empty new bucket rebuilds to
+//! an empty state: the bucket is the truth the coordinator publishes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,22 +35,24 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use phasegate_bus::{Client, KvChange};
-use phasegate_eval::CompiledState;
-use phasegate_proto::{Bucket, DesiredEntity, Encoding, EntityKind, decode, entity_key};
+use phasegate_proto::Bucket;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::AgentError;
+use crate::plan::{self, ApplyTrace, Plan, ServeChange, plan_batch};
 use crate::report::ReportMsg;
 use crate::served::{Served, Shared, now_ms};
-use crate::state::{self, DiskState, Loaded, StoredDesired};
+use crate::state::{self, DiskState, Loaded};
 
 /// The most changes applied (and written to disk) as one batch.
 const MAX_BATCH: usize = 4096;
 
 pub(crate) enum SyncMsg {
+    /// A watch began on the bucket of this generation; `empty`: it holds
+    /// nothing, there is nothing to catch up.
+    Watching { generation: u64, empty: bool },
     /// Changes from the watch, in revision order.
     Changes(Vec<KvChange>),
-    /// The watch started on an empty bucket: nothing to catch up.
-    EmptyBucket,
     /// The watch broke; it is being set up again.
     WatchLost,
     /// Periodic: write down the last moment we knew ourselves in sync, so
@@ -38,34 +65,39 @@ pub(crate) struct SyncArgs {
     pub(crate) client: Client,
     pub(crate) state_dir: PathBuf,
     pub(crate) reporter: ActorRef<ReportMsg>,
+    /// How often a running watch checks the bucket's generation.
+    pub(crate) generation_check: Duration,
 }
 
 pub(crate) struct SyncState {
-    /// Keys whose latest revision could not be applied (undecodable, or not
-    /// compilable), with that revision: acks stop just below the lowest.
-    blocked: std::collections::BTreeMap<String, u64>,
     /// Tells the pump to set the watch up again from the start.
     resync: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
     dir: PathBuf,
+    /// What is on disk (its watermark may be ahead in memory, see above).
     disk: DiskState,
+    /// The state of a new bucket generation being read from scratch; the
+    /// old one is served until this one has caught up and is written.
+    rebuild: Option<DiskState>,
     reporter: ActorRef<ReportMsg>,
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub(crate) struct Sync;
 
-type Key = (EntityKind, String);
-
-fn compile(shared: &Shared, d: &DesiredEntity) -> Option<Arc<CompiledState>> {
-    let view = phasegate_model::desired::view(d, shared.segment.as_str());
-    match CompiledState::new(d.kind, &view) {
-        Ok(c) => Some(Arc::new(c)),
-        Err(e) => {
-            tracing::error!(kind = %d.kind, name = %d.name, error = %e, "cannot compile desired state; keeping the previous one");
-            None
+/// What `disk` serves, compiled; entities that no longer compile are left
+/// out (and logged), never served half-read.
+fn served_from(shared: &Shared, disk: &DiskState) -> Served {
+    let mut served = Served::default();
+    for (key, sd) in &disk.entities {
+        match plan::compile(shared.segment.as_str(), &sd.desired) {
+            Ok(c) => served.insert(sd.desired.kind, sd.desired.name.to_string(), c),
+            Err(error) => {
+                tracing::error!(%key, %error, "stored desired state does not compile; not served")
+            }
         }
     }
+    served
 }
 
 impl Actor for Sync {
@@ -92,37 +124,37 @@ impl Actor for Sync {
                 DiskState::default()
             }
         };
-        let mut served = Served::default();
-        for sd in disk.entities.values() {
-            if let Some(c) = compile(&shared, &sd.desired) {
-                served.insert(sd.desired.kind, sd.desired.name.to_string(), c);
-            }
-        }
+        let served = served_from(&shared, &disk);
         tracing::info!(
             entities = served.len(),
+            blocked = disk.blocked.len(),
             applied_revision = disk.applied_revision,
             "serving state from disk"
         );
         shared.served.store(Arc::new(served));
         shared
-            .applied_revision
-            .store(disk.applied_revision, Ordering::Relaxed);
-        shared
             .last_sync_ms
             .store(disk.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
         let resync = Arc::new(tokio::sync::Notify::new());
-        let pump = tokio::spawn(pump(args.client, myself.clone(), resync.clone()));
+        let pump = tokio::spawn(pump(
+            args.client,
+            myself.clone(),
+            resync.clone(),
+            args.generation_check,
+        ));
         let every = std::time::Duration::from_millis((shared.stale_after_ms / 2).max(100));
         myself.send_interval(every, || SyncMsg::Checkpoint);
-        Ok(SyncState {
-            blocked: std::collections::BTreeMap::new(),
+        let state = SyncState {
             resync,
             shared,
             dir: args.state_dir,
             disk,
+            rebuild: None,
             reporter: args.reporter,
             pump: Some(pump),
-        })
+        };
+        state.publish();
+        Ok(state)
     }
 
     async fn post_stop(
@@ -146,16 +178,20 @@ impl Actor for Sync {
             SyncMsg::WatchLost => {
                 state.shared.current.store(false, Ordering::Relaxed);
             }
-            SyncMsg::EmptyBucket => {
-                state.shared.current.store(true, Ordering::Relaxed);
-                state.mark_synced().await;
+            SyncMsg::Watching { generation, empty } => state.watching(generation, empty).await,
+            SyncMsg::Changes(batch) => {
+                if state.rebuild.is_some() {
+                    state.rebuild_with(&batch).await;
+                } else {
+                    state.apply(&batch).await;
+                }
             }
-            SyncMsg::Changes(batch) => state.apply(batch).await,
             SyncMsg::Checkpoint => {
                 let last = state.shared.last_sync_ms.load(Ordering::Relaxed);
                 if last > state.disk.last_sync_ms.unwrap_or(0) {
                     state.disk.last_sync_ms = Some(last);
-                    state.save_disk().await;
+                    // Failures are logged; the next checkpoint tries again.
+                    let _ = state.save(&state.disk.clone()).await;
                 }
             }
         }
@@ -164,125 +200,92 @@ impl Actor for Sync {
 }
 
 impl SyncState {
-    async fn apply(&mut self, batch: Vec<KvChange>) {
-        let mut next = self.disk.clone();
-        // Compiled before anything is written: what cannot be compiled is
-        // neither stored nor acked (see `blocked`).
-        let mut changed: Vec<(Key, Option<Arc<CompiledState>>)> = Vec::new();
-        // One span per rollout applied here, in the rollout's trace; they
-        // end once the change is on disk and served.
-        let mut spans: Vec<tracing::Span> = Vec::new();
-        let mut current = false;
-        for c in batch {
-            current |= c.seen_current;
-            next.applied_revision = next.applied_revision.max(c.revision);
-            if next
-                .entities
-                .get(&c.key)
-                .is_some_and(|e| e.revision >= c.revision)
-            {
-                continue; // never an older revision over a newer one
+    /// A watch began on `generation`.
+    async fn watching(&mut self, generation: u64, empty: bool) {
+        match self.disk.generation {
+            Some(g) if g == generation => self.rebuild = None,
+            None => {
+                // A first start (or a file from before generations were
+                // kept): this is the bucket its state came from.
+                self.rebuild = None;
+                self.disk.generation = Some(generation);
+                let _ = self.save(&self.disk.clone()).await;
             }
-            match c.value {
-                Some(bytes) => match decode::<DesiredEntity>(Encoding::MsgPack, &bytes) {
-                    Ok(d) if entity_key(d.kind, &d.name) == c.key => {
-                        // Only rollouts that reach this segment are traced here.
-                        let view = phasegate_model::desired::view(&d, self.shared.segment.as_str());
-                        if let (Some(r), Some(v)) = (&d.rollout, &view.rollout) {
-                            let phase = v.phase_id.to_string();
-                            let span = tracing::info_span!(
-                                "phasegate.apply",
-                                otel.name = "apply",
-                                phasegate.segment = %self.shared.segment,
-                                phasegate.agent_id = %self.shared.agent_id,
-                                phasegate.trigger_id = %r.trigger_id,
-                                phasegate.phase_id = %phase,
-                                phasegate.entity = %c.key,
-                                phasegate.revision = c.revision,
-                                trace_id = %r.trace_parent.as_deref().and_then(phasegate_bus::trace::trace_id_of).unwrap_or(""),
-                            );
-                            phasegate_bus::trace::continue_from_traceparent(
-                                &span,
-                                r.trace_parent.as_deref(),
-                            );
-                            spans.push(span);
-                        }
-                        match compile(&self.shared, &d) {
-                            Some(compiled) => {
-                                self.blocked.remove(&c.key);
-                                changed.push(((d.kind, d.name.to_string()), Some(compiled)));
-                                next.entities.insert(
-                                    c.key,
-                                    StoredDesired {
-                                        revision: c.revision,
-                                        desired: d,
-                                    },
-                                );
-                            }
-                            None => {
-                                self.blocked.insert(c.key, c.revision);
-                            }
-                        }
-                    }
-                    Ok(_) => {
-                        tracing::error!(key = %c.key, "desired state under the wrong key: not applied");
-                        self.blocked.insert(c.key, c.revision);
-                    }
-                    Err(e) => {
-                        tracing::error!(key = %c.key, error = %e, "undecodable desired state: not applied");
-                        self.blocked.insert(c.key, c.revision);
-                    }
-                },
-                None => {
-                    self.blocked.remove(&c.key);
-                    if let Some(old) = next.entities.remove(&c.key) {
-                        changed.push(((old.desired.kind, old.desired.name.to_string()), None));
-                    }
+            Some(old) => {
+                tracing::warn!(
+                    old_generation = old,
+                    generation,
+                    "the desired-state bucket was created again; rebuilding from its contents, serving the old state until then"
+                );
+                self.rebuild = Some(DiskState {
+                    generation: Some(generation),
+                    ..DiskState::default()
+                });
+                // Nothing of the new generation is applied yet: ack nothing.
+                self.shared.current.store(false, Ordering::Relaxed);
+                if self.shared.applied_revision.swap(0, Ordering::AcqRel) != 0 {
+                    let _ = self.reporter.cast(ReportMsg::Applied);
                 }
             }
         }
-        // Never ack past a revision we could not apply: the coordinator must
-        // not call a phase applied here while we serve the old version.
-        if let Some(&b) = self.blocked.values().min() {
-            next.applied_revision = next.applied_revision.min(b.saturating_sub(1));
+        if empty {
+            if self.rebuild.is_some() {
+                self.finish_rebuild().await;
+            } else {
+                self.shared.current.store(true, Ordering::Relaxed);
+                self.mark_synced().await;
+            }
         }
+    }
+
+    /// Applies one batch of the current generation.
+    async fn apply(&mut self, batch: &[KvChange]) {
+        let plan = plan_batch(&self.disk, self.shared.segment.as_str(), batch);
+        log_blocked(&plan);
+        // One span per rollout applied here, in the rollout's trace; they
+        // end once the change is on disk and served.
+        let spans: Vec<tracing::Span> = plan.traces.iter().map(|t| self.span(t)).collect();
+        let Plan {
+            mut next,
+            persist,
+            serve,
+            current,
+            ..
+        } = plan;
         // Changes that arrive after the catch-up come from a live watch:
         // we are in step with what the coordinator published.
+        let now = now_ms();
         if current {
-            next.last_sync_ms = Some(now_ms());
+            self.shared.last_sync_ms.fetch_max(now, Ordering::Relaxed);
         }
-        // Durable first: only what is on disk is served and acked.
-        let dir = self.dir.clone();
-        next.segment = Some(self.shared.segment.clone());
-        let to_save = next.clone();
-        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &to_save)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // Nothing of the batch is served or acked; the watch starts
-                // over so that it is delivered again.
-                tracing::error!(error = %e, "cannot write state; not applying, will sync again");
-                self.resync.notify_one();
-                return;
+        if persist {
+            if current {
+                next.last_sync_ms = Some(now);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "state writer failed; will sync again");
+            // Durable first: only what is on disk is served and acked.
+            if self.save(&next).await.is_err() {
+                // Nothing of the batch is served or acked; the watch
+                // starts over so that it is delivered again.
                 self.resync.notify_one();
                 return;
             }
         }
-        if !changed.is_empty() {
-            let old = self.shared.served.load();
-            let mut entities: Served = (**old).clone();
-            for (k, c) in changed {
-                match c {
-                    Some(c) => {
-                        tracing::info!(kind = %k.0, name = %k.1, "applied");
-                        entities.insert(k.0, k.1, c);
+        if !serve.is_empty() {
+            let mut entities: Served = (**self.shared.served.load()).clone();
+            for s in serve {
+                match s {
+                    ServeChange::Put {
+                        kind,
+                        name,
+                        revision,
+                        compiled,
+                    } => {
+                        tracing::info!(%kind, %name, revision, "applied");
+                        entities.insert(kind, name, compiled);
                     }
-                    None => {
-                        tracing::info!(kind = %k.0, name = %k.1, "removed");
-                        entities.remove(k.0, &k.1);
+                    ServeChange::Remove { kind, name } => {
+                        tracing::info!(%kind, %name, "removed");
+                        entities.remove(kind, &name);
                     }
                 }
             }
@@ -292,58 +295,154 @@ impl SyncState {
         if current {
             self.shared.current.store(true, Ordering::Relaxed);
         }
-        if let Some(t) = self.disk.last_sync_ms {
-            self.shared.last_sync_ms.fetch_max(t, Ordering::Relaxed);
-        }
         drop(spans);
+        self.publish();
+    }
+
+    /// Reads one batch of a new generation into the state being rebuilt.
+    async fn rebuild_with(&mut self, batch: &[KvChange]) {
+        let Some(base) = &self.rebuild else { return };
+        let plan = plan_batch(base, self.shared.segment.as_str(), batch);
+        log_blocked(&plan);
+        self.rebuild = Some(plan.next);
+        if plan.current {
+            self.finish_rebuild().await;
+        }
+    }
+
+    /// The new generation has caught up: write it, then serve and ack it.
+    async fn finish_rebuild(&mut self) {
+        let Some(mut next) = self.rebuild.take() else {
+            return;
+        };
+        next.last_sync_ms = Some(now_ms());
+        if self.save(&next).await.is_err() {
+            // The watch starts over and the rebuild with it.
+            self.resync.notify_one();
+            return;
+        }
+        let served = served_from(&self.shared, &next);
+        tracing::info!(
+            entities = served.len(),
+            applied_revision = next.applied_revision,
+            "rebuilt from the new desired-state bucket"
+        );
+        self.shared.served.store(Arc::new(served));
+        self.shared
+            .last_sync_ms
+            .fetch_max(next.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
+        self.disk = next;
+        self.shared.current.store(true, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// Makes the blocked keys, then the watermark, visible to the reports
+    /// and the HTTP API; reports at once when either changed.
+    fn publish(&self) {
+        let blocked: Vec<_> = self.disk.blocked.values().cloned().collect();
+        let blocks_changed = **self.shared.blocked.load() != blocked;
+        if blocks_changed {
+            self.shared.blocked.store(Arc::new(blocked));
+        }
         let before = self
             .shared
             .applied_revision
-            .swap(self.disk.applied_revision, Ordering::Relaxed);
-        if before != self.disk.applied_revision {
+            .swap(self.disk.applied_revision, Ordering::AcqRel);
+        if before != self.disk.applied_revision || blocks_changed {
             let _ = self.reporter.cast(ReportMsg::Applied);
         }
     }
 
-    async fn mark_synced(&mut self) {
-        self.disk.last_sync_ms = Some(now_ms());
-        self.shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
-        self.save_disk().await;
+    fn span(&self, t: &ApplyTrace) -> tracing::Span {
+        let span = tracing::info_span!(
+            "phasegate.apply",
+            otel.name = "apply",
+            phasegate.segment = %self.shared.segment,
+            phasegate.agent_id = %self.shared.agent_id,
+            phasegate.trigger_id = %t.trigger_id,
+            phasegate.phase_id = %t.phase_id,
+            phasegate.entity = %t.key,
+            phasegate.revision = t.revision,
+            trace_id = %t.trace_parent.as_deref().and_then(phasegate_bus::trace::trace_id_of).unwrap_or(""),
+        );
+        phasegate_bus::trace::continue_from_traceparent(&span, t.trace_parent.as_deref());
+        span
     }
 
-    async fn save_disk(&mut self) {
+    async fn mark_synced(&mut self) {
+        let now = now_ms();
+        self.disk.last_sync_ms = Some(now);
+        self.shared.last_sync_ms.store(now, Ordering::Relaxed);
+        let _ = self.save(&self.disk.clone()).await;
+    }
+
+    /// Writes `state` durably; failures are logged too.
+    async fn save(&self, state: &DiskState) -> Result<(), AgentError> {
         let dir = self.dir.clone();
-        self.disk.segment = Some(self.shared.segment.clone());
-        let to_save = self.disk.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || state::save(&dir, &to_save)).await {
+        let mut to_save = state.clone();
+        to_save.segment = Some(self.shared.segment.clone());
+        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &to_save))
+            .await
+            .unwrap_or_else(|e| Err(AgentError::State(format!("state writer failed: {e}"))));
+        if let Err(e) = &saved {
             tracing::error!(error = %e, "cannot write state");
         }
+        saved
+    }
+}
+
+fn log_blocked(plan: &Plan) {
+    for b in &plan.newly_blocked {
+        tracing::error!(key = %b.key, revision = b.revision, error = %b.error, "cannot apply desired state; serving the last good version");
     }
 }
 
 /// Feeds the actor from the desired-state watch, setting it up again
-/// whenever it breaks (NATS down, bucket not created yet).
-async fn pump(client: Client, sync: ActorRef<SyncMsg>, resync: Arc<tokio::sync::Notify>) {
+/// whenever it breaks (NATS down, bucket not created yet) or the bucket's
+/// generation changes under it (a deleted and recreated bucket would
+/// otherwise go unnoticed: the watch would wait for revisions above the
+/// old ones).
+async fn pump(
+    client: Client,
+    sync: ActorRef<SyncMsg>,
+    resync: Arc<tokio::sync::Notify>,
+    generation_check: Duration,
+) {
     let bucket = client.subjects().bucket(Bucket::Desired);
     let mut backoff = Duration::from_millis(50);
     loop {
         let watch = async {
             let kv = client.kv_existing(&bucket).await?;
+            let generation = kv.generation().await?;
             let empty = kv.is_empty().await?;
             let w = kv.watch_all_with_history().await?;
-            Ok::<_, phasegate_bus::BusError>((w, empty))
+            Ok::<_, phasegate_bus::BusError>((kv, w, generation, empty))
         }
         .await;
         match watch {
-            Ok((mut w, empty)) => {
+            Ok((kv, mut w, generation, empty)) => {
                 backoff = Duration::from_millis(50);
-                if empty && sync.cast(SyncMsg::EmptyBucket).is_err() {
+                if sync.cast(SyncMsg::Watching { generation, empty }).is_err() {
                     return;
                 }
+                let mut check = tokio::time::interval(generation_check);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                check.reset();
                 loop {
                     let next = tokio::select! {
                         n = w.next() => n,
                         () = resync.notified() => break,
+                        _ = check.tick() => match kv.generation().await {
+                            Ok(g) if g == generation => continue,
+                            Ok(_) => {
+                                tracing::warn!("the desired-state bucket was created again; watching it afresh");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot check the desired-state bucket; watching it afresh");
+                                break;
+                            }
+                        },
                     };
                     match next {
                         Some(Ok(c)) => {

@@ -241,6 +241,27 @@ impl Kv {
             })
     }
 
+    /// The bucket's generation: when its stream was created, in Unix
+    /// nanoseconds, as the server says. Revisions restart at 1 when a
+    /// bucket is deleted and created again; the generation tells the two
+    /// apart. Asks the server each time (one JetStream API request).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when the bucket no longer exists, or on transport
+    /// or server failure.
+    pub async fn generation(&self) -> Result<u64, BusError> {
+        let info = self
+            .store
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| kv_err(&self.bucket, "stream info", e))?;
+        // Before 1970 or after 2554 cannot happen for a stream created by
+        // a working server; 0 then still names one generation.
+        Ok(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0))
+    }
+
     /// True when the bucket holds no message at all.
     ///
     /// # Errors

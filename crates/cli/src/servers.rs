@@ -33,6 +33,18 @@ pub(crate) struct AgentArgs {
     /// Staleness bound [default 30000].
     #[arg(long)]
     stale_after_ms: Option<u64>,
+    /// How long one health probe may take before it counts as failed
+    /// [default 2000].
+    #[arg(long)]
+    probe_timeout_ms: Option<u64>,
+    /// Consecutive failed probe rounds before the agent turns unhealthy
+    /// [default 3].
+    #[arg(long)]
+    unhealthy_after: Option<u32>,
+    /// Consecutive passing probe rounds before it turns healthy again
+    /// [default 2].
+    #[arg(long)]
+    healthy_after: Option<u32>,
     /// Configuration file (TOML); see config/agents/.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -81,6 +93,15 @@ pub(crate) fn agent_config(
     }
     if let Some(s) = a.stale_after_ms.or(file.stale_after_ms) {
         cfg.stale_after_ms = s;
+    }
+    if let Some(t) = a.probe_timeout_ms.or(file.probe_timeout_ms) {
+        cfg.probe_timeout_ms = t;
+    }
+    if let Some(n) = a.unhealthy_after.or(file.unhealthy_after) {
+        cfg.unhealthy_after = n;
+    }
+    if let Some(n) = a.healthy_after.or(file.healthy_after) {
+        cfg.healthy_after = n;
     }
     if let Some(p) = file.subject_prefix {
         cfg.subject_prefix = p;
