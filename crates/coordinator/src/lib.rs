@@ -15,6 +15,7 @@ pub mod config;
 mod directory;
 mod error;
 mod leader;
+mod page;
 mod service;
 mod store;
 mod supervisor;
@@ -79,7 +80,7 @@ impl Coordinator {
             lease,
             failed_tx.clone(),
         );
-        let store = store::Store::open(&client, &subjects).await?;
+        let store = store::Store::open(&client, &subjects, config.trigger_retention()).await?;
         let metrics = Arc::new(Registry::default());
         let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
             .await

@@ -13,9 +13,9 @@ use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
     ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
-    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
+    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode, ListRequest,
     PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
-    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
+    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerResult,
     decode,
 };
 use ractor::rpc::CallResult;
@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::catalog::CatalogMsg;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
+use crate::page::{PageRequest, page};
 
 /// How long a handler waits for the actors before answering `unavailable`.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(8);
@@ -211,11 +212,12 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
             .await
         }
         Command::PipelineList => {
-            run(enc, body, |_: Empty| async move {
-                let pipelines = ask(c, CatalogMsg::PipelineList).await?;
+            run(enc, body, |req: ListRequest| async move {
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                let p = ask(c, |r| CatalogMsg::PipelineList(page, r)).await?;
                 Ok(PipelineListResult {
-                    pipelines,
-                    next_cursor: None,
+                    pipelines: p.items,
+                    next_cursor: p.next_cursor,
                 })
             })
             .await
@@ -245,8 +247,9 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::GateList | Command::ConfigList => {
             let k = kind(command.group());
-            run(enc, body, |_: Empty| async move {
-                ask(c, |r| CatalogMsg::EntityList(k, r)).await
+            run(enc, body, |req: ListRequest| async move {
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                ask(c, |r| CatalogMsg::EntityList(k, page, r)).await
             })
             .await
         }
@@ -267,17 +270,15 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::TriggerList => {
             run(enc, body, |req: TriggerListRequest| async move {
-                let triggers = ask(c, |r| CatalogMsg::TriggerList(req, r)).await?;
-                Ok(TriggerListResult {
-                    triggers: triggers.iter().map(Into::into).collect(),
-                    next_cursor: None,
-                })
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                ask(c, |r| CatalogMsg::TriggerList(req, page, r)).await
             })
             .await
         }
         Command::AgentList => {
             let d = &h.directory;
             run(enc, body, |req: AgentListRequest| async move {
+                let page_req = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 match d
                     .call(
                         |r| DirectoryMsg::List {
@@ -288,10 +289,19 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
                     )
                     .await
                 {
-                    Ok(CallResult::Success(agents)) => Ok(AgentListResult {
-                        agents,
-                        next_cursor: None,
-                    }),
+                    // The directory answers every agent; the page is cut
+                    // here, by segment then agent id.
+                    Ok(CallResult::Success(agents)) => {
+                        let p = page(
+                            agents,
+                            |a| (a.segment.to_string(), a.agent_id.to_string()),
+                            &page_req,
+                        );
+                        Ok(AgentListResult {
+                            agents: p.items,
+                            next_cursor: p.next_cursor,
+                        })
+                    }
                     _ => Err(ApiError::new(
                         ErrorCode::Unavailable,
                         "the agent directory is busy; retry",
