@@ -95,8 +95,14 @@ impl Client {
         let js = self.jetstream();
         let store = match js.get_key_value(bucket).await {
             Ok(store) => {
-                self.apply_settings(&store, bucket, &opts).await?;
-                store
+                if self.apply_settings(&store, bucket, &opts).await? {
+                    // Reopened, so what it caches of the stream is current.
+                    js.get_key_value(bucket)
+                        .await
+                        .map_err(|e| kv_err(bucket, "open bucket", e))?
+                } else {
+                    store
+                }
             }
             Err(_) => js
                 .create_key_value(Config {
@@ -118,12 +124,13 @@ impl Client {
 
     /// Updates the stream behind an existing bucket when its `max_age` or
     /// description differ from `opts`; does nothing when they match.
+    /// Returns whether it updated.
     async fn apply_settings(
         &self,
         store: &Store,
         bucket: &str,
         opts: &BucketOptions,
-    ) -> Result<(), BusError> {
+    ) -> Result<bool, BusError> {
         let js = self.jetstream();
         let info = js
             .get_stream(&store.stream_name)
@@ -135,7 +142,7 @@ impl Client {
         let mut config = info.config;
         let description = config.description.as_deref().unwrap_or_default();
         if config.max_age == opts.max_age && description == opts.description {
-            return Ok(());
+            return Ok(false);
         }
         tracing::info!(
             bucket,
@@ -152,7 +159,7 @@ impl Client {
         js.update_stream(config)
             .await
             .map_err(|e| kv_err(bucket, "update bucket settings", e))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Opens `bucket`, which must exist: for readers that must not create
@@ -274,12 +281,13 @@ impl Kv {
     ///
     /// [`BusError::Kv`] on transport or server failure.
     pub async fn max_age(&self) -> Result<Duration, BusError> {
-        let status = self
+        let info = self
             .store
-            .status()
+            .stream
+            .get_info()
             .await
             .map_err(|e| kv_err(&self.bucket, "status", e))?;
-        Ok(status.max_age())
+        Ok(info.config.max_age)
     }
 
     /// True when the bucket holds no message at all.
