@@ -325,7 +325,10 @@ fn unreachable_nats_is_one_line_at_once() -> anyhow::Result<()> {
     assert_ne!(out.status.code(), Some(0), "must fail: {stderr}");
     assert!(out.status.code().is_some(), "exited, not killed: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "names the URL: {stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "names the URL: {stderr}"
+    );
     assert!(!stderr.contains("secret"), "credentials leaked: {stderr}");
     assert!(out.stdout.is_empty(), "nothing on stdout");
     assert!(

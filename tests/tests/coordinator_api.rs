@@ -370,7 +370,10 @@ async fn malformed_input_is_invalid_and_harmless() -> anyhow::Result<()> {
 
 /// Puts gate `name` on pipeline `p` (approval required): a trigger that
 /// stays `awaiting_approval`. Returns its id.
-async fn gate_with_trigger(c: &phasegate_client::PhasegateClient, name: &str) -> anyhow::Result<TriggerId> {
+async fn gate_with_trigger(
+    c: &phasegate_client::PhasegateClient,
+    name: &str,
+) -> anyhow::Result<TriggerId> {
     let r = c
         .entity_put(
             EntityKind::Gate,
@@ -455,7 +458,10 @@ async fn lists_page_stably_under_concurrent_writes() -> anyhow::Result<()> {
     ids.dedup();
     assert_eq!(ids.len(), n, "a trigger was returned twice");
     for id in &present {
-        assert!(ids.contains(&id), "{id} was there throughout and was skipped");
+        assert!(
+            ids.contains(&id),
+            "{id} was there throughout and was skipped"
+        );
     }
     // Aborted ones are listed as finished, from the bucket.
     let aborted = c
@@ -475,13 +481,22 @@ async fn lists_page_stably_under_concurrent_writes() -> anyhow::Result<()> {
     assert_eq!(gates.len(), 110 + pages - aborted.len());
     assert!(gates.windows(2).all(|w| w[0].name < w[1].name), "by name");
     let first = c
-        .entity_list_page(EntityKind::Gate, ListRequest { limit: Some(7), cursor: None })
+        .entity_list_page(
+            EntityKind::Gate,
+            ListRequest {
+                limit: Some(7),
+                cursor: None,
+            },
+        )
         .await?;
     assert_eq!(first.specs.len(), 7);
     let second = c
         .entity_list_page(
             EntityKind::Gate,
-            ListRequest { limit: Some(7), cursor: first.next_cursor.clone() },
+            ListRequest {
+                limit: Some(7),
+                cursor: first.next_cursor.clone(),
+            },
         )
         .await?;
     assert_eq!(second.specs[0].name, gates[7].name);
@@ -494,12 +509,18 @@ async fn lists_page_stably_under_concurrent_writes() -> anyhow::Result<()> {
     // Limits and cursors.
     for limit in [0, MAX_PAGE + 1] {
         let e = c
-            .pipeline_list_page(ListRequest { limit: Some(limit), cursor: None })
+            .pipeline_list_page(ListRequest {
+                limit: Some(limit),
+                cursor: None,
+            })
             .await;
         assert_eq!(code(e), ErrorCode::Invalid, "limit {limit}");
     }
     let full = c
-        .trigger_list_page(&TriggerListRequest { limit: Some(MAX_PAGE), ..TriggerListRequest::default() })
+        .trigger_list_page(&TriggerListRequest {
+            limit: Some(MAX_PAGE),
+            ..TriggerListRequest::default()
+        })
         .await?;
     assert_eq!((full.triggers.len(), full.next_cursor), (110 + pages, None));
     for bad in ["not-hex", "00ff", "abc"] {
@@ -511,7 +532,10 @@ async fn lists_page_stably_under_concurrent_writes() -> anyhow::Result<()> {
             .await;
         assert_eq!(code(e), ErrorCode::Invalid, "cursor {bad}");
         let e = c
-            .agent_list_page(&AgentListRequest { cursor: Some(bad.to_owned()), ..AgentListRequest::default() })
+            .agent_list_page(&AgentListRequest {
+                cursor: Some(bad.to_owned()),
+                ..AgentListRequest::default()
+            })
             .await;
         assert_eq!(code(e), ErrorCode::Invalid, "cursor {bad}");
     }
@@ -530,7 +554,13 @@ async fn finished_triggers_are_read_from_the_bucket_after_a_restart() -> anyhow:
     for name in ["a", "b", "c"] {
         let id = gate_with_trigger(&env.client, name).await?;
         env.client
-            .act(TriggerAction::Abort, id.clone(), None, actor("op"), Some("no".into()))
+            .act(
+                TriggerAction::Abort,
+                id.clone(),
+                None,
+                actor("op"),
+                Some("no".into()),
+            )
             .await?;
         ids.push(id);
     }
@@ -553,16 +583,28 @@ async fn finished_triggers_are_read_from_the_bucket_after_a_restart() -> anyhow:
     let mut want = ids.clone();
     want.sort();
     assert_eq!(listed, want);
-    assert_eq!(c.trigger_list(TriggerListRequest::default()).await?.len(), 4);
+    assert_eq!(
+        c.trigger_list(TriggerListRequest::default()).await?.len(),
+        4
+    );
     assert!(!c.trigger_get(active).await?.status.is_finished());
 
     let bus = env.nats.client("test").await?;
     let bucket = bus.kv_existing("phasegate_triggers").await?;
-    assert_eq!(bucket.max_age().await?, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(
+        bucket.max_age().await?,
+        Duration::from_secs(365 * 24 * 3600)
+    );
     // A record gone from the bucket (as expiry does): not found, and no
     // longer listed.
     bucket.delete(ids[0].as_str()).await?;
-    assert_eq!(code(c.trigger_get(ids[0].clone()).await), ErrorCode::NotFound);
-    assert_eq!(c.trigger_list(TriggerListRequest::default()).await?.len(), 3);
+    assert_eq!(
+        code(c.trigger_get(ids[0].clone()).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        c.trigger_list(TriggerListRequest::default()).await?.len(),
+        3
+    );
     Ok(())
 }

@@ -310,7 +310,10 @@ mod tests {
     #[test]
     fn credentials_never_survive_redaction() {
         for (url, want) in [
-            ("nats://user:secret@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
+            (
+                "nats://user:secret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
             ("nats://s3cr3t-token@host:4222", "nats://***@host:4222"),
             ("tls://a:b@h1:1,nats://h2:2", "tls://***@h1:1,nats://h2:2"),
             ("u:p@host:4222", "***@host:4222"),

@@ -11,10 +11,10 @@ use phasegate_bus::{BusError, Client, ConnectOptions};
 use phasegate_proto::{
     ActionRequest, Actor, AgentInfo, AgentListRequest, AgentListResult, Command, Empty, Encoding,
     EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult, EntityName,
-    EntityPutRequest, EntityResult, EntitySpec, ListRequest, PhaseId, Pipeline, PipelineDeleteRequest,
-    PipelineGetRequest, PipelineListResult, PipelineName, PipelinePutRequest, PipelineResult,
-    Segment, Subjects, Trigger, TriggerGetRequest, TriggerId, TriggerListRequest,
-    TriggerListResult, TriggerResult, TriggerSummary,
+    EntityPutRequest, EntityResult, EntitySpec, ListRequest, PhaseId, Pipeline,
+    PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelineName,
+    PipelinePutRequest, PipelineResult, Segment, Subjects, Trigger, TriggerGetRequest, TriggerId,
+    TriggerListRequest, TriggerListResult, TriggerResult, TriggerSummary,
 };
 
 pub use phasegate_bus::BusError as ClientError;

@@ -144,7 +144,7 @@ fn encode_cursor<K: SortKey>(key: &K) -> String {
 
 fn decode_cursor<K: SortKey>(cursor: &str) -> Option<K> {
     let hex = cursor.as_bytes();
-    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 2048 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 2048 {
         return None;
     }
     let bytes = hex
@@ -203,7 +203,11 @@ mod tests {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let p = page(all.iter().rev(), |s| (*s).clone(), &req(5, cursor.as_deref()));
+            let p = page(
+                all.iter().rev(),
+                |s| (*s).clone(),
+                &req(5, cursor.as_deref()),
+            );
             assert!(p.items.len() <= 5);
             seen.extend(p.items.into_iter().cloned());
             match p.next_cursor {
@@ -227,12 +231,16 @@ mod tests {
         // Items removed and added between pages: nothing is returned twice,
         // and nothing present throughout is skipped.
         let mut all = names(30);
-        let p1 = page(all.iter(), |s| (*s).clone(), &req(10, None));
-        let mut seen: Vec<String> = p1.items.into_iter().cloned().collect();
+        let p1 = page(all.iter().cloned(), Clone::clone, &req(10, None));
+        let mut seen = p1.items;
         all.retain(|n| n != "n002" && n != "n015");
         all.push("n000a".to_owned()); // before the cursor: not seen, fine
         all.push("n020a".to_owned()); // after it: seen
-        let p2 = page(all.iter(), |s| (*s).clone(), &req(100, p1.next_cursor.as_deref()));
+        let p2 = page(
+            all.iter(),
+            |s| (*s).clone(),
+            &req(100, p1.next_cursor.as_deref()),
+        );
         seen.extend(p2.items.into_iter().cloned());
         let mut dedup = seen.clone();
         dedup.dedup();

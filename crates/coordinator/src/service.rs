@@ -15,8 +15,7 @@ use phasegate_proto::{
     ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
     EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode, ListRequest,
     PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
-    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerResult,
-    decode,
+    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerResult, decode,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};

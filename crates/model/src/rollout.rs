@@ -517,7 +517,11 @@ fn record(t: &mut Trigger, kind: HistoryType, actor: Actor, at_ms: u64, comment:
     // Lengths only: a sum over the entries, no encoding.
     let mut total: usize = t.history.iter().map(entry_bytes).sum::<usize>() + entry_bytes(&entry);
     // `started` stays; the oldest after it make room.
-    let keep = usize::from(t.history.first().is_some_and(|h| h.kind == HistoryType::Started));
+    let keep = usize::from(
+        t.history
+            .first()
+            .is_some_and(|h| h.kind == HistoryType::Started),
+    );
     let mut drop_to = keep;
     while total > budget && drop_to < t.history.len() {
         total -= entry_bytes(&t.history[drop_to]);

@@ -32,7 +32,8 @@ fn arb_text(min: usize, max: usize) -> impl Strategy<Value = String> {
 }
 
 fn arb_actor() -> impl Strategy<Value = Actor> {
-    arb_text(1, 128).prop_map(|s| Actor::new(if s.is_empty() { "a".to_owned() } else { s }).unwrap())
+    arb_text(1, 128)
+        .prop_map(|s| Actor::new(if s.is_empty() { "a".to_owned() } else { s }).unwrap())
 }
 
 const KINDS: [HistoryType; 12] = [
