@@ -135,6 +135,34 @@ pub(crate) fn page<T, K: SortKey>(
     }
 }
 
+/// What the items of one page may take, encoded as JSON (larger than
+/// MessagePack for these types): the reply, envelope included, must stay
+/// under the 1 MiB body limit whatever `limit` asked for.
+pub(crate) const PAGE_BUDGET_BYTES: usize = 768 * 1024;
+
+/// `p` cut short where its items outgrow `budget` bytes (JSON), with the
+/// cursor moved to the last item kept; at least one item stays. Keyset
+/// cursors make an early end free: the next page starts after it.
+pub(crate) fn within_bytes<T: serde::Serialize, K: SortKey>(
+    mut p: Page<T>,
+    key: impl Fn(&T) -> K,
+    budget: usize,
+) -> Page<T> {
+    let mut used = 0;
+    for (i, item) in p.items.iter().enumerate() {
+        // An item that cannot be encoded fails the reply anyway; count it
+        // as nothing here and let the encoder say so.
+        used +=
+            phasegate_proto::encode(phasegate_proto::Encoding::Json, item).map_or(0, |b| b.len());
+        if used > budget && i > 0 {
+            p.items.truncate(i);
+            p.next_cursor = p.items.last().map(|t| encode_cursor(&key(t)));
+            break;
+        }
+    }
+    p
+}
+
 /// Hex of the key's parts joined by NUL: opaque to clients, and safe in
 /// any encoding and in a shell.
 fn encode_cursor<K: SortKey>(key: &K) -> String {
@@ -260,6 +288,34 @@ mod tests {
         let p2 = page(ts.iter(), key, &req(2, p1.next_cursor.as_deref()));
         assert_eq!(p2.items, vec![&(5, "b"), &(1, "z")]);
         assert_eq!(p2.next_cursor, None);
+    }
+
+    #[test]
+    fn pages_stop_before_outgrowing_the_reply() {
+        let all: Vec<String> = (0..10).map(|i| format!("{i}{}", "x".repeat(100))).collect();
+        let p = page(all.clone(), Clone::clone, &req(10, None));
+        assert_eq!(p.next_cursor, None);
+        // Each item is 103 bytes of JSON: three fit in 350.
+        let cut = within_bytes(p, Clone::clone, 350);
+        assert_eq!(cut.items, all[..3].to_vec());
+        let rest = page(
+            all.clone(),
+            Clone::clone,
+            &req(10, cut.next_cursor.as_deref()),
+        );
+        assert_eq!(
+            rest.items,
+            all[3..].to_vec(),
+            "the next page starts after the cut"
+        );
+        // One item larger than the budget still makes a page.
+        let one = within_bytes(
+            page(all.clone(), Clone::clone, &req(10, None)),
+            Clone::clone,
+            1,
+        );
+        assert_eq!(one.items.len(), 1);
+        assert!(one.next_cursor.is_some());
     }
 
     #[test]

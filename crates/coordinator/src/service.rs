@@ -12,10 +12,11 @@ use phasegate_bus::{Client, Service, encode_reply};
 use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
-    ActionRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty, Encoding,
-    EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode, ListRequest,
-    PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
-    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerResult, decode,
+    ActionRequest, AgentInfo, AgentListRequest, AgentListResult, ApiError, Command, Empty,
+    Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult,
+    EntityPutRequest, ErrorCode, ListRequest, PipelineDeleteRequest, PipelineGetRequest,
+    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerGetRequest,
+    TriggerListRequest, TriggerListResult, TriggerResult, decode,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -26,7 +27,7 @@ use tracing::Instrument;
 use crate::catalog::CatalogMsg;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
-use crate::page::{PageRequest, page};
+use crate::page::{PAGE_BUDGET_BYTES, Page, PageRequest, page, within_bytes};
 
 /// How long a handler waits for the actors before answering `unavailable`.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(8);
@@ -214,6 +215,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
             run(enc, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 let p = ask(c, |r| CatalogMsg::PipelineList(page, r)).await?;
+                let p = within_bytes(p, |p| p.name.to_string(), PAGE_BUDGET_BYTES);
                 Ok(PipelineListResult {
                     pipelines: p.items,
                     next_cursor: p.next_cursor,
@@ -248,7 +250,16 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
             let k = kind(command.group());
             run(enc, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
-                ask(c, |r| CatalogMsg::EntityList(k, page, r)).await
+                let r = ask(c, |r| CatalogMsg::EntityList(k, page, r)).await?;
+                let p = Page {
+                    items: r.specs,
+                    next_cursor: r.next_cursor,
+                };
+                let p = within_bytes(p, |s| s.name.to_string(), PAGE_BUDGET_BYTES);
+                Ok(EntityListResult {
+                    specs: p.items,
+                    next_cursor: p.next_cursor,
+                })
             })
             .await
         }
@@ -270,7 +281,20 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         Command::TriggerList => {
             run(enc, body, |req: TriggerListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
-                ask(c, |r| CatalogMsg::TriggerList(req, page, r)).await
+                let r = ask(c, |r| CatalogMsg::TriggerList(req, page, r)).await?;
+                let p = Page {
+                    items: r.triggers,
+                    next_cursor: r.next_cursor,
+                };
+                let p = within_bytes(
+                    p,
+                    |t| (std::cmp::Reverse(t.created_at_ms), t.id.to_string()),
+                    PAGE_BUDGET_BYTES,
+                );
+                Ok(TriggerListResult {
+                    triggers: p.items,
+                    next_cursor: p.next_cursor,
+                })
             })
             .await
         }
@@ -291,11 +315,9 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
                     // The directory answers every agent; the page is cut
                     // here, by segment then agent id.
                     Ok(CallResult::Success(agents)) => {
-                        let p = page(
-                            agents,
-                            |a| (a.segment.to_string(), a.agent_id.to_string()),
-                            &page_req,
-                        );
+                        let key = |a: &AgentInfo| (a.segment.to_string(), a.agent_id.to_string());
+                        let p = page(agents, key, &page_req);
+                        let p = within_bytes(p, key, PAGE_BUDGET_BYTES);
                         Ok(AgentListResult {
                             agents: p.items,
                             next_cursor: p.next_cursor,
