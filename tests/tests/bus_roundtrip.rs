@@ -256,3 +256,29 @@ async fn a_silent_service_times_out() -> anyhow::Result<()> {
     assert_eq!(err.code(), ErrorCode::Unavailable);
     Ok(())
 }
+
+/// `Client::kv` brings an existing bucket's max age and description in
+/// line with what it is opened with (retention, a lease's TTL), and keeps
+/// its values; a short age shrinks the duplicate window with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_a_bucket_applies_changed_settings() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let client = server.client("kv").await?;
+    let opts = |age: u64, what: &str| phasegate_bus::BucketOptions {
+        description: what.to_owned(),
+        max_age: Duration::from_secs(age),
+        ..phasegate_bus::BucketOptions::default()
+    };
+    let kv = client.kv("settings", opts(3600, "one hour")).await?;
+    kv.put("k", "v".into()).await?;
+    assert_eq!(kv.max_age().await?, Duration::from_secs(3600));
+    let kv = client.kv("settings", opts(7200, "two hours")).await?;
+    assert_eq!(kv.max_age().await?, Duration::from_secs(7200));
+    let kv = client.kv("settings", opts(10, "ten seconds")).await?;
+    assert_eq!(kv.max_age().await?, Duration::from_secs(10));
+    assert_eq!(kv.get("k").await?.map(|e| e.value), Some("v".into()));
+    // Unchanged settings: nothing to do, nothing lost.
+    let kv = client.kv("settings", opts(10, "ten seconds")).await?;
+    assert_eq!(kv.max_age().await?, Duration::from_secs(10));
+    Ok(())
+}

@@ -309,3 +309,34 @@ fn deploy_nats_configs_are_valid() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// SPEC §7: an operator command that cannot reach NATS says so at once, in
+/// one line naming the URL (never its credentials) and the cause, and exits
+/// non-zero; it logs nothing else.
+#[test]
+fn unreachable_nats_is_one_line_at_once() -> anyhow::Result<()> {
+    // A port that was free a moment ago: nobody listens there.
+    let port = phasegate_tests::http::free_port()?;
+    let url = format!("nats://user:secret@127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = Command::new(phasegate_binary()?)
+        .args(["gate", "list", "--nats-url", &url])
+        .env_remove("RUST_LOG")
+        .output()?;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "must fail: {stderr}");
+    assert!(out.status.code().is_some(), "exited, not killed: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")),
+        "names the URL: {stderr}"
+    );
+    assert!(!stderr.contains("secret"), "credentials leaked: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "answered in {took:?}, not at once"
+    );
+    Ok(())
+}

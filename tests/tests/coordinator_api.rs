@@ -367,3 +367,244 @@ async fn malformed_input_is_invalid_and_harmless() -> anyhow::Result<()> {
     assert!(status.success(), "clean stop on SIGTERM: {status:?}");
     Ok(())
 }
+
+/// Puts gate `name` on pipeline `p` (approval required): a trigger that
+/// stays `awaiting_approval`. Returns its id.
+async fn gate_with_trigger(
+    c: &phasegate_client::PhasegateClient,
+    name: &str,
+) -> anyhow::Result<TriggerId> {
+    let r = c
+        .entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": name, "pipeline": "p"})),
+            actor("a"),
+            None,
+            None,
+        )
+        .await?;
+    Ok(r.trigger.expect("a trigger").id)
+}
+
+async fn approval_pipeline(c: &phasegate_client::PhasegateClient) -> anyhow::Result<()> {
+    c.pipeline_put(
+        pipeline(json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "approval": {"required": true}}]})),
+        actor("a"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// SPEC §6 "Lists are paginated": walking `trigger.list` seven at a time
+/// while triggers are created and finished between pages returns nothing
+/// twice and skips nothing that was there throughout; the other lists
+/// page by name, and limits and cursors are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_stably_under_concurrent_writes() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    approval_pipeline(c).await?;
+    let mut present = Vec::new();
+    for i in 0..110 {
+        present.push(gate_with_trigger(c, &format!("g{i:03}")).await?);
+    }
+    let mut seen: Vec<TriggerSummary> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c
+            .trigger_list_page(&TriggerListRequest {
+                limit: Some(7),
+                cursor: cursor.clone(),
+                ..TriggerListRequest::default()
+            })
+            .await?;
+        assert!(page.triggers.len() <= 7);
+        seen.extend(page.triggers);
+        pages += 1;
+        // Writes between pages: a new trigger (newest, so before the
+        // cursor) and a finished one (it keeps its place in the order).
+        c.entity_put(
+            EntityKind::Gate,
+            spec(json!({"name": format!("h{pages:03}"), "pipeline": "p"})),
+            actor("a"),
+            None,
+            None,
+        )
+        .await?;
+        let victim = present[(pages * 13) % present.len()].clone();
+        let _ = c
+            .act(TriggerAction::Abort, victim, None, actor("a"), None)
+            .await;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "the walk does not end");
+    }
+    assert!(pages >= 110 / 7, "{pages} pages");
+    let mut ids: Vec<&TriggerId> = seen.iter().map(|t| &t.id).collect();
+    for w in seen.windows(2) {
+        assert!(
+            (std::cmp::Reverse(w[0].created_at_ms), &w[0].id)
+                < (std::cmp::Reverse(w[1].created_at_ms), &w[1].id),
+            "newest first, then id, strictly: {:?} then {:?}",
+            w[0].id,
+            w[1].id
+        );
+    }
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a trigger was returned twice");
+    for id in &present {
+        assert!(
+            ids.contains(&id),
+            "{id} was there throughout and was skipped"
+        );
+    }
+    // Aborted ones are listed as finished, from the bucket.
+    let aborted = c
+        .trigger_list(TriggerListRequest {
+            status: Some(TriggerStatus::Aborted),
+            ..TriggerListRequest::default()
+        })
+        .await?;
+    assert!(!aborted.is_empty());
+    // The convenience call follows cursors past the default page of 100.
+    let all = c.trigger_list(TriggerListRequest::default()).await?;
+    assert_eq!(all.len(), 110 + pages);
+
+    // Gates: by name, across pages; more than a default page in all.
+    let gates = c.entity_list(EntityKind::Gate).await?;
+    // (An aborted first version leaves its gate absent.)
+    assert_eq!(gates.len(), 110 + pages - aborted.len());
+    assert!(gates.windows(2).all(|w| w[0].name < w[1].name), "by name");
+    let first = c
+        .entity_list_page(
+            EntityKind::Gate,
+            ListRequest {
+                limit: Some(7),
+                cursor: None,
+            },
+        )
+        .await?;
+    assert_eq!(first.specs.len(), 7);
+    let second = c
+        .entity_list_page(
+            EntityKind::Gate,
+            ListRequest {
+                limit: Some(7),
+                cursor: first.next_cursor.clone(),
+            },
+        )
+        .await?;
+    assert_eq!(second.specs[0].name, gates[7].name);
+    // Pipelines and agents: one short page ends the list.
+    let p = c.pipeline_list_page(ListRequest::default()).await?;
+    assert_eq!((p.pipelines.len(), p.next_cursor), (1, None));
+    let a = c.agent_list_page(&AgentListRequest::default()).await?;
+    assert_eq!((a.agents.len(), a.next_cursor), (0, None));
+
+    // Limits and cursors.
+    for limit in [0, MAX_PAGE + 1] {
+        let e = c
+            .pipeline_list_page(ListRequest {
+                limit: Some(limit),
+                cursor: None,
+            })
+            .await;
+        assert_eq!(code(e), ErrorCode::Invalid, "limit {limit}");
+    }
+    let full = c
+        .trigger_list_page(&TriggerListRequest {
+            limit: Some(MAX_PAGE),
+            ..TriggerListRequest::default()
+        })
+        .await?;
+    assert_eq!((full.triggers.len(), full.next_cursor), (110 + pages, None));
+    for bad in ["not-hex", "00ff", "abc"] {
+        let e = c
+            .trigger_list_page(&TriggerListRequest {
+                cursor: Some(bad.to_owned()),
+                ..TriggerListRequest::default()
+            })
+            .await;
+        assert_eq!(code(e), ErrorCode::Invalid, "cursor {bad}");
+        let e = c
+            .agent_list_page(&AgentListRequest {
+                cursor: Some(bad.to_owned()),
+                ..AgentListRequest::default()
+            })
+            .await;
+        assert_eq!(code(e), ErrorCode::Invalid, "cursor {bad}");
+    }
+    Ok(())
+}
+
+/// SPEC §6: finished triggers stay readable without being held in memory:
+/// after a restart they are read from the triggers bucket by `get` and
+/// `list`; one whose record has gone (expired) is dropped from the index;
+/// the bucket's max age is `trigger_retention_days`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_triggers_are_read_from_the_bucket_after_a_restart() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    approval_pipeline(&env.client).await?;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let id = gate_with_trigger(&env.client, name).await?;
+        env.client
+            .act(
+                TriggerAction::Abort,
+                id.clone(),
+                None,
+                actor("op"),
+                Some("no".into()),
+            )
+            .await?;
+        ids.push(id);
+    }
+    let active = gate_with_trigger(&env.client, "d").await?;
+    env.crash_and_restart().await?;
+    let c = &env.client;
+    for id in &ids {
+        let t = c.trigger_get(id.clone()).await?;
+        assert_eq!(t.status, TriggerStatus::Aborted);
+        assert_eq!(t.history.last().map(|h| h.kind), Some(HistoryType::Aborted));
+    }
+    let finished = c
+        .trigger_list(TriggerListRequest {
+            status: Some(TriggerStatus::Aborted),
+            ..TriggerListRequest::default()
+        })
+        .await?;
+    let mut listed: Vec<TriggerId> = finished.iter().map(|t| t.id.clone()).collect();
+    listed.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(
+        c.trigger_list(TriggerListRequest::default()).await?.len(),
+        4
+    );
+    assert!(!c.trigger_get(active).await?.status.is_finished());
+
+    let bus = env.nats.client("test").await?;
+    let bucket = bus.kv_existing("phasegate_triggers").await?;
+    assert_eq!(
+        bucket.max_age().await?,
+        Duration::from_secs(365 * 24 * 3600)
+    );
+    // A record gone from the bucket (as expiry does): not found, and no
+    // longer listed.
+    bucket.delete(ids[0].as_str()).await?;
+    assert_eq!(
+        code(c.trigger_get(ids[0].clone()).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        c.trigger_list(TriggerListRequest::default()).await?.len(),
+        3
+    );
+    Ok(())
+}

@@ -15,6 +15,18 @@ use crate::serve::headers_for;
 /// How long a request waits for its reply unless configured otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What [`connect`] does when NATS cannot be reached at first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialConnect {
+    /// Return at once and keep trying in the background: servers, which
+    /// may start before NATS.
+    #[default]
+    Retry,
+    /// Fail with the cause: operator commands, which must say at once
+    /// that NATS is out of reach.
+    FailFast,
+}
+
 /// How to reach NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
@@ -26,6 +38,8 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Subjects of the command API (their prefix is configurable).
     pub subjects: Subjects,
+    /// Whether a first connection that fails is retried.
+    pub initial_connect: InitialConnect,
 }
 
 impl ConnectOptions {
@@ -37,7 +51,16 @@ impl ConnectOptions {
             name: name.into(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             subjects: Subjects::default(),
+            initial_connect: InitialConnect::Retry,
         }
+    }
+
+    /// The same options, failing at once when NATS cannot be reached
+    /// instead of retrying in the background.
+    #[must_use]
+    pub fn fail_fast(mut self) -> Self {
+        self.initial_connect = InitialConnect::FailFast;
+        self
     }
 
     /// The same options with another request timeout.
@@ -67,20 +90,25 @@ pub struct Client {
 
 /// Connects to NATS.
 ///
-/// Returns at once: the connection is made in the background and retried
-/// until it succeeds, so a process may start before its server. Once up, a
-/// lost connection is re-established forever, with its subscriptions.
-/// Requests made meanwhile wait at most the request timeout. Disconnects and
-/// reconnects are logged through `tracing`.
+/// With [`InitialConnect::Retry`] it returns at once: the connection is
+/// made in the background and retried until it succeeds, so a process may
+/// start before its server. With [`InitialConnect::FailFast`] it tries the
+/// servers once and fails with the cause. Once up, a lost connection is
+/// re-established forever, with its subscriptions. Requests made meanwhile
+/// wait at most the request timeout. Disconnects and reconnects are logged
+/// through `tracing`.
 ///
 /// # Errors
 ///
-/// [`BusError::Connect`] when the address cannot be parsed.
+/// [`BusError::Connect`] when the address cannot be parsed, or (fail-fast)
+/// when no server can be reached; its URL has credentials redacted.
 pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
     let name = opts.name.clone();
-    let nats = async_nats::ConnectOptions::new()
-        .name(&opts.name)
-        .retry_on_initial_connect()
+    let mut nats_opts = async_nats::ConnectOptions::new().name(&opts.name);
+    if opts.initial_connect == InitialConnect::Retry {
+        nats_opts = nats_opts.retry_on_initial_connect();
+    }
+    let nats = nats_opts
         .max_reconnects(None)
         .request_timeout(Some(opts.request_timeout))
         .event_callback(move |event| {
@@ -90,7 +118,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
         .connect(opts.url.as_str())
         .await
         .map_err(|source| BusError::Connect {
-            url: opts.url.clone(),
+            url: redact_url(&opts.url),
             source,
         })?;
     Ok(Client {
@@ -98,6 +126,28 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
         subjects: opts.subjects,
         request_timeout: opts.request_timeout,
     })
+}
+
+/// `url` (a comma-separated list of server addresses) with every user
+/// name, password or token replaced by `***`, fit for logs and errors:
+/// `nats://user:pass@host:4222` → `nats://***@host:4222`.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let (scheme, rest) = match server.find("://") {
+                Some(i) => server.split_at(i + 3),
+                None => ("", server),
+            };
+            // The authority ends at the first '/', '?' or '#'; credentials
+            // are what comes before its last '@'.
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}***{}", &rest[at..]),
+                None => server.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn log_event(name: &str, event: &Event) {
@@ -256,6 +306,23 @@ mod tests {
 
     use phasegate_proto::{ApiError, ErrorCode};
     use serde::Deserialize;
+
+    #[test]
+    fn credentials_never_survive_redaction() {
+        for (url, want) in [
+            (
+                "nats://user:secret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            ("nats://s3cr3t-token@host:4222", "nats://***@host:4222"),
+            ("tls://a:b@h1:1,nats://h2:2", "tls://***@h1:1,nats://h2:2"),
+            ("u:p@host:4222", "***@host:4222"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("nats://h:1/x@y", "nats://h:1/x@y"),
+        ] {
+            assert_eq!(super::redact_url(url), want, "{url}");
+        }
+    }
 
     use super::*;
 

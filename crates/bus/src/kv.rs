@@ -13,7 +13,10 @@ use futures_util::{Stream, StreamExt};
 use crate::client::Client;
 use crate::error::BusError;
 
-/// How a bucket is created when it does not exist yet.
+/// How a bucket is created when it does not exist yet. Of an existing
+/// bucket, [`Client::kv`] brings `max_age` and `description` in line (the
+/// settings a deployment tunes: retention, a lease's TTL); `history` and
+/// `max_value_size` stay as the bucket was created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketOptions {
     /// Values kept per key (1 = latest only).
@@ -80,7 +83,10 @@ fn kv_err(bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BusError
 }
 
 impl Client {
-    /// Opens `bucket`, creating it with `opts` when it does not exist.
+    /// Opens `bucket`, creating it with `opts` when it does not exist; an
+    /// existing bucket whose `max_age` or description differ from `opts`
+    /// is updated to them first, so a changed setting takes effect at the
+    /// next start (values already stored then expire by the new age).
     ///
     /// # Errors
     ///
@@ -88,7 +94,16 @@ impl Client {
     pub async fn kv(&self, bucket: &str, opts: BucketOptions) -> Result<Kv, BusError> {
         let js = self.jetstream();
         let store = match js.get_key_value(bucket).await {
-            Ok(store) => store,
+            Ok(store) => {
+                if self.apply_settings(&store, bucket, &opts).await? {
+                    // Reopened, so what it caches of the stream is current.
+                    js.get_key_value(bucket)
+                        .await
+                        .map_err(|e| kv_err(bucket, "open bucket", e))?
+                } else {
+                    store
+                }
+            }
             Err(_) => js
                 .create_key_value(Config {
                     bucket: bucket.to_owned(),
@@ -105,6 +120,46 @@ impl Client {
             store,
             bucket: bucket.to_owned(),
         })
+    }
+
+    /// Updates the stream behind an existing bucket when its `max_age` or
+    /// description differ from `opts`; does nothing when they match.
+    /// Returns whether it updated.
+    async fn apply_settings(
+        &self,
+        store: &Store,
+        bucket: &str,
+        opts: &BucketOptions,
+    ) -> Result<bool, BusError> {
+        let js = self.jetstream();
+        let info = js
+            .get_stream(&store.stream_name)
+            .await
+            .map_err(|e| kv_err(bucket, "read bucket settings", e))?
+            .get_info()
+            .await
+            .map_err(|e| kv_err(bucket, "read bucket settings", e))?;
+        let mut config = info.config;
+        let description = config.description.as_deref().unwrap_or_default();
+        if config.max_age == opts.max_age && description == opts.description {
+            return Ok(false);
+        }
+        tracing::info!(
+            bucket,
+            old_max_age_s = config.max_age.as_secs(),
+            new_max_age_s = opts.max_age.as_secs(),
+            "bucket settings changed; updating"
+        );
+        config.max_age = opts.max_age;
+        config.description = Some(opts.description.clone());
+        // The server refuses a duplicate window longer than the age.
+        if !opts.max_age.is_zero() && config.duplicate_window > opts.max_age {
+            config.duplicate_window = opts.max_age;
+        }
+        js.update_stream(config)
+            .await
+            .map_err(|e| kv_err(bucket, "update bucket settings", e))?;
+        Ok(true)
     }
 
     /// Opens `bucket`, which must exist: for readers that must not create
@@ -260,6 +315,22 @@ impl Kv {
         // Before 1970 or after 2554 cannot happen for a stream created by
         // a working server; 0 then still names one generation.
         Ok(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0))
+    }
+
+    /// How long values live in the bucket (zero: forever), as the server
+    /// holds it now.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn max_age(&self) -> Result<Duration, BusError> {
+        let info = self
+            .store
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| kv_err(&self.bucket, "status", e))?;
+        Ok(info.config.max_age)
     }
 
     /// True when the bucket holds no message at all.

@@ -14,7 +14,9 @@ mod serve;
 mod service;
 pub mod trace;
 
-pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, connect};
+pub use client::{
+    Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, InitialConnect, connect, redact_url,
+};
 pub use error::BusError;
 pub use kv::{BucketOptions, Kv, KvChange, KvEntry, KvWatch};
 pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};

@@ -50,6 +50,10 @@ pub(crate) struct Global {
     /// Log format on stderr: text or json (filter with RUST_LOG).
     #[arg(long, global = true, default_value = "text")]
     pub(crate) log_format: phasegate_telemetry::LogFormat,
+    /// Log to stderr: operator commands log nothing unless asked; -v shows
+    /// warnings, -vv info, -vvv debug (RUST_LOG, when set, wins).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
     /// OTLP/HTTP endpoint for traces (`http://collector:4318`) [default:
     /// $OTEL_EXPORTER_OTLP_ENDPOINT; none = no export].
     #[arg(long, global = true)]
@@ -120,6 +124,9 @@ enum Cmd {
 /// Exit codes: 0 success; 1 usage or transport failure; one per error code.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
     use phasegate_proto::ErrorCode as C;
+    if let Some(ClientError::Connect { .. }) = e.downcast_ref::<ClientError>() {
+        return 1;
+    }
     match e.downcast_ref::<ClientError>().map(ClientError::code) {
         Some(C::Invalid) => 2,
         Some(C::NotFound) => 3,
@@ -184,11 +191,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Servers log at info; operator commands only say what goes wrong.
+    // Servers log at info; operator commands log nothing unless asked:
+    // what goes wrong is their one line of error.
     let (service, filter) = match cli.command {
         Cmd::Coordinator { .. } => ("phasegate-coordinator", "info"),
         Cmd::Agent(_) => ("phasegate-agent", "info"),
-        _ => ("phasegate-cli", "warn"),
+        _ => (
+            "phasegate-cli",
+            match cli.global.verbose {
+                0 => "off",
+                1 => "warn",
+                2 => "info",
+                _ => "debug",
+            },
+        ),
     };
     let telemetry = match phasegate_telemetry::init(&phasegate_telemetry::Options {
         service_name: service,
@@ -221,6 +237,8 @@ async fn main() -> ExitCode {
         Err(e) => {
             match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Api(api)) => eprintln!("error: {}: {}", api.code, api.message),
+                // Its message already names the cause: one line, once.
+                Some(c @ ClientError::Connect { .. }) => eprintln!("error: {c}"),
                 _ => eprintln!("error: {e:#}"),
             }
             ExitCode::from(exit_code(&e))

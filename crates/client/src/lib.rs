@@ -11,10 +11,10 @@ use phasegate_bus::{BusError, Client, ConnectOptions};
 use phasegate_proto::{
     ActionRequest, Actor, AgentId, AgentInfo, AgentListRequest, AgentListResult, Command, Empty,
     Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult, EntityName,
-    EntityPutRequest, EntityResult, EntitySpec, PhaseId, Pipeline, PipelineDeleteRequest,
-    PipelineGetRequest, PipelineListResult, PipelineName, PipelinePutRequest, PipelineResult,
-    Segment, Subjects, Trigger, TriggerGetRequest, TriggerId, TriggerListRequest,
-    TriggerListResult, TriggerResult, TriggerSummary,
+    EntityPutRequest, EntityResult, EntitySpec, ListRequest, PhaseId, Pipeline,
+    PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelineName,
+    PipelinePutRequest, PipelineResult, Segment, Subjects, Trigger, TriggerGetRequest, TriggerId,
+    TriggerListRequest, TriggerListResult, TriggerResult, TriggerSummary,
 };
 
 pub use phasegate_bus::BusError as ClientError;
@@ -63,18 +63,22 @@ pub struct PhasegateClient {
 }
 
 impl PhasegateClient {
-    /// Connects to NATS at `url`, for commands under `prefix`.
+    /// Connects to NATS at `url`, for commands under `prefix`. Fails at
+    /// once when NATS cannot be reached (an operator wants to know now);
+    /// once connected, a lost connection is re-established.
     ///
     /// # Errors
     ///
-    /// When the URL or prefix is unusable.
+    /// When the URL or prefix is unusable, or NATS is out of reach
+    /// ([`BusError::Connect`], naming the URL without its credentials).
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BusError> {
         let subjects = Subjects::new(prefix)
             .map_err(|e| BusError::Api(phasegate_proto::ApiError::invalid(e.to_string())))?;
         let bus = phasegate_bus::connect(
             ConnectOptions::new(url, "phasegate-client")
                 .with_subjects(subjects)
-                .with_request_timeout(timeout),
+                .with_request_timeout(timeout)
+                .fail_fast(),
         )
         .await?;
         Ok(Self {
@@ -142,14 +146,34 @@ impl PhasegateClient {
         Ok(r.pipeline)
     }
 
-    /// `pipeline.list`.
+    /// One page of `pipeline.list`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid` for a bad limit or cursor, or a transport failure.
+    pub async fn pipeline_list_page(
+        &self,
+        page: ListRequest,
+    ) -> Result<PipelineListResult, BusError> {
+        self.call(Command::PipelineList, &page).await
+    }
+
+    /// Every pipeline: `pipeline.list` page after page, by name.
     ///
     /// # Errors
     ///
     /// A transport failure.
     pub async fn pipeline_list(&self) -> Result<Vec<Pipeline>, BusError> {
-        let r: PipelineListResult = self.call(Command::PipelineList, &Empty {}).await?;
-        Ok(r.pipelines)
+        follow(None, |cursor| async move {
+            let r = self
+                .pipeline_list_page(ListRequest {
+                    limit: None,
+                    cursor,
+                })
+                .await?;
+            Ok((r.pipelines, r.next_cursor))
+        })
+        .await
     }
 
     /// `pipeline.delete`.
@@ -213,18 +237,43 @@ impl PhasegateClient {
         self.call(command, &EntityGetRequest { name }).await
     }
 
-    /// `gate.list` / `config.list`.
+    /// One page of `gate.list` / `config.list`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid` for a bad limit or cursor, or a transport failure.
+    pub async fn entity_list_page(
+        &self,
+        kind: EntityKind,
+        page: ListRequest,
+    ) -> Result<EntityListResult, BusError> {
+        let command = match kind {
+            EntityKind::Gate => Command::GateList,
+            EntityKind::Config => Command::ConfigList,
+        };
+        self.call(command, &page).await
+    }
+
+    /// Every gate or config: `gate.list` / `config.list` page after page,
+    /// by name.
     ///
     /// # Errors
     ///
     /// A transport failure.
     pub async fn entity_list(&self, kind: EntityKind) -> Result<Vec<EntitySpec>, BusError> {
-        let command = match kind {
-            EntityKind::Gate => Command::GateList,
-            EntityKind::Config => Command::ConfigList,
-        };
-        let r: EntityListResult = self.call(command, &Empty {}).await?;
-        Ok(r.specs)
+        follow(None, |cursor| async move {
+            let r = self
+                .entity_list_page(
+                    kind,
+                    ListRequest {
+                        limit: None,
+                        cursor,
+                    },
+                )
+                .await?;
+            Ok((r.specs, r.next_cursor))
+        })
+        .await
     }
 
     /// `gate.delete` / `config.delete`.
@@ -260,17 +309,39 @@ impl PhasegateClient {
         Ok(r.trigger)
     }
 
-    /// `trigger.list`.
+    /// One page of `trigger.list`.
     ///
     /// # Errors
     ///
-    /// A transport failure.
+    /// `invalid` for a bad limit or cursor, or a transport failure.
+    pub async fn trigger_list_page(
+        &self,
+        req: &TriggerListRequest,
+    ) -> Result<TriggerListResult, BusError> {
+        self.call(Command::TriggerList, req).await
+    }
+
+    /// Every trigger matching `filter`, newest first: `trigger.list` page
+    /// after page (of `filter.limit` each), from `filter.cursor` on.
+    ///
+    /// # Errors
+    ///
+    /// `invalid` for a bad limit or cursor, or a transport failure.
     pub async fn trigger_list(
         &self,
         filter: TriggerListRequest,
     ) -> Result<Vec<TriggerSummary>, BusError> {
-        let r: TriggerListResult = self.call(Command::TriggerList, &filter).await?;
-        Ok(r.triggers)
+        let first = filter.cursor.clone();
+        let filter = &filter;
+        follow(first, |cursor| async move {
+            let req = TriggerListRequest {
+                cursor,
+                ..filter.clone()
+            };
+            let r = self.trigger_list_page(&req).await?;
+            Ok((r.triggers, r.next_cursor))
+        })
+        .await
     }
 
     /// One of the trigger actions.
@@ -300,24 +371,37 @@ impl PhasegateClient {
         Ok(r.trigger)
     }
 
-    /// `agent.list`.
+    /// One page of `agent.list`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid` for a bad limit or cursor, or a transport failure.
+    pub async fn agent_list_page(
+        &self,
+        req: &AgentListRequest,
+    ) -> Result<AgentListResult, BusError> {
+        self.call(Command::AgentList, req).await
+    }
+
+    /// Every known agent (of `segment`, when given), by segment then id:
+    /// `agent.list` page after page.
     ///
     /// # Errors
     ///
     /// A transport failure.
     pub async fn agents(&self, segment: Option<Segment>) -> Result<Vec<AgentInfo>, BusError> {
-        let r: AgentListResult = self
-            .call(
-                Command::AgentList,
-                &AgentListRequest {
-                    segment,
-                    ..AgentListRequest::default()
-                },
-            )
-            .await?;
-        Ok(r.agents)
+        let segment = &segment;
+        follow(None, |cursor| async move {
+            let req = AgentListRequest {
+                segment: segment.clone(),
+                limit: None,
+                cursor,
+            };
+            let r = self.agent_list_page(&req).await?;
+            Ok((r.agents, r.next_cursor))
+        })
+        .await
     }
-
     /// `agent.forget`: the agent is no longer known (until it reports again).
     ///
     /// # Errors
@@ -331,5 +415,25 @@ impl PhasegateClient {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Collects every page: calls `next` with each page's cursor (`first`,
+/// then each `next_cursor`) until one answers none. A server that hands
+/// back the cursor it was given would loop forever; that ends the walk.
+async fn follow<T, F, Fut>(first: Option<String>, mut next: F) -> Result<Vec<T>, BusError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), BusError>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = first;
+    loop {
+        let (items, next_cursor) = next(cursor.clone()).await?;
+        all.extend(items);
+        match next_cursor {
+            Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
+            _ => return Ok(all),
+        }
     }
 }

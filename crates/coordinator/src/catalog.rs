@@ -3,20 +3,25 @@
 //! trigger; while a trigger runs, that actor owns the entity's record and
 //! the catalog keeps a read copy it is told about after every write.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use phasegate_model::{self as model, Action, PutKind, PutRequest};
 use phasegate_proto::{
     ActionRequest, ApiError, EntityGetRequest, EntityKind, EntityListResult, EntityPutRequest,
     EntityResult, EntitySpec, Pipeline, PipelineDeleteRequest, PipelineName, PipelinePutRequest,
-    StoredEntity, Trigger, TriggerId, TriggerListRequest, TriggerRecord, entity_key,
+    StoredEntity, Trigger, TriggerId, TriggerListRequest, TriggerListResult, TriggerRecord,
+    TriggerStatus, TriggerSummary, entity_key,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::clock::{new_trigger_id, now_ms};
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
+use crate::page::{Page, PageRequest, page};
 use crate::store::{Store, load_all, to_bytes};
 use crate::trigger::{TriggerActor, TriggerArgs, TriggerMsg};
 
@@ -29,7 +34,7 @@ use crate::reply::ReplyTo;
 pub(crate) enum CatalogMsg {
     PipelinePut(PipelinePutRequest, ReplyTo<Pipeline>),
     PipelineGet(PipelineName, ReplyTo<Pipeline>),
-    PipelineList(ReplyTo<Vec<Pipeline>>),
+    PipelineList(PageRequest<String>, ReplyTo<Page<Pipeline>>),
     PipelineDelete(PipelineDeleteRequest, ReplyTo<()>),
     /// With the `traceparent` of the command, for a trigger it may start.
     EntityPut(
@@ -39,14 +44,19 @@ pub(crate) enum CatalogMsg {
         ReplyTo<EntityResult>,
     ),
     EntityGet(EntityKind, EntityGetRequest, ReplyTo<EntityResult>),
-    EntityList(EntityKind, ReplyTo<EntityListResult>),
+    EntityList(EntityKind, PageRequest<String>, ReplyTo<EntityListResult>),
     EntityDelete(
         EntityKind,
         phasegate_proto::EntityDeleteRequest,
         ReplyTo<()>,
     ),
     TriggerGet(TriggerId, ReplyTo<Trigger>),
-    TriggerList(TriggerListRequest, ReplyTo<Vec<Trigger>>),
+    /// The filters of the request, and its page checked.
+    TriggerList(
+        TriggerListRequest,
+        PageRequest<TriggerOrder>,
+        ReplyTo<TriggerListResult>,
+    ),
     TriggerAct(Action, ActionRequest, ReplyTo<Trigger>),
     /// Periodic: retries failed publishes and trigger actors that did not start.
     Maintain,
@@ -77,14 +87,14 @@ impl CatalogMsg {
         Some(match self {
             M::PipelinePut(a, r) => M::PipelinePut(a, r.unexpired()?),
             M::PipelineGet(a, r) => M::PipelineGet(a, r.unexpired()?),
-            M::PipelineList(r) => M::PipelineList(r.unexpired()?),
+            M::PipelineList(p, r) => M::PipelineList(p, r.unexpired()?),
             M::PipelineDelete(a, r) => M::PipelineDelete(a, r.unexpired()?),
             M::EntityPut(k, a, t, r) => M::EntityPut(k, a, t, r.unexpired()?),
             M::EntityGet(k, a, r) => M::EntityGet(k, a, r.unexpired()?),
-            M::EntityList(k, r) => M::EntityList(k, r.unexpired()?),
+            M::EntityList(k, p, r) => M::EntityList(k, p, r.unexpired()?),
             M::EntityDelete(k, a, r) => M::EntityDelete(k, a, r.unexpired()?),
             M::TriggerGet(a, r) => M::TriggerGet(a, r.unexpired()?),
-            M::TriggerList(a, r) => M::TriggerList(a, r.unexpired()?),
+            M::TriggerList(a, p, r) => M::TriggerList(a, p, r.unexpired()?),
             M::TriggerAct(x, a, r) => M::TriggerAct(x, a, r.unexpired()?),
             other => other,
         })
@@ -98,6 +108,42 @@ pub(crate) struct CatalogArgs {
     pub(crate) metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
 }
 
+/// The order of `trigger.list`: newest `created_at_ms` first, then id.
+pub(crate) type TriggerOrder = (Reverse<u64>, String);
+
+fn trigger_order(created_at_ms: u64, id: &TriggerId) -> TriggerOrder {
+    (Reverse(created_at_ms), id.to_string())
+}
+
+/// What the catalog keeps in memory of a finished trigger: what filtering
+/// and ordering `trigger.list` need. The trigger itself is read from
+/// `<p>_triggers` when asked for, so memory does not grow with history;
+/// an entry whose record has expired from the bucket
+/// (`trigger_retention_days`) is dropped when found missing.
+#[derive(Debug, Clone)]
+struct FinishedEntry {
+    entity: phasegate_proto::EntityRef,
+    status: TriggerStatus,
+    created_at_ms: u64,
+}
+
+impl From<&Trigger> for FinishedEntry {
+    fn from(t: &Trigger) -> Self {
+        Self {
+            entity: t.entity.clone(),
+            status: t.status,
+            created_at_ms: t.created_at_ms,
+        }
+    }
+}
+
+/// A trigger `trigger.list` may show: active ones are in memory, finished
+/// ones are read from the bucket for the page.
+enum Listed {
+    Summary(Box<TriggerSummary>),
+    Stored(TriggerId),
+}
+
 struct EntitySlot {
     stored: StoredEntity,
     revision: u64,
@@ -109,7 +155,8 @@ pub(crate) struct CatalogState {
     directory: ActorRef<DirectoryMsg>,
     pipelines: Arc<Pipelines>,
     entities: BTreeMap<(EntityKind, String), EntitySlot>,
-    finished: HashMap<TriggerId, Trigger>,
+    /// Finished triggers, as an index; see [`FinishedEntry`].
+    finished: HashMap<TriggerId, FinishedEntry>,
     actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
     /// Entities whose desired state could not be published yet.
     unpublished: std::collections::BTreeSet<String>,
@@ -170,12 +217,12 @@ impl Actor for Catalog {
                         }),
                 );
             }
-            CatalogMsg::PipelineList(reply) => {
-                reply.send(Ok(state
-                    .pipelines
-                    .values()
-                    .map(|(p, _)| p.clone())
-                    .collect()));
+            CatalogMsg::PipelineList(req, reply) => {
+                let p = page(state.pipelines.values(), |(p, _)| p.name.to_string(), &req);
+                reply.send(Ok(Page {
+                    items: p.items.into_iter().map(|(p, _)| p.clone()).collect(),
+                    next_cursor: p.next_cursor,
+                }));
             }
             CatalogMsg::PipelineDelete(req, reply) => {
                 reply.send(state.pipeline_delete(req).await);
@@ -186,30 +233,28 @@ impl Actor for Catalog {
             CatalogMsg::EntityGet(kind, req, reply) => {
                 reply.send(state.entity_get(kind, &req));
             }
-            CatalogMsg::EntityList(kind, reply) => {
+            CatalogMsg::EntityList(kind, req, reply) => {
                 let specs = state
                     .entities
                     .range((kind, String::new())..)
                     .take_while(|((k, _), _)| *k == kind)
-                    .filter_map(|(_, slot)| slot.stored.record.latest.clone())
-                    .collect();
+                    .filter_map(|((_, name), slot)| {
+                        slot.stored.record.latest.as_ref().map(|s| (name, s))
+                    });
+                let p = page(specs, |(name, _)| (*name).clone(), &req);
                 reply.send(Ok(EntityListResult {
-                    specs,
-                    next_cursor: None,
+                    specs: p.items.into_iter().map(|(_, s)| s.clone()).collect(),
+                    next_cursor: p.next_cursor,
                 }));
             }
             CatalogMsg::EntityDelete(kind, req, reply) => {
                 reply.send(state.entity_delete(kind, req).await);
             }
             CatalogMsg::TriggerGet(id, reply) => {
-                reply.send(
-                    state
-                        .find_trigger(&id)
-                        .ok_or_else(|| ApiError::not_found(format!("trigger {id} does not exist"))),
-                );
+                reply.send(state.trigger_get(&id).await);
             }
-            CatalogMsg::TriggerList(req, reply) => {
-                reply.send(Ok(state.trigger_list(&req)));
+            CatalogMsg::TriggerList(req, page, reply) => {
+                reply.send(state.trigger_list(&req, &page).await);
             }
             CatalogMsg::TriggerAct(action, req, reply) => state.trigger_act(action, req, reply),
             CatalogMsg::Maintain => state.maintain(&myself).await,
@@ -248,7 +293,7 @@ impl Actor for Catalog {
                 state.actors.remove(&trigger.trigger.id);
                 state
                     .finished
-                    .insert(trigger.trigger.id.clone(), trigger.trigger);
+                    .insert(trigger.trigger.id.clone(), (&trigger.trigger).into());
                 state.adopt_desired(&key, desired_revision);
                 state.adopt(&key, stored, revision);
             }
@@ -311,14 +356,8 @@ impl CatalogState {
         self.pipelines = Arc::new(pipelines);
         for e in load_all::<TriggerRecord>(&self.store.triggers).await? {
             self.finished
-                .insert(e.value.trigger.id.clone(), e.value.trigger);
+                .insert(e.value.trigger.id.clone(), (&e.value.trigger).into());
         }
-        let archived: HashMap<TriggerId, TriggerRecord> =
-            load_all::<TriggerRecord>(&self.store.triggers)
-                .await?
-                .into_iter()
-                .map(|e| (e.value.trigger.id.clone(), e.value))
-                .collect();
         let desired: HashMap<String, (phasegate_proto::DesiredEntity, u64)> =
             load_all::<phasegate_proto::DesiredEntity>(&self.store.desired)
                 .await?
@@ -339,11 +378,11 @@ impl CatalogState {
             // from the archive: an entity still holding its trigger as
             // active was never finished, whatever an archive says.
             if let Some(done) = &stored.finished
-                && !archived.contains_key(&done.trigger.id)
+                && !self.finished.contains_key(&done.trigger.id)
             {
                 crate::store::archive(&self.store, done).await?;
                 self.finished
-                    .insert(done.trigger.id.clone(), done.trigger.clone());
+                    .insert(done.trigger.id.clone(), (&done.trigger).into());
             }
             if stored.active.is_none() {
                 // Make sure agents were told (a stop may have come between
@@ -656,7 +695,7 @@ impl CatalogState {
                 tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; retried at start");
             }
             self.finished
-                .insert(aborted.trigger.id.clone(), aborted.trigger.clone());
+                .insert(aborted.trigger.id.clone(), (&aborted.trigger).into());
         }
         tracing::info!(%kind, name = %stored.record.name, version = outcome.spec.version, change = ?outcome.kind, actor = %req.actor, "entity stored");
         self.entities.insert(
@@ -876,37 +915,120 @@ impl CatalogState {
         }
     }
 
-    fn find_trigger(&self, id: &TriggerId) -> Option<Trigger> {
-        if let Some(t) = self.finished.get(id) {
-            return Some(t.clone());
-        }
+    /// The active trigger `id`, if it is one.
+    fn active_trigger(&self, id: &TriggerId) -> Option<&Trigger> {
         self.entities.values().find_map(|s| {
             s.stored
                 .active
                 .as_ref()
                 .filter(|a| &a.trigger.id == id)
-                .map(|a| a.trigger.clone())
+                .map(|a| &a.trigger)
         })
     }
 
-    fn trigger_list(&self, req: &TriggerListRequest) -> Vec<Trigger> {
+    /// The whole trigger: active ones from memory, finished ones from the
+    /// bucket.
+    async fn trigger_get(&mut self, id: &TriggerId) -> Result<Trigger, ApiError> {
+        if let Some(t) = self.active_trigger(id) {
+            return Ok(t.clone());
+        }
+        let missing = || ApiError::not_found(format!("trigger {id} does not exist"));
+        if !self.finished.contains_key(id) {
+            return Err(missing());
+        }
+        self.read_finished(id).await?.ok_or_else(missing)
+    }
+
+    /// Reads a finished trigger from the bucket; `None` (and the index
+    /// entry dropped) when its record has expired.
+    async fn read_finished(&mut self, id: &TriggerId) -> Result<Option<Trigger>, ApiError> {
+        // Finished but not archived yet (its archive write failed): the
+        // entity's record holds it until the catalog archives it.
+        let pending = self.entities.values().find_map(|s| {
+            s.stored
+                .finished
+                .as_ref()
+                .filter(|f| &f.trigger.id == id)
+                .map(|f| f.trigger.clone())
+        });
+        if pending.is_some() {
+            return Ok(pending);
+        }
+        let found = read_stored_trigger(&self.store, id).await?;
+        if found.is_none() {
+            tracing::debug!(trigger_id = %id, "finished trigger expired from the bucket; forgotten");
+            self.finished.remove(id);
+        }
+        Ok(found)
+    }
+
+    /// One page of `trigger.list`: filtered and ordered over the active
+    /// triggers and the index of finished ones; only the finished triggers
+    /// of the page are read from the bucket.
+    async fn trigger_list(
+        &mut self,
+        req: &TriggerListRequest,
+        page_req: &PageRequest<TriggerOrder>,
+    ) -> Result<TriggerListResult, ApiError> {
+        let matches = |entity: &phasegate_proto::EntityRef, status: TriggerStatus| {
+            req.entity_kind.is_none_or(|k| entity.kind == k)
+                && req.entity_name.as_ref().is_none_or(|n| &entity.name == n)
+                && req.status.is_none_or(|s| status == s)
+        };
         let active = self
             .entities
             .values()
-            .filter_map(|s| s.stored.active.as_ref().map(|a| &a.trigger));
-        let mut out: Vec<Trigger> = active
-            .chain(self.finished.values())
-            .filter(|t| req.entity_kind.is_none_or(|k| t.entity.kind == k))
-            .filter(|t| req.entity_name.as_ref().is_none_or(|n| &t.entity.name == n))
-            .filter(|t| req.status.is_none_or(|s| t.status == s))
-            .cloned()
+            .filter_map(|s| s.stored.active.as_ref().map(|a| &a.trigger))
+            .filter(|t| matches(&t.entity, t.status))
+            .map(|t| (trigger_order(t.created_at_ms, &t.id), Some(t), &t.id));
+        let finished = self
+            .finished
+            .iter()
+            .filter(|(_, f)| matches(&f.entity, f.status))
+            .map(|(id, f)| (trigger_order(f.created_at_ms, id), None, id));
+        let p = page(active.chain(finished), |(k, _, _)| k.clone(), page_req);
+        let next_cursor = p.next_cursor;
+        let listed: Vec<Listed> = p
+            .items
+            .into_iter()
+            .map(|(_, active, id)| match active {
+                Some(t) => Listed::Summary(Box::new(t.into())),
+                None => Listed::Stored(id.clone()),
+            })
             .collect();
-        out.sort_by(|a, b| {
-            b.created_at_ms
-                .cmp(&a.created_at_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        out
+        // Read the page's finished triggers a few at a time, in order.
+        let store = self.store.clone();
+        let read: Vec<(Listed, Result<Option<Trigger>, ApiError>)> =
+            futures_util::stream::iter(listed)
+                .map(|l| {
+                    let store = store.clone();
+                    async move {
+                        let got = match &l {
+                            Listed::Stored(id) => read_stored_trigger(&store, id).await,
+                            Listed::Summary(_) => Ok(None),
+                        };
+                        (l, got)
+                    }
+                })
+                .buffered(16)
+                .collect()
+                .await;
+        let mut triggers = Vec::with_capacity(read.len());
+        for (l, got) in read {
+            match l {
+                Listed::Summary(s) => triggers.push(*s),
+                Listed::Stored(id) => match got? {
+                    Some(t) => triggers.push(TriggerSummary::from(&t)),
+                    None => {
+                        self.finished.remove(&id);
+                    }
+                },
+            }
+        }
+        Ok(TriggerListResult {
+            triggers,
+            next_cursor,
+        })
     }
 
     fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: ReplyTo<Trigger>) {
@@ -926,20 +1048,39 @@ impl CatalogState {
             }
             return;
         }
-        let answer = match self.find_trigger(&req.id) {
-            None => Err(ApiError::not_found(format!(
-                "trigger {} does not exist",
-                req.id
-            ))),
-            Some(t) if t.status.is_finished() => Err(ApiError::conflict(format!(
+        let answer = if self.finished.contains_key(&req.id) {
+            Err(ApiError::conflict(format!(
                 "trigger {} is finished; it no longer accepts actions",
                 req.id
-            ))),
-            Some(_) => Err(ApiError::new(
+            )))
+        } else if self.active_trigger(&req.id).is_some() {
+            Err(ApiError::new(
                 phasegate_proto::ErrorCode::Unavailable,
                 "the trigger is being restarted; retry",
-            )),
+            ))
+        } else {
+            Err(ApiError::not_found(format!(
+                "trigger {} does not exist",
+                req.id
+            )))
         };
         reply.send(answer);
     }
+}
+
+/// A finished trigger as stored in `<p>_triggers`; `None` when it is not
+/// there (expired, or never archived).
+async fn read_stored_trigger(store: &Store, id: &TriggerId) -> Result<Option<Trigger>, ApiError> {
+    let Some(e) = store.triggers.get(id.as_str()).await.map_err(store_err)? else {
+        return Ok(None);
+    };
+    let rec: TriggerRecord = phasegate_proto::decode(phasegate_proto::Encoding::MsgPack, &e.value)
+        .map_err(|err| {
+            tracing::error!(trigger_id = %id, error = %err, "stored trigger undecodable");
+            ApiError::new(
+                phasegate_proto::ErrorCode::Internal,
+                format!("trigger {id} is stored in a form this coordinator cannot read"),
+            )
+        })?;
+    Ok(Some(rec.trigger))
 }

@@ -50,7 +50,19 @@ pub struct CoordinatorConfig {
     /// Default 10000.
     #[serde(default = "default_leader_lease_ms")]
     pub leader_lease_ms: u64,
+    /// How long finished triggers stay readable (`trigger.get`,
+    /// `trigger.list`), in days: the `max_age` of the `<prefix>_triggers`
+    /// bucket, applied at start when it changed. Default 365.
+    #[serde(default = "default_trigger_retention_days")]
+    pub trigger_retention_days: u64,
 }
+
+fn default_trigger_retention_days() -> u64 {
+    365
+}
+
+/// The longest retention accepted, in days (about a century).
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 fn default_leader_lease_ms() -> u64 {
     10_000
@@ -70,6 +82,7 @@ impl Default for CoordinatorConfig {
             metrics_listen: default_metrics_listen(),
             instance_id: None,
             leader_lease_ms: default_leader_lease_ms(),
+            trigger_retention_days: default_trigger_retention_days(),
         }
     }
 }
@@ -89,6 +102,11 @@ impl CoordinatorConfig {
             .map_err(|e| crate::CoordinatorError::Config(format!("{origin}: {e}")))?;
         cfg.check(origin)?;
         Ok(cfg)
+    }
+
+    /// How long finished triggers are kept.
+    pub fn trigger_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.trigger_retention_days.saturating_mul(24 * 60 * 60))
     }
 
     /// Checks values that parse but cannot work.
@@ -121,6 +139,12 @@ impl CoordinatorConfig {
         {
             return Err(crate::CoordinatorError::Config(format!(
                 "{origin}: instance_id: must be 1 to 128 bytes"
+            )));
+        }
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.trigger_retention_days) {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: trigger_retention_days: must be from 1 to {MAX_RETENTION_DAYS}, got {}",
+                self.trigger_retention_days
             )));
         }
         if self.forget_agents_after_ms < 3_600_000 {

@@ -15,6 +15,7 @@ pub mod config;
 mod directory;
 mod error;
 mod leader;
+mod page;
 mod reply;
 mod service;
 mod store;
@@ -74,7 +75,13 @@ impl Coordinator {
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
         let lease_task = leader::keep(lease.clone(), failed_tx.clone());
-        let store = store::Store::open(&client, &subjects, lease.clone()).await?;
+        let store = store::Store::open(
+            &client,
+            &subjects,
+            lease.clone(),
+            config.trigger_retention(),
+        )
+        .await?;
         let metrics = Arc::new(Registry::default());
         let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
             .await

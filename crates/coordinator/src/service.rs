@@ -12,11 +12,11 @@ use phasegate_bus::{Client, Service, encode_reply};
 use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
-    ActionRequest, AgentForgetRequest, AgentListRequest, AgentListResult, ApiError, Command, Empty,
-    Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityPutRequest, ErrorCode,
-    PipelineDeleteRequest, PipelineGetRequest, PipelineListResult, PipelinePutRequest,
-    PipelineResult, Reply, TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult,
-    decode,
+    ActionRequest, AgentForgetRequest, AgentInfo, AgentListRequest, AgentListResult, ApiError,
+    Command, Empty, Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult,
+    EntityPutRequest, ErrorCode, ListRequest, PipelineDeleteRequest, PipelineGetRequest,
+    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerGetRequest,
+    TriggerListRequest, TriggerListResult, TriggerResult, decode,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::catalog::CatalogMsg;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
+use crate::page::{PAGE_BUDGET_BYTES, Page, PageRequest, page, within_bytes};
 use crate::reply::{QUEUE_DEADLINE, ReplyTo};
 
 /// How long a read-only question to the directory may take before it is
@@ -258,11 +259,13 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
             .await
         }
         Command::PipelineList => {
-            run(enc, body, |_: Empty| async move {
-                let pipelines = ask(c, CatalogMsg::PipelineList).await?;
+            run(enc, body, |req: ListRequest| async move {
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                let p = ask(c, |r| CatalogMsg::PipelineList(page, r)).await?;
+                let p = within_bytes(p, |p| p.name.to_string(), PAGE_BUDGET_BYTES);
                 Ok(PipelineListResult {
-                    pipelines,
-                    next_cursor: None,
+                    pipelines: p.items,
+                    next_cursor: p.next_cursor,
                 })
             })
             .await
@@ -292,8 +295,18 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::GateList | Command::ConfigList => {
             let k = kind(command.group());
-            run(enc, body, |_: Empty| async move {
-                ask(c, |r| CatalogMsg::EntityList(k, r)).await
+            run(enc, body, |req: ListRequest| async move {
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                let r = ask(c, |r| CatalogMsg::EntityList(k, page, r)).await?;
+                let p = Page {
+                    items: r.specs,
+                    next_cursor: r.next_cursor,
+                };
+                let p = within_bytes(p, |s| s.name.to_string(), PAGE_BUDGET_BYTES);
+                Ok(EntityListResult {
+                    specs: p.items,
+                    next_cursor: p.next_cursor,
+                })
             })
             .await
         }
@@ -314,10 +327,20 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::TriggerList => {
             run(enc, body, |req: TriggerListRequest| async move {
-                let triggers = ask(c, |r| CatalogMsg::TriggerList(req, r)).await?;
+                let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
+                let r = ask(c, |r| CatalogMsg::TriggerList(req, page, r)).await?;
+                let p = Page {
+                    items: r.triggers,
+                    next_cursor: r.next_cursor,
+                };
+                let p = within_bytes(
+                    p,
+                    |t| (std::cmp::Reverse(t.created_at_ms), t.id.to_string()),
+                    PAGE_BUDGET_BYTES,
+                );
                 Ok(TriggerListResult {
-                    triggers: triggers.iter().map(Into::into).collect(),
-                    next_cursor: None,
+                    triggers: p.items,
+                    next_cursor: p.next_cursor,
                 })
             })
             .await
@@ -325,6 +348,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         Command::AgentList => {
             let d = &h.directory;
             run(enc, body, |req: AgentListRequest| async move {
+                let page_req = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 match d
                     .call(
                         |r| DirectoryMsg::List {
@@ -335,10 +359,17 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
                     )
                     .await
                 {
-                    Ok(CallResult::Success(agents)) => Ok(AgentListResult {
-                        agents,
-                        next_cursor: None,
-                    }),
+                    // The directory answers every agent; the page is cut
+                    // here, by segment then agent id.
+                    Ok(CallResult::Success(agents)) => {
+                        let key = |a: &AgentInfo| (a.segment.to_string(), a.agent_id.to_string());
+                        let p = page(agents, key, &page_req);
+                        let p = within_bytes(p, key, PAGE_BUDGET_BYTES);
+                        Ok(AgentListResult {
+                            agents: p.items,
+                            next_cursor: p.next_cursor,
+                        })
+                    }
                     _ => Err(ApiError::new(
                         ErrorCode::Unavailable,
                         "the agent directory is busy; retry",

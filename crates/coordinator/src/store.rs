@@ -4,6 +4,8 @@
 //! caller passes the revision it last read and gets the new one, so two
 //! writers can never silently overwrite each other.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use phasegate_bus::{BucketOptions, BusError, Client, Kv};
 use phasegate_proto::{Bucket, Encoding, Subjects, decode, encode};
@@ -34,20 +36,25 @@ pub(crate) struct Versioned<T> {
 }
 
 impl Store {
-    /// Opens (creating when needed) every bucket under `subjects`' prefix.
+    /// Opens (creating when needed) every bucket under `subjects`' prefix;
+    /// finished triggers expire after `trigger_retention`, which is applied
+    /// to an existing bucket when it changed.
     pub(crate) async fn open(
         client: &Client,
         subjects: &Subjects,
         lease: crate::leader::Lease,
+        trigger_retention: Duration,
     ) -> Result<Self, CoordinatorError> {
-        let open = |what: Bucket, description: &str| {
+        let open_aged = |what: Bucket, description: &str, max_age: Duration| {
             let name = subjects.bucket(what);
             let opts = BucketOptions {
                 description: description.to_owned(),
+                max_age,
                 ..BucketOptions::default()
             };
             async move { client.kv(&name, opts).await }
         };
+        let open = |what: Bucket, description: &str| open_aged(what, description, Duration::ZERO);
         Ok(Self {
             pipelines: open(Bucket::Pipelines, "phasegate pipelines").await?,
             entities: open(
@@ -55,7 +62,12 @@ impl Store {
                 "phasegate gates and configs with their active trigger",
             )
             .await?,
-            triggers: open(Bucket::Triggers, "phasegate finished triggers").await?,
+            triggers: open_aged(
+                Bucket::Triggers,
+                "phasegate finished triggers",
+                trigger_retention,
+            )
+            .await?,
             desired: open(
                 Bucket::Desired,
                 "phasegate desired state, watched by agents",

@@ -473,22 +473,71 @@ fn check_health(rec: &mut TriggerRecord, now_ms: u64) {
     }
 }
 
-/// The most history entries a trigger keeps. Beyond it (a health probe
-/// flapping for hours) the oldest entries after `started` make room, so
-/// the stored record can always be written — an abort included.
-pub const MAX_HISTORY: usize = 5_000;
+/// The most bytes a trigger's history takes encoded (MessagePack maps, as
+/// stored; counted by [`entry_bytes`], an upper bound). Well below the
+/// NATS message limit (1 MiB by default), so the stored record — the
+/// history plus a bounded rest — can always be written. Beyond it (a
+/// health probe flapping for hours) the oldest entries after `started`
+/// make room; `started` and the latest entries stay.
+pub const HISTORY_BUDGET_BYTES: usize = 256 * 1024;
+
+/// Of [`HISTORY_BUDGET_BYTES`], what only the entries that end a trigger
+/// (`rollout`, `aborted`, `completed`) may use: room for two of the
+/// largest entries, so ending never has to drop what led up to it.
+pub const HISTORY_RESERVE_BYTES: usize = 2 * MAX_ENTRY_BYTES;
+
+/// The largest entry [`entry_bytes`] counts for a comment of
+/// [`MAX_COMMENT_BYTES`] and an actor of 128 bytes, with margin.
+const MAX_ENTRY_BYTES: usize = 2 * 1024;
+
+/// Key names and fixed parts of an encoded entry: the map header, the five
+/// keys with their headers, the largest integer, and a type word of up to
+/// 31 bytes with its header.
+const ENTRY_FIXED_BYTES: usize = 1 + (5 + 9 + 6 + 6 + 8) + 9 + 32;
+
+/// An upper bound of the MessagePack size of `e`, from lengths only: the
+/// history's byte count is summed without encoding anything.
+pub fn entry_bytes(e: &HistoryEntry) -> usize {
+    // A string's header is 1 to 5 bytes; counting 5 keeps this a bound.
+    let text = |len: usize| len + 5;
+    ENTRY_FIXED_BYTES
+        + e.phase_id.as_ref().map_or(1, |p| text(p.as_str().len()))
+        + text(e.actor.as_str().len())
+        + e.comment.as_ref().map_or(1, |c| text(c.len()))
+}
 
 fn record(t: &mut Trigger, kind: HistoryType, actor: Actor, at_ms: u64, comment: Option<String>) {
-    if t.history.len() >= MAX_HISTORY {
-        t.history.remove(1);
-    }
-    t.history.push(HistoryEntry {
+    let entry = HistoryEntry {
         kind,
         phase_id: t.current_phase_id.clone(),
         actor,
         at_ms,
         comment,
-    });
+    };
+    let ends = matches!(
+        kind,
+        HistoryType::Rollout | HistoryType::Aborted | HistoryType::Completed
+    );
+    let budget = if ends {
+        HISTORY_BUDGET_BYTES
+    } else {
+        HISTORY_BUDGET_BYTES - HISTORY_RESERVE_BYTES
+    };
+    // Lengths only: a sum over the entries, no encoding.
+    let mut total: usize = t.history.iter().map(entry_bytes).sum::<usize>() + entry_bytes(&entry);
+    // `started` stays; the oldest after it make room.
+    let keep = usize::from(
+        t.history
+            .first()
+            .is_some_and(|h| h.kind == HistoryType::Started),
+    );
+    let mut drop_to = keep;
+    while total > budget && drop_to < t.history.len() {
+        total -= entry_bytes(&t.history[drop_to]);
+        drop_to += 1;
+    }
+    t.history.drain(keep..drop_to);
+    t.history.push(entry);
 }
 
 fn current_phase(rec: &TriggerRecord) -> Option<&Phase> {

@@ -522,16 +522,29 @@ fn history_is_bounded_and_keeps_its_start() {
         observe(&mut rec, &fleet(&[("dev", 2, 2, 1)]), 10 + 2 * i);
         observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 11 + 2 * i);
     }
-    assert_eq!(
-        rec.trigger.history.len(),
-        phasegate_model::rollout::MAX_HISTORY
+    // 5,200 entries do not fit: the oldest after `started` made room.
+    assert!(rec.trigger.history.len() < 5_200);
+    let history = phasegate_proto::encode(Encoding::MsgPack, &rec.trigger.history).unwrap();
+    assert!(history.len() <= phasegate_model::rollout::HISTORY_BUDGET_BYTES);
+    assert!(
+        history.len() > phasegate_model::rollout::HISTORY_BUDGET_BYTES / 2,
+        "the budget is used, not wasted: {}",
+        history.len()
     );
     assert_eq!(rec.trigger.history[0].kind, H::Started);
     assert_eq!(rec.trigger.history.last().unwrap().kind, H::Resumed);
+    let last_at = rec.trigger.history.last().unwrap().at_ms;
+    assert_eq!(last_at, 11 + 2 * 1_299, "the latest entries stay");
+    // Ending still has room and drops nothing more.
+    let before = rec.trigger.history.len();
+    let mut r = req(&rec, "op");
+    r.comment = Some("y".repeat(1024));
+    act(&mut rec, Action::Abort, &r, 5_000).unwrap();
+    assert_eq!(rec.trigger.history.len(), before + 1);
     assert!(
         phasegate_proto::encode(Encoding::MsgPack, &rec)
             .unwrap()
             .len()
-            < 1024 * 1024
+            < 512 * 1024
     );
 }

@@ -243,7 +243,7 @@ mod tests {
         }
         assert_eq!(s.parse_command("acme.pg.v1.gate.nope"), None);
         assert_eq!(s.parse_command("phasegate.v1.gate.put"), None);
-        assert_eq!(Command::ALL.len(), 21);
+        assert_eq!(Command::ALL.len(), 22, "SPEC §6 with agent.forget");
     }
 
     #[test]
