@@ -370,17 +370,16 @@ impl CatalogState {
         for e in load_all::<StoredEntity>(&self.store.entities).await? {
             let kind = e.value.record.kind;
             let name = e.value.record.name.to_string();
-            let stored = e.value;
-            let revision = e.revision;
+            let mut stored = e.value;
+            let mut revision = e.revision;
             // The entity record is the commit point of a finish: a trigger
             // it holds as finished but the archive lacks (a stop between
             // the two writes) is archived now. Nothing else is settled
             // from the archive: an entity still holding its trigger as
             // active was never finished, whatever an archive says.
-            if let Some(done) = &stored.finished
-                && !self.finished.contains_key(&done.trigger.id)
-            {
-                crate::store::archive(&self.store, done).await?;
+            if let Some(done) = stored.finished.clone() {
+                crate::store::archive_finished(&self.store, &e.key, &mut stored, &mut revision)
+                    .await?;
                 self.finished
                     .insert(done.trigger.id.clone(), (&done.trigger).into());
             }
@@ -684,15 +683,18 @@ impl CatalogState {
         let stored = StoredEntity {
             record: outcome.record,
             active: created.clone(),
-            finished: outcome.aborted.clone().or(current.finished),
+            finished: outcome.aborted.clone(),
         };
         let key = entity_key(kind, &stored.record.name);
-        let new_rev = self
+        let mut stored = stored;
+        let mut new_rev = self
             .write_entity(&k, &key, to_bytes(&stored).map_err(store_err)?, revision)
             .await?;
         if let Some(aborted) = &outcome.aborted {
-            if let Err(e) = crate::store::archive(&self.store, aborted).await {
-                tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; retried at start");
+            if let Err(e) =
+                crate::store::archive_finished(&self.store, &key, &mut stored, &mut new_rev).await
+            {
+                tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; done at the next start");
             }
             self.finished
                 .insert(aborted.trigger.id.clone(), (&aborted.trigger).into());

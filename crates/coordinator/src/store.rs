@@ -135,6 +135,31 @@ pub(crate) async fn archive(
     Ok(())
 }
 
+/// Finishes what a finish's commit point started: archives the trigger an
+/// entity record holds as `finished`, then clears it from the record with
+/// a revision-checked write, so the record never keeps a finished trigger
+/// past its archive (nor past its retention). Idempotent: after a stop
+/// anywhere in between, running it again completes it.
+pub(crate) async fn archive_finished(
+    store: &Store,
+    key: &str,
+    stored: &mut phasegate_proto::StoredEntity,
+    revision: &mut u64,
+) -> Result<(), CoordinatorError> {
+    let Some(rec) = &stored.finished else {
+        return Ok(());
+    };
+    archive(store, rec).await?;
+    let mut next = stored.clone();
+    next.finished = None;
+    *revision = store
+        .write(&store.entities)
+        .update(key, to_bytes(&next)?, *revision)
+        .await?;
+    *stored = next;
+    Ok(())
+}
+
 /// Encodes a stored value (always MessagePack maps).
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, CoordinatorError> {
     Ok(Bytes::from(encode(Encoding::MsgPack, value)?))

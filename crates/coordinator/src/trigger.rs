@@ -401,10 +401,17 @@ impl TriggerState {
         }
         if let Some(rec) = &finished {
             tracing::info!(trigger_id = %rec.trigger.id, status = ?rec.trigger.status, "trigger finished");
-            // Readable by id from now on; a failure is repaired by the
-            // catalog, which archives what it finds in `finished`.
-            if let Err(e) = crate::store::archive(&self.store, rec).await {
-                tracing::warn!(trigger_id = %rec.trigger.id, error = %e, "cannot archive the finished trigger yet; the catalog will");
+            // Readable by id from the archive; a failure is repaired at
+            // start, from what the entity's record holds.
+            if let Err(e) = crate::store::archive_finished(
+                &self.store,
+                &self.key,
+                &mut self.stored,
+                &mut self.revision,
+            )
+            .await
+            {
+                tracing::warn!(trigger_id = %rec.trigger.id, error = %e, "cannot archive the finished trigger yet; done at the next start");
             }
         }
         Box::pin(self.publish_or_retry()).await;
