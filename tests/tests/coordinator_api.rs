@@ -608,3 +608,49 @@ async fn finished_triggers_are_read_from_the_bucket_after_a_restart() -> anyhow:
     );
     Ok(())
 }
+
+/// SPEC.md §6: `unavailable` means the command was not carried out and
+/// never will be. A burst beyond what the coordinator takes at once gets
+/// some `unavailable` answers; none of those puts may ever show up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_commands_never_take_effect() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let n = 1500usize;
+    let answers = futures_util::future::join_all((0..n).map(|i| async move {
+        let r = c
+            .entity_put(
+                EntityKind::Gate,
+                spec(json!({"name": format!("burst-{i}")})),
+                Actor::new("alice").unwrap(),
+                None,
+                None,
+            )
+            .await;
+        (i, r.map(|_| ()).map_err(|e| e.code()))
+    }))
+    .await;
+    let refused: Vec<usize> = answers
+        .iter()
+        .filter(|(_, r)| r == &Err(ErrorCode::Unavailable))
+        .map(|(i, _)| *i)
+        .collect();
+    let ok = answers.iter().filter(|(_, r)| r.is_ok()).count();
+    assert_eq!(ok + refused.len(), n, "only ok or unavailable: {answers:?}");
+    assert!(!refused.is_empty(), "the burst was taken in full: raise it");
+    // Read after the burst: exactly the ok ones exist.
+    let listed: std::collections::BTreeSet<String> = c
+        .entity_list(EntityKind::Gate)
+        .await?
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(listed.len(), ok, "every ok put is stored");
+    for i in refused {
+        assert!(
+            !listed.contains(&format!("burst-{i}")),
+            "burst-{i} was answered unavailable but stored"
+        );
+    }
+    Ok(())
+}
