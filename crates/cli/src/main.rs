@@ -104,6 +104,10 @@ enum Cmd {
         /// Only this segment.
         #[arg(long)]
         segment: Option<String>,
+        /// Forget this agent instead of listing: it no longer blocks or
+        /// counts until it reports again (`agent.forget`).
+        #[arg(long, value_name = "AGENT_ID", conflicts_with = "segment")]
+        forget: Option<String>,
     },
     /// Apply pipelines, gates and configs from TOML files: validate all,
     /// show the changes, then apply.
@@ -181,7 +185,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
         Cmd::Config(c) => ops::entity(&g, phasegate_proto::EntityKind::Config, c).await?,
         Cmd::Trigger(c) => return ops::trigger(&g, c).await,
-        Cmd::Agents { segment } => ops::agents(&g, segment).await?,
+        Cmd::Agents {
+            forget: Some(id), ..
+        } => ops::agent_forget(&g, &id).await?,
+        Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
         Cmd::Demo => return demo::run(&g).await,
     }

@@ -524,6 +524,16 @@ pub(crate) async fn trigger(g: &Global, cmd: TriggerCmd) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `agents --forget ID`.
+pub(crate) async fn agent_forget(g: &Global, id: &str) -> anyhow::Result<()> {
+    let c = g.client().await?;
+    c.agent_forget(phasegate_proto::AgentId::new(id)?, g.actor()?)
+        .await?;
+    show(g.output, &serde_json::json!({}), |_| {
+        println!("agent {id} forgotten");
+    })
+}
+
 pub(crate) async fn agents(g: &Global, segment: Option<String>) -> anyhow::Result<()> {
     let c = g.client().await?;
     let segment = segment.map(Segment::new).transpose()?;
@@ -536,9 +546,12 @@ pub(crate) async fn agents(g: &Global, segment: Option<String>) -> anyhow::Resul
             "LIVE",
             "HEALTHY",
             "STALE",
+            "APPLIED",
+            "BLOCKED",
             "LAST SEEN",
         ]);
         for a in list {
+            let blocked: Vec<&str> = a.blocked.iter().map(|b| b.key.as_str()).collect();
             t.row(vec![
                 a.agent_id.to_string(),
                 a.segment.to_string(),
@@ -546,6 +559,12 @@ pub(crate) async fn agents(g: &Global, segment: Option<String>) -> anyhow::Resul
                 a.live.to_string(),
                 a.healthy.to_string(),
                 a.stale.to_string(),
+                a.applied_revision.to_string(),
+                if blocked.is_empty() {
+                    "-".to_owned()
+                } else {
+                    blocked.join(",")
+                },
                 clock(a.last_seen_ms),
             ]);
         }

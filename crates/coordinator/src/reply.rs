@@ -57,3 +57,38 @@ impl<T> ReplyTo<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
+
+    use super::*;
+
+    type Answer = Result<u32, ApiError>;
+
+    fn port() -> (
+        RpcReplyPort<Answer>,
+        ractor::concurrency::OneshotReceiver<Answer>,
+    ) {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        (tx.into(), rx)
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_deadline_is_refused_unstarted() {
+        let (tx, rx) = port();
+        let late = ReplyTo::new(tx, Instant::now() - Duration::from_millis(1));
+        assert!(late.unexpired().is_none(), "not to be started");
+        let answer = rx.await.expect("answered");
+        assert_eq!(answer.expect_err("refused").code, ErrorCode::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_command_in_time_is_left_to_its_handler() {
+        let (tx, rx) = port();
+        let on_time = ReplyTo::new(tx, Instant::now() + QUEUE_DEADLINE);
+        let reply = on_time.unexpired().expect("may start");
+        reply.send(Ok(7));
+        assert_eq!(rx.await.expect("answered").expect("ok"), 7);
+    }
+}
