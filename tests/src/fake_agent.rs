@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use phasegate_bus::{Client, ConnectOptions};
-use phasegate_proto::{AgentId, AgentReport, Bucket, Encoding, Segment, Subjects, encode};
+use phasegate_proto::{
+    AgentId, AgentReport, BlockedEntity, Bucket, Encoding, Segment, Subjects, encode,
+};
 use tokio::task::JoinHandle;
 
 /// A protocol-level stand-in for an agent.
 pub struct FakeAgent {
+    blocked: Arc<std::sync::Mutex<Vec<BlockedEntity>>>,
     healthy: Arc<AtomicBool>,
     acking: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
@@ -40,7 +43,9 @@ impl FakeAgent {
         let seen = Arc::new(AtomicU64::new(0));
         let agent_id = AgentId::new(agent_id)?;
         let segment = Segment::new(segment)?;
+        let blocked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn(run(
+            blocked.clone(),
             client.clone(),
             subjects,
             agent_id.clone(),
@@ -51,6 +56,7 @@ impl FakeAgent {
             seen.clone(),
         ));
         Ok(Self {
+            blocked,
             healthy,
             acking,
             seen,
@@ -60,6 +66,21 @@ impl FakeAgent {
             segment,
             heartbeat_ms,
         })
+    }
+
+    /// Reports `key` as blocked (undecodable) at `revision`, or nothing
+    /// blocked with `None`.
+    pub fn set_blocked(&self, blocked: Option<(&str, u64)>) {
+        if let Ok(mut b) = self.blocked.lock() {
+            *b = blocked
+                .map(|(key, revision)| BlockedEntity {
+                    key: key.to_owned(),
+                    revision,
+                    error: "cannot compile".to_owned(),
+                })
+                .into_iter()
+                .collect();
+        }
     }
 
     /// Sets the health it reports.
@@ -116,6 +137,7 @@ impl Drop for FakeAgent {
 
 #[allow(clippy::too_many_arguments)] // a task's captured state, passed once
 async fn run(
+    blocked: Arc<std::sync::Mutex<Vec<BlockedEntity>>>,
     client: Client,
     subjects: Subjects,
     agent_id: AgentId,
@@ -168,7 +190,7 @@ async fn run(
                 stale: false,
                 heartbeat_ms,
                 sent_at_ms: 0,
-                blocked: Vec::new(),
+                blocked: blocked.lock().map(|b| b.clone()).unwrap_or_default(),
                 leaving: false,
             };
             if let Ok(body) = encode(Encoding::MsgPack, &report) {

@@ -222,3 +222,40 @@ async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let dev = FakeAgent::start(&env.nats.url(), "dev-1", "dev", 100).await?;
+    env.wait_live_agents(1).await?;
+    dev.set_blocked(Some(("gate.broken", u64::MAX)));
+    put_pipeline(c, json!({"name": "p", "phases": [{"id": "dev", "segments": ["dev"], "wait_ms": 60000, "health": {"on_unhealthy": "ignore"}}]})).await?;
+    let broken = put_gate(c, json!({"name": "broken", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    let fine = put_gate(c, json!({"name": "fine", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    // The other entity's rollout goes on through the same agent...
+    wait_trigger(c, &fine, "fine baking", |t| {
+        phase_is(t, "dev", PhaseState::Baking)
+    })
+    .await?;
+    // ...while the blocked one waits, with the reason listed.
+    let t = c.trigger_get(broken.clone()).await?;
+    assert_eq!(t.phase_state, Some(PhaseState::Applying), "{t:?}");
+    assert_eq!(t.segments["dev"].agents_applied, 0);
+    let listed = c.agents(None).await?;
+    assert_eq!(listed[0].blocked[0].key, "gate.broken");
+    dev.set_blocked(None);
+    wait_trigger(c, &broken, "broken baking once unblocked", |t| {
+        phase_is(t, "dev", PhaseState::Baking)
+    })
+    .await?;
+    Ok(())
+}

@@ -85,6 +85,11 @@ impl Lease {
         self.inner.epoch + Duration::from_millis(self.inner.valid_until_ms.load(Ordering::SeqCst))
     }
 
+    /// This coordinator's instance id, as in the lease.
+    pub(crate) fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
     /// True while this instance may act: the lease is held and cannot have
     /// expired yet.
     pub(crate) fn holds(&self) -> bool {

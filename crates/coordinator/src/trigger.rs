@@ -533,7 +533,11 @@ impl TriggerState {
             );
             phasegate_bus::trace::continue_from_traceparent(&span, self.trace_parent.as_deref());
             span.in_scope(|| {
-                tracing::info!(comment = h.comment.as_deref().unwrap_or(""), "{kind}")
+                tracing::info!(
+                    instance = self.store.lease.instance(),
+                    comment = h.comment.as_deref().unwrap_or(""),
+                    "{kind}"
+                )
             });
             self.metrics.inc(
                 "phasegate_phase_transitions_total",
