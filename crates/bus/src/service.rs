@@ -42,6 +42,16 @@ impl Request {
         self.inner.message.headers.as_ref()
     }
 
+    /// The first value of header `name`, compared exactly (header names
+    /// are case-sensitive in NATS); `None` when absent or not UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()?
+            .iter()
+            .find(|(k, _)| AsRef::<str>::as_ref(*k) == name)
+            .and_then(|(_, v)| v.first())
+            .map(|v| v.as_str())
+    }
+
     /// The encoding the request asks for (its `Content-Type`).
     pub fn encoding(&self) -> phasegate_proto::Encoding {
         crate::serve::encoding_of(&self.inner.message)

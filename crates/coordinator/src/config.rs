@@ -55,6 +55,33 @@ pub struct CoordinatorConfig {
     /// bucket, applied at start when it changed. Default 365.
     #[serde(default = "default_trigger_retention_days")]
     pub trigger_retention_days: u64,
+    /// The most agents the coordinator tracks; reports of further unknown
+    /// agents are ignored, so a flood of invented ids cannot grow its
+    /// memory or its writes. Default 10000.
+    #[serde(default = "default_max_agents")]
+    pub max_agents: usize,
+    /// The most agents it tracks in one segment. Default 2000.
+    #[serde(default = "default_max_agents_per_segment")]
+    pub max_agents_per_segment: usize,
+    /// The most segments it tracks agents in. Default 1000.
+    #[serde(default = "default_max_segments")]
+    pub max_segments: usize,
+    /// Authentication and roles (SPEC.md §8). Absent: the installation runs
+    /// open (anyone who reaches NATS may do anything, actors are declared).
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthConfig>,
+}
+
+fn default_max_agents() -> usize {
+    10_000
+}
+
+fn default_max_agents_per_segment() -> usize {
+    2_000
+}
+
+fn default_max_segments() -> usize {
+    1_000
 }
 
 fn default_trigger_retention_days() -> u64 {
@@ -83,6 +110,10 @@ impl Default for CoordinatorConfig {
             instance_id: None,
             leader_lease_ms: default_leader_lease_ms(),
             trigger_retention_days: default_trigger_retention_days(),
+            max_agents: default_max_agents(),
+            max_agents_per_segment: default_max_agents_per_segment(),
+            max_segments: default_max_segments(),
+            auth: None,
         }
     }
 }
@@ -111,6 +142,15 @@ impl CoordinatorConfig {
 
     /// Checks values that parse but cannot work.
     pub fn check(&self, origin: &str) -> Result<(), crate::CoordinatorError> {
+        if let Some(auth) = &self.auth {
+            auth.check(origin)
+                .map_err(crate::CoordinatorError::Config)?;
+        }
+        if self.max_agents == 0 || self.max_agents_per_segment == 0 || self.max_segments == 0 {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: max_agents, max_agents_per_segment and max_segments must be at least 1"
+            )));
+        }
         phasegate_proto::Subjects::new(self.subject_prefix.clone()).map_err(|e| {
             crate::CoordinatorError::Config(format!("{origin}: subject_prefix: {e}"))
         })?;

@@ -83,6 +83,7 @@ pub(crate) struct DirectoryArgs {
     pub(crate) agents_kv: Kv,
     pub(crate) sweep_ms: u64,
     pub(crate) forget_after_ms: u64,
+    pub(crate) limits: phasegate_model::fleet::Limits,
 }
 
 pub(crate) struct DirectoryState {
@@ -93,6 +94,8 @@ pub(crate) struct DirectoryState {
     dirty: HashSet<TriggerId>,
     /// A `Flush` is queued.
     flush_queued: bool,
+    /// Reports of unknown agents ignored for the limits, for the log.
+    refused: u64,
 }
 
 pub(crate) struct Directory;
@@ -107,7 +110,7 @@ impl Actor for Directory {
         myself: ActorRef<Self::Msg>,
         args: DirectoryArgs,
     ) -> Result<DirectoryState, ActorProcessingErr> {
-        let mut fleet = Fleet::new(args.forget_after_ms);
+        let mut fleet = Fleet::new(args.forget_after_ms).with_limits(args.limits);
         // Agents known before a restart stay known; no decision is taken
         // on their segments until each reports or stays silent for a whole
         // liveness window from `Listening`.
@@ -124,6 +127,7 @@ impl Actor for Directory {
             regs: HashMap::new(),
             dirty: HashSet::new(),
             flush_queued: false,
+            refused: 0,
         })
     }
 
@@ -221,6 +225,16 @@ impl DirectoryState {
     fn carry_out(&mut self, changes: Changes) {
         if changes.is_empty() {
             return;
+        }
+        if changes.refused {
+            // Logged sparingly: a flood must not turn into a log flood.
+            if self.refused.is_power_of_two() || self.refused == 0 {
+                tracing::warn!(
+                    refused = self.refused + 1,
+                    "reports of unknown agents ignored: the agent or segment limit is reached"
+                );
+            }
+            self.refused += 1;
         }
         for p in changes.persist {
             // The task ends only with the actor.

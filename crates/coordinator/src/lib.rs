@@ -9,6 +9,7 @@
 //! never evaluates gates for users and never talks to NATS except through
 //! `phasegate-bus`.
 
+pub mod auth;
 mod catalog;
 mod clock;
 pub mod config;
@@ -93,6 +94,11 @@ impl Coordinator {
                 agents_kv: store.agents.clone(),
                 sweep_ms: config.sweep_ms,
                 forget_after_ms: config.forget_agents_after_ms,
+                limits: phasegate_model::fleet::Limits {
+                    max_agents: config.max_agents,
+                    max_agents_per_segment: config.max_agents_per_segment,
+                    max_segments: config.max_segments,
+                },
             },
             supervisor.get_cell(),
         )
@@ -145,6 +151,7 @@ impl Coordinator {
                 metrics: metrics.clone(),
                 lease: lease.clone(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(service::MAX_IN_FLIGHT)),
+                auth: config.auth.clone().map(Arc::new),
             },
         )
         .await?;

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::auth::{self, Caller};
 use crate::catalog::CatalogMsg;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
@@ -49,6 +50,8 @@ pub(crate) struct Handlers {
     pub(crate) metrics: std::sync::Arc<phasegate_telemetry::metrics::Registry>,
     pub(crate) lease: crate::leader::Lease,
     pub(crate) in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Authentication and roles; `None`: open.
+    pub(crate) auth: Option<std::sync::Arc<crate::auth::AuthConfig>>,
 }
 
 /// Starts the service with one endpoint per command; returns the service
@@ -105,9 +108,22 @@ pub(crate) async fn start(
                         phasegate.action = %command,
                     );
                     phasegate_bus::trace::continue_from_headers(&span, request.headers());
-                    let (body, headers, code) = handle(&h, command, encoding, request.payload())
-                        .instrument(span)
-                        .await;
+                    // Who sent it, as the NATS server says (SPEC.md §8).
+                    let caller = auth::identify(
+                        h.auth.as_deref(),
+                        request.header(auth::REQUEST_INFO_HEADER),
+                    );
+                    let (body, headers, code) = match caller {
+                        Ok(caller) => {
+                            let cx = Cx {
+                                enc: encoding,
+                                command,
+                                caller,
+                            };
+                            handle(&h, &cx, request.payload()).instrument(span).await
+                        }
+                        Err(e) => envelope::<Empty>(encoding, Err(e)),
+                    };
                     let name = command.to_string();
                     h.metrics.inc(
                         "phasegate_commands_total",
@@ -187,13 +203,72 @@ where
     }
 }
 
-async fn run<Req, Res, Fut>(encoding: Encoding, body: &[u8], f: impl FnOnce(Req) -> Fut) -> Answer
+/// A command being handled: how to answer, what it is, who sent it.
+pub(crate) struct Cx {
+    enc: Encoding,
+    command: Command,
+    caller: Caller,
+}
+
+/// A request whose `actor` the sender's identity decides (SPEC.md §8).
+trait Acting {
+    /// Puts the caller's actor in place of the declared one.
+    fn bind(&mut self, caller: &Caller) -> Result<(), ApiError>;
+}
+
+macro_rules! acting {
+    ($($t:ty),* $(,)?) => {$(
+        impl Acting for $t {
+            fn bind(&mut self, caller: &Caller) -> Result<(), ApiError> {
+                self.actor = caller.actor(&self.actor)?;
+                Ok(())
+            }
+        }
+    )*};
+}
+
+macro_rules! not_acting {
+    ($($t:ty),* $(,)?) => {$(
+        impl Acting for $t {
+            fn bind(&mut self, _: &Caller) -> Result<(), ApiError> {
+                Ok(())
+            }
+        }
+    )*};
+}
+
+acting!(
+    ActionRequest,
+    PipelinePutRequest,
+    PipelineDeleteRequest,
+    EntityPutRequest,
+    EntityDeleteRequest,
+    AgentForgetRequest,
+);
+not_acting!(
+    PipelineGetRequest,
+    EntityGetRequest,
+    ListRequest,
+    TriggerGetRequest,
+    TriggerListRequest,
+    AgentListRequest,
+);
+
+/// Decodes the request (`invalid` first), checks the caller's role
+/// (`forbidden`), binds its actor, then runs `f`.
+async fn run<Req, Res, Fut>(cx: &Cx, body: &[u8], f: impl FnOnce(Req) -> Fut) -> Answer
 where
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + Acting,
     Res: Serialize,
     Fut: Future<Output = Result<Res, ApiError>>,
 {
-    let result = match parse::<Req>(encoding, body) {
+    let encoding = cx.enc;
+    let ready = parse::<Req>(encoding, body).and_then(|mut req| {
+        cx.caller.may(cx.command)?;
+        req.bind(&cx.caller)?;
+        Ok(req)
+    });
+    let result = match ready {
         Ok(req) => f(req).await,
         Err(e) => Err(e),
     };
@@ -217,7 +292,8 @@ fn action_of(command: Command) -> Option<Action> {
     })
 }
 
-async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> Answer {
+async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
+    let (command, enc) = (cx.command, cx.enc);
     if !h.lease.holds() {
         // A coordinator that may have lost its lease does nothing at all.
         return envelope::<Empty>(
@@ -237,7 +313,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
     };
     if let Some(action) = action_of(command) {
-        return run(enc, body, |req: ActionRequest| async move {
+        return run(cx, body, |req: ActionRequest| async move {
             let trigger = ask(c, |r| CatalogMsg::TriggerAct(action, req, r)).await?;
             Ok(TriggerResult { trigger })
         })
@@ -245,21 +321,21 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
     }
     match command {
         Command::PipelinePut => {
-            run(enc, body, |req: PipelinePutRequest| async move {
+            run(cx, body, |req: PipelinePutRequest| async move {
                 let pipeline = ask(c, |r| CatalogMsg::PipelinePut(req, r)).await?;
                 Ok(PipelineResult { pipeline })
             })
             .await
         }
         Command::PipelineGet => {
-            run(enc, body, |req: PipelineGetRequest| async move {
+            run(cx, body, |req: PipelineGetRequest| async move {
                 let pipeline = ask(c, |r| CatalogMsg::PipelineGet(req.name, r)).await?;
                 Ok(PipelineResult { pipeline })
             })
             .await
         }
         Command::PipelineList => {
-            run(enc, body, |req: ListRequest| async move {
+            run(cx, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 let p = ask(c, |r| CatalogMsg::PipelineList(page, r)).await?;
                 let p = within_bytes(p, |p| p.name.to_string(), PAGE_BUDGET_BYTES);
@@ -271,7 +347,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
             .await
         }
         Command::PipelineDelete => {
-            run(enc, body, |req: PipelineDeleteRequest| async move {
+            run(cx, body, |req: PipelineDeleteRequest| async move {
                 ask(c, |r| CatalogMsg::PipelineDelete(req, r)).await?;
                 Ok(Empty {})
             })
@@ -279,7 +355,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::GatePut | Command::ConfigPut => {
             let k = kind(command.group());
-            run(enc, body, |req: EntityPutRequest| async move {
+            run(cx, body, |req: EntityPutRequest| async move {
                 // A trigger this put starts joins the command's trace.
                 let trace = phasegate_bus::trace::traceparent_of(&tracing::Span::current());
                 ask(c, |r| CatalogMsg::EntityPut(k, req, trace, r)).await
@@ -288,14 +364,14 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::GateGet | Command::ConfigGet => {
             let k = kind(command.group());
-            run(enc, body, |req: EntityGetRequest| async move {
+            run(cx, body, |req: EntityGetRequest| async move {
                 ask(c, |r| CatalogMsg::EntityGet(k, req, r)).await
             })
             .await
         }
         Command::GateList | Command::ConfigList => {
             let k = kind(command.group());
-            run(enc, body, |req: ListRequest| async move {
+            run(cx, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 let r = ask(c, |r| CatalogMsg::EntityList(k, page, r)).await?;
                 let p = Page {
@@ -312,21 +388,21 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::GateDelete | Command::ConfigDelete => {
             let k = kind(command.group());
-            run(enc, body, |req: EntityDeleteRequest| async move {
+            run(cx, body, |req: EntityDeleteRequest| async move {
                 ask(c, |r| CatalogMsg::EntityDelete(k, req, r)).await?;
                 Ok(Empty {})
             })
             .await
         }
         Command::TriggerGet => {
-            run(enc, body, |req: TriggerGetRequest| async move {
+            run(cx, body, |req: TriggerGetRequest| async move {
                 let trigger = ask(c, |r| CatalogMsg::TriggerGet(req.id, r)).await?;
                 Ok(TriggerResult { trigger })
             })
             .await
         }
         Command::TriggerList => {
-            run(enc, body, |req: TriggerListRequest| async move {
+            run(cx, body, |req: TriggerListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 let r = ask(c, |r| CatalogMsg::TriggerList(req, page, r)).await?;
                 let p = Page {
@@ -347,7 +423,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::AgentList => {
             let d = &h.directory;
-            run(enc, body, |req: AgentListRequest| async move {
+            run(cx, body, |req: AgentListRequest| async move {
                 let page_req = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 match d
                     .call(
@@ -380,7 +456,7 @@ async fn handle(h: &Handlers, command: Command, enc: Encoding, body: &[u8]) -> A
         }
         Command::AgentForget => {
             let d = &h.directory;
-            run(enc, body, |req: AgentForgetRequest| async move {
+            run(cx, body, |req: AgentForgetRequest| async move {
                 match d
                     .call(
                         |r| DirectoryMsg::Forget {

@@ -71,6 +71,32 @@ pub struct Changes {
     /// A segment gained its first or lost its last known agent: every
     /// trigger lists the segments with known agents, so all need a view.
     pub segment_set_changed: bool,
+    /// The report came from an unknown agent beyond the [`Limits`]: it was
+    /// ignored.
+    pub refused: bool,
+}
+
+/// How many agents and segments the fleet tracks at most: reports of
+/// further unknown agents are ignored, so a flood of invented agent ids
+/// cannot grow memory or fan out writes without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Known agents in all.
+    pub max_agents: usize,
+    /// Known agents in one segment.
+    pub max_agents_per_segment: usize,
+    /// Segments with known agents.
+    pub max_segments: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_agents: 10_000,
+            max_agents_per_segment: 2_000,
+            max_segments: 1_000,
+        }
+    }
 }
 
 impl Changes {
@@ -80,7 +106,10 @@ impl Changes {
 
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty() && self.persist.is_empty() && !self.segment_set_changed
+        self.segments.is_empty()
+            && self.persist.is_empty()
+            && !self.segment_set_changed
+            && !self.refused
     }
 }
 
@@ -139,6 +168,7 @@ pub struct Fleet {
     agents: HashMap<AgentId, Agent>,
     by_segment: BTreeMap<String, BTreeSet<AgentId>>,
     forget_after_ms: u64,
+    limits: Limits,
 }
 
 impl Fleet {
@@ -147,6 +177,25 @@ impl Fleet {
         Self {
             forget_after_ms,
             ..Self::default()
+        }
+    }
+
+    /// The same fleet, tracking at most `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether one more agent (a new one, or one moving in) may be
+    /// tracked in `segment`.
+    fn has_room(&self, segment: &str, new: bool) -> bool {
+        let l = &self.limits;
+        if new && self.agents.len() >= l.max_agents {
+            return false;
+        }
+        match self.by_segment.get(segment) {
+            Some(ids) => ids.len() < l.max_agents_per_segment,
+            None => self.by_segment.len() < l.max_segments,
         }
     }
 
@@ -235,6 +284,12 @@ impl Fleet {
             blocked: r.blocked.clone(),
         };
         match self.agents.get(&r.agent_id).cloned() {
+            Some(old)
+                if old.segment != fresh.segment && !self.has_room(r.segment.as_str(), false) =>
+            {
+                // Moving to a full segment: stays where it was.
+                out.refused = true;
+            }
             Some(old) => {
                 fresh.first_seen_ms = old.first_seen_ms;
                 let moved = old.segment != fresh.segment;
@@ -269,6 +324,7 @@ impl Fleet {
                     out.touch(&r.segment);
                 }
             }
+            None if !self.has_room(r.segment.as_str(), true) => out.refused = true,
             None => {
                 out.segment_set_changed = !self.by_segment.contains_key(r.segment.as_str());
                 out.persist.push(Persist::Put(fresh.record(&r.agent_id)));

@@ -271,3 +271,41 @@ fn restored_agents_settle_by_report_or_silence() {
     assert!(f.settled, "b stayed silent for a whole window");
     assert_eq!((f.known, f.live, f.applied), (2, 1, 1));
 }
+
+#[test]
+fn a_flood_of_invented_agents_is_bounded() {
+    let limits = phasegate_model::fleet::Limits {
+        max_agents: 50,
+        max_agents_per_segment: 20,
+        max_segments: 3,
+    };
+    let mut fleet = Fleet::new(FORGET_MS).with_limits(limits);
+    let mut writes = 0;
+    let mut refused = 0;
+    for i in 0..10_000u32 {
+        let r = AgentReport {
+            agent_id: AgentId::new(format!("evil-{i}")).unwrap(),
+            segment: Segment::new(format!("s{}", i % 7)).unwrap(),
+            tier: None,
+            healthy: false,
+            applied_revision: 0,
+            stale: false,
+            heartbeat_ms: 3_600_000,
+            sent_at_ms: 0,
+            blocked: Vec::new(),
+            leaving: false,
+        };
+        let c = fleet.report(&r, u64::from(i));
+        writes += c.persist.len();
+        refused += usize::from(c.refused);
+    }
+    assert!(fleet.len() <= 50);
+    assert_eq!(fleet.segments().count(), 3);
+    assert!(writes <= 50, "{writes} writes");
+    assert_eq!(refused, 10_000 - fleet.len());
+    // A claimed hour-long heartbeat is bounded: the agent is unreachable a
+    // few minutes later, not three hours later.
+    let max_window = phasegate_model::fleet::HEARTBEAT_BOUNDS_MS.1 * 3;
+    let f = fleet.segment("s0", KEY, 0, 10_000 + max_window + 1);
+    assert_eq!(f.live, 0);
+}
