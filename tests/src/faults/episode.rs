@@ -191,10 +191,19 @@ async fn run_inner(
     }
     let healed_at = Instant::now();
     sh.healed.store(true, Ordering::SeqCst);
+    // The test plays the service manager until the rollouts are over: a
+    // coordinator that stops by itself is started again (bounded: each
+    // operator gives up after its own deadline).
+    while !operators.iter().all(tokio::task::JoinHandle::is_finished) {
+        watch_coordinators(inst, sh, report)?;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     for o in operators {
         o.await?;
     }
     sh.stop.store(true, Ordering::SeqCst);
+    watch_coordinators(inst, sh, report)?;
+    inst.wait_ready(Duration::from_secs(20)).await?;
     sampler.await?;
     converge(sh, healed_at, report).await;
     check_ledger(sh).await;
@@ -218,7 +227,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, phasegate_bus::BusError>>,
 {
-    crate::wait_for(&mut f, Duration::from_secs(20), "the command API to answer").await
+    crate::wait_for(&mut f, Duration::from_secs(10), "the command API to answer").await
 }
 
 // ---------------------------------------------------------------- faults
@@ -735,11 +744,13 @@ async fn converge(sh: &Shared, healed_at: Instant, report: &mut Report) {
                     json!({"gate": k.plan.entity, "user": {"user_id": user, "country": country}});
                 let seen = crate::wait_for(
                     || async {
-                        let (_, v) = sh
-                            .http
-                            .post(*addr, "/v1/check_gate", &body)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let (_, v) = tokio::time::timeout(
+                            AGENT_TIMEOUT,
+                            sh.http.post(*addr, "/v1/check_gate", &body),
+                        )
+                        .await
+                        .map_err(|_| "no answer".to_owned())?
+                        .map_err(|e| e.to_string())?;
                         if v["version"] == version
                             && v["value"] == value
                             && v["trigger_id"].is_null()
