@@ -24,7 +24,7 @@ use super::plan::{self, ENTITIES, Fault, Manual, Plan, RolloutPlan, TIMELINE_MS}
 use crate::http::Http;
 
 /// How long rollouts may take to finish once every process is back.
-const DRIVE_DEADLINE: Duration = Duration::from_secs(25);
+const DRIVE_DEADLINE: Duration = Duration::from_secs(15);
 /// How long agents may take to serve the final versions once healed:
 /// reconnecting to a restarted nats-server included.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
