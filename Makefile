@@ -6,6 +6,7 @@
 #   make lint    format check and clippy
 #   make fmt     format the workspace
 #   make bench   benchmarks (they print figures and ratios)
+#   make soak    the fault-injection suite over 200 seeds (SEEDS=N for another count)
 #   make ci      what CI runs: the same as `make test`
 
 SHELL := bash
@@ -16,7 +17,7 @@ SHELL := bash
 # through make they always use the pinned, project-local binary.
 export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 
-.PHONY: tools demo test lint fmt bench ci
+.PHONY: tools demo test lint fmt bench ci soak
 
 tools:
 	bash scripts/install-nats-server.sh
@@ -42,5 +43,12 @@ fmt:
 
 bench: tools
 	cargo bench --workspace
+
+# The seeded fault-injection suite (tests/tests/faults.rs) runs 20 seeds in
+# `make test`; the soak runs more and prints its figures at the end.
+SEEDS ?= 200
+soak: tools
+	cargo build -p phasegate-cli
+	PHASEGATE_SOAK_SEEDS=$(SEEDS) cargo test -p phasegate-tests --test faults -- --nocapture
 
 ci: test

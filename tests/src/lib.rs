@@ -26,6 +26,7 @@
 pub mod agent_proc;
 pub mod coord;
 pub mod fake_agent;
+pub mod faults;
 pub mod http;
 pub mod otlp;
 pub mod process;
