@@ -78,6 +78,20 @@ pub enum BusError {
         /// Why.
         message: String,
     },
+    /// A write the server did not confirm: it may still take effect (a
+    /// client buffers what it cannot send, and a slow server may store it
+    /// after the wait ended). Never report it as "not done".
+    #[error(
+        "key-value bucket {bucket}: {op} not confirmed, it may or may not take effect: {message}"
+    )]
+    KvUnconfirmed {
+        /// The bucket.
+        bucket: String,
+        /// What was attempted.
+        op: &'static str,
+        /// Why.
+        message: String,
+    },
     /// A revision-checked write lost to another writer.
     #[error("key-value bucket {bucket}: {key} was changed by another writer")]
     KvConflict {

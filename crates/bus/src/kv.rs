@@ -74,6 +74,15 @@ pub struct Kv {
     bucket: String,
 }
 
+/// A write's failure: its outcome is unknown (see [`BusError::KvUnconfirmed`]).
+fn kv_unconfirmed(bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BusError {
+    BusError::KvUnconfirmed {
+        bucket: bucket.to_owned(),
+        op,
+        message: e.to_string(),
+    }
+}
+
 fn kv_err(bucket: &str, op: &'static str, e: impl std::fmt::Display) -> BusError {
     BusError::Kv {
         bucket: bucket.to_owned(),
@@ -218,7 +227,7 @@ impl Kv {
         self.store
             .put(key, value)
             .await
-            .map_err(|e| kv_err(&self.bucket, "put", e))
+            .map_err(|e| kv_unconfirmed(&self.bucket, "put", e))
     }
 
     /// Writes `value` only if `key` has no value; returns its revision.
@@ -234,7 +243,7 @@ impl Kv {
                     key: key.to_owned(),
                 }
             } else {
-                kv_err(&self.bucket, "create", e)
+                kv_unconfirmed(&self.bucket, "create", e)
             }
         })
     }
@@ -257,7 +266,7 @@ impl Kv {
                     key: key.to_owned(),
                 }
             } else {
-                kv_err(&self.bucket, "update", e)
+                kv_unconfirmed(&self.bucket, "update", e)
             }
         })
     }
@@ -271,7 +280,7 @@ impl Kv {
         self.store
             .delete(key)
             .await
-            .map_err(|e| kv_err(&self.bucket, "delete", e))
+            .map_err(|e| kv_unconfirmed(&self.bucket, "delete", e))
     }
 
     /// Deletes `key` only if its latest revision is `revision`: a writer
@@ -291,7 +300,7 @@ impl Kv {
                         key: key.to_owned(),
                     }
                 } else {
-                    kv_err(&self.bucket, "delete", e)
+                    kv_unconfirmed(&self.bucket, "delete", e)
                 }
             })
     }

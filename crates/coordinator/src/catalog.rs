@@ -516,15 +516,46 @@ impl CatalogState {
             )));
         }
         let revision = existing.map_or(0, |(_, r)| *r);
-        let new_rev = self
+        let written = self
             .store
             .write(&self.store.pipelines)
             .update(p.name.as_str(), to_bytes(&p).map_err(store_err)?, revision)
-            .await
-            .map_err(store_err)?;
+            .await;
+        let new_rev = match written {
+            Ok(r) => r,
+            Err(e) => {
+                // Lost to another write, or unconfirmed and perhaps stored
+                // later: what is stored is the truth for the retry.
+                self.refresh_pipeline(&p.name).await;
+                return Err(store_err(e));
+            }
+        };
         tracing::info!(pipeline = %p.name, actor = %req.actor, "pipeline stored");
         Arc::make_mut(&mut self.pipelines).insert(p.name.clone(), (p.clone(), new_rev));
         Ok(p)
+    }
+
+    /// Re-reads one pipeline after a failed write.
+    async fn refresh_pipeline(&mut self, name: &PipelineName) {
+        match self.store.pipelines.get(name.as_str()).await {
+            Ok(Some(e)) => {
+                match phasegate_proto::decode::<Pipeline>(
+                    phasegate_proto::Encoding::MsgPack,
+                    &e.value,
+                ) {
+                    Ok(p) => {
+                        Arc::make_mut(&mut self.pipelines).insert(name.clone(), (p, e.revision));
+                    }
+                    Err(err) => {
+                        tracing::error!(pipeline = %name, error = %err, "stored pipeline undecodable")
+                    }
+                }
+            }
+            Ok(None) => {
+                Arc::make_mut(&mut self.pipelines).remove(name);
+            }
+            Err(err) => tracing::warn!(pipeline = %name, error = %err, "cannot re-read pipeline"),
+        }
     }
 
     async fn pipeline_delete(&mut self, req: PipelineDeleteRequest) -> Result<(), ApiError> {

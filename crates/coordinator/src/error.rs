@@ -39,6 +39,10 @@ impl From<CoordinatorError> for ApiError {
                 ErrorCode::Unavailable,
                 format!("concurrent update, retry: {e}"),
             ),
+            CoordinatorError::Bus(BusError::KvUnconfirmed { .. }) => ApiError::new(
+                ErrorCode::Internal,
+                format!("the outcome is unknown, read before retrying: {e}"),
+            ),
             CoordinatorError::NotLeader => ApiError::new(
                 ErrorCode::Unavailable,
                 "this coordinator no longer leads; retry",
