@@ -84,9 +84,7 @@ impl Agent {
     /// When the configuration is unusable or the listen address is taken.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         config.check("configuration")?;
-        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            AgentError::State(format!("cannot create {}: {e}", config.state_dir.display()))
-        })?;
+        state::create_dir(&config.state_dir)?;
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let shared = Arc::new(served::Shared {
