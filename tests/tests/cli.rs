@@ -340,3 +340,130 @@ fn unreachable_nats_is_one_line_at_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Bytes a terminal would obey: C0 controls but newline, DEL, and C1
+/// controls (UTF-8 `C2 80`–`C2 9F`).
+fn terminal_controls(out: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(out);
+    text.chars()
+        .filter(|&c| c != '\n' && (c.is_control() || c == '\u{202e}'))
+        .map(|c| format!("{:?}", c))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_text_never_reaches_the_terminal_as_controls() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let url = env.nats.url();
+    let c = &env.client;
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}";
+    // An agent whose tier is hostile, for `agents`.
+    let tier = format!("prod{evil}");
+    let _dev = AgentProc::start(&url, "dev-1", "dev", &["--tier", &tier]).await?;
+    // A pipeline awaiting approval by alice, a gate put through it by a
+    // hostile actor with a hostile comment and description.
+    c.pipeline_put(
+        serde_json::from_value(json!({"name": "p", "description": format!("d{evil}"), "phases": [
+            {"id": "one", "segments": ["dev"], "approval": {"required": true, "approvers": ["alice"]}}
+        ]}))?,
+        phasegate_proto::Actor::new(format!("mallory{evil}"))?,
+    )
+    .await?;
+    let r = c
+        .entity_put(
+            phasegate_proto::EntityKind::Gate,
+            serde_json::from_value(
+                json!({"name": "g", "pipeline": "p", "description": format!("about{evil}")}),
+            )?,
+            phasegate_proto::Actor::new(format!("mallory{evil}"))?,
+            Some(format!("comment{evil}")),
+            None,
+        )
+        .await?;
+    let id = r.trigger.expect("a trigger").id.to_string();
+    let checked = |what: &str, o: &Output| {
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let bad = terminal_controls(bytes);
+            assert!(
+                bad.is_empty(),
+                "{what}: {stream} carries {bad:?}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The history shows the actor and comment, escaped.
+    let o = cli(&url, &["trigger", "get", &id])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = checked("trigger get", &o);
+    assert!(
+        text.contains(r"comment\x1b[2J\x1b]0;pwned\x07\u{9b}31m\u{202e}")
+            && text.contains(r"mallory\x1b[2J"),
+        "{text}"
+    );
+    // A server error quoting a hostile actor goes to stderr escaped.
+    let o = cli(
+        &url,
+        &["trigger", "approve", &id, "--actor", &format!("eve{evil}")],
+    )?;
+    assert!(!o.status.success(), "eve may not approve");
+    checked("refused approve", &o);
+    // Tables and lines of other commands.
+    for args in [
+        &["gate", "get", "g"][..],
+        &["gate", "list"],
+        &["pipeline", "get", "p"],
+        &["pipeline", "list"],
+        &["trigger", "list"],
+    ] {
+        let o = cli(&url, args)?;
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        checked(&args.join(" "), &o);
+    }
+    let o = wait_for(
+        || async {
+            let o = cli(&url, &["agents"]).map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains("dev-1") {
+                Ok(o)
+            } else {
+                Err(text)
+            }
+        },
+        PATIENCE,
+        "the agent listed",
+    )
+    .await?;
+    let text = checked("agents", &o);
+    assert!(text.contains(r"prod\x1b[2J"), "{text}");
+    // JSON carries the text exactly, with nothing raw a terminal obeys.
+    let o = cli(&url, &["trigger", "get", &id, "-o", "json"])?;
+    checked("trigger get -o json", &o);
+    let v = json_out(&o);
+    assert_eq!(v["history"][0]["comment"], json!(format!("comment{evil}")));
+    // Aborted with a hostile comment, a watch prints the history as lines.
+    c.act(
+        phasegate_client::TriggerAction::Abort,
+        phasegate_proto::TriggerId::new(id.clone())?,
+        None,
+        phasegate_proto::Actor::new(format!("mallory{evil}"))?,
+        Some(format!("bye{evil}")),
+    )
+    .await?;
+    let o = cli(&url, &["trigger", "watch", &id])?;
+    assert_eq!(
+        o.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = checked("trigger watch", &o);
+    assert!(text.contains(r"bye\x1b[2J"), "{text}");
+    let o = cli(&url, &["trigger", "watch", &id, "-o", "json"])?;
+    checked("trigger watch -o json", &o);
+    Ok(())
+}

@@ -44,6 +44,14 @@ fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
 
+/// How long a client may take to send a whole request head (and how long
+/// an idle keep-alive connection is kept), in ms.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+/// How long a client may take to send a request body, in ms.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// The most HTTP connections open at once; more are closed at accept.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+
 /// The keys of an agent configuration file. Every key matches a flag of
 /// `phasegate agent`; flags given on the command line win.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -94,6 +102,18 @@ pub struct AgentFile {
     /// Largest HTTP request body, in bytes. Default 65536.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Longest time a client may take to send a request head, in ms; also
+    /// how long an idle keep-alive connection is kept. Default 5000.
+    #[serde(default)]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Longest time a client may take to send a request body, in ms.
+    /// Default 10000.
+    #[serde(default)]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Most HTTP connections open at once; one more is closed at once.
+    /// Default 1024 (keep it below the process's file descriptor limit).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl AgentFile {
@@ -136,6 +156,12 @@ pub struct AgentConfig {
     pub subject_prefix: String,
     /// Largest HTTP request body.
     pub max_body_bytes: usize,
+    /// Longest wait for a request head; also the keep-alive idle time.
+    pub header_read_timeout_ms: u64,
+    /// Longest wait for a request body.
+    pub body_read_timeout_ms: u64,
+    /// Most HTTP connections open at once.
+    pub max_connections: usize,
 }
 
 impl AgentConfig {
@@ -157,6 +183,9 @@ impl AgentConfig {
             stale_after_ms: default_stale_after_ms(),
             subject_prefix: default_prefix(),
             max_body_bytes: default_max_body_bytes(),
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -204,6 +233,22 @@ impl AgentConfig {
             return Err(AgentError::Config(format!(
                 "{origin}: max_body_bytes: must be at least 1024, got {}",
                 self.max_body_bytes
+            )));
+        }
+        for (key, ms) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(AgentError::Config(format!(
+                    "{origin}: {key}: must be from 100 to 600000 ms, got {ms}"
+                )));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(AgentError::Config(format!(
+                "{origin}: max_connections: must be from 1 to 1000000, got {}",
+                self.max_connections
             )));
         }
         Ok(())

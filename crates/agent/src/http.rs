@@ -1,9 +1,16 @@
 //! The local HTTP API (SPEC.md §5): `check_gate`, `get_config`,
 //! `entities`, `healthz`. Evaluations read the current snapshot without
-//! locks; every error is a JSON body `{"error": {"code", "message"}}`.
+//! locks; every error is a JSON body `{"error": {"code", "message"}}`:
+//! unknown paths (404), wrong methods (405, with `Allow`), bodies too
+//! large (413) or too slow (408), malformed ones (400). The body is read as
+//! JSON whatever its `Content-Type` says (`curl -d` sends a form type), so
+//! there is no 415. Only what hyper answers before a request reaches the
+//! router (a head it cannot parse, 400; one over the buffer, 431) has no
+//! body. Connection limits and header timeouts are in `serve.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,6 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use phasegate_eval::{Answer, Value, unknown_answer};
 use phasegate_proto::{
     ApiError, CheckGateRequest, CheckGateResponse, EntityKind, EntityView, ErrorCode,
@@ -25,6 +33,8 @@ use crate::served::Shared;
 pub(crate) struct Http {
     pub(crate) shared: Arc<Shared>,
     pub(crate) max_body_bytes: usize,
+    /// How long a client may take to send a body.
+    pub(crate) body_read_timeout: Duration,
 }
 
 /// The router of the agent's API.
@@ -35,6 +45,8 @@ pub(crate) fn router(state: Http) -> Router {
         .route("/v1/entities", get(entities))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // Must follow the routes: it is set on each of them.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
@@ -42,7 +54,14 @@ pub(crate) fn router(state: Http) -> Router {
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        // Not reachable with the types served; still an envelope.
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"error": {"code": "internal", "message": e.to_string()}})
+                .to_string(),
+        )
+            .into_response(),
     }
 }
 
@@ -67,11 +86,68 @@ async fn not_found() -> Response {
     )
 }
 
-/// Reads and parses a JSON body, refusing oversized ones.
-async fn body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, Response> {
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| invalid(format!("body is larger than {limit} bytes (or unreadable)")))?;
+async fn method_not_allowed(req: Request) -> Response {
+    // axum adds the `Allow` header to what this returns.
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Invalid,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// An error after which the rest of the body is not read: the connection
+/// is closed rather than drained for the next request.
+fn closing(status: StatusCode, message: String) -> Response {
+    let mut r = error(status, ErrorCode::Invalid, message);
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// Reads and parses a JSON body, refusing oversized ones (413, at once
+/// when `Content-Length` says so) and slow ones (408).
+async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response> {
+    let limit = h.max_body_bytes;
+    let too_large = || {
+        closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = Limited::new(req.into_body(), limit).collect();
+    let bytes: Bytes = match tokio::time::timeout(h.body_read_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(closing(
+                StatusCode::BAD_REQUEST,
+                format!("unreadable body: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(closing(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body not received within {} ms",
+                    h.body_read_timeout.as_millis()
+                ),
+            ));
+        }
+    };
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
 }
 
@@ -108,7 +184,7 @@ fn evaluate<'a>(
 }
 
 async fn check_gate(State(h): State<Http>, req: Request) -> Response {
-    let r: CheckGateRequest = match body(req, h.max_body_bytes).await {
+    let r: CheckGateRequest = match body(req, &h).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -139,7 +215,7 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
 }
 
 async fn get_config(State(h): State<Http>, req: Request) -> Response {
-    let r: GetConfigRequest = match body(req, h.max_body_bytes).await {
+    let r: GetConfigRequest = match body(req, &h).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -248,7 +324,24 @@ async fn metrics(State(h): State<Http>) -> Response {
             }
         }
     }
-    let gauges: [(&str, &str, f64); 5] = [
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let (open, refused) = (
+        s.http.open.load(Ordering::Relaxed) as f64,
+        s.http.refused.load(Ordering::Relaxed) as f64,
+    );
+    out.push_str("# HELP phasegate_agent_http_connections_refused_total HTTP connections closed at accept because max_connections were open\n# TYPE phasegate_agent_http_connections_refused_total counter\n");
+    write_sample(
+        &mut out,
+        "phasegate_agent_http_connections_refused_total",
+        &l(&[("segment", seg), ("agent_id", id)]),
+        refused,
+    );
+    let gauges: [(&str, &str, f64); 6] = [
+        (
+            "phasegate_agent_http_connections",
+            "HTTP connections open now",
+            open,
+        ),
         (
             "phasegate_agent_stale",
             "1 while not synchronised for longer than the bound",

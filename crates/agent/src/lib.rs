@@ -13,6 +13,7 @@ mod health;
 mod http;
 mod plan;
 mod report;
+mod serve;
 mod served;
 pub mod state;
 mod sync;
@@ -84,9 +85,7 @@ impl Agent {
     /// When the configuration is unusable or the listen address is taken.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         config.check("configuration")?;
-        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            AgentError::State(format!("cannot create {}: {e}", config.state_dir.display()))
-        })?;
+        state::create_dir(&config.state_dir)?;
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let shared = Arc::new(served::Shared {
@@ -102,6 +101,7 @@ impl Agent {
             applied_revision: AtomicU64::new(0),
             blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
+            http: serve::ConnStats::default(),
         });
         let client = phasegate_bus::connect(
             ConnectOptions::new(
@@ -162,18 +162,16 @@ impl Agent {
             source,
         })?;
         let app = http::router(http::Http {
-            shared,
+            shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
+            body_read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
         });
+        let limits = serve::Limits {
+            header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+            max_connections: config.max_connections,
+        };
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
+        let http = tokio::spawn(serve::serve(listener, app, limits, shared, stopped));
         tracing::info!(%addr, segment = %config.segment, agent_id = %config.agent_id, "agent serving");
         Ok(Self {
             addr,

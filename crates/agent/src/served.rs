@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// Evaluations by kind (gate, config) × reason (disabled, rule,
     /// default, unknown) × source (base, rollout).
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
+    /// HTTP connections open and refused.
+    pub(crate) http: crate::serve::ConnStats,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].

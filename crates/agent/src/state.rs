@@ -7,7 +7,9 @@
 //! then the body: the state in MessagePack maps.
 
 use std::collections::BTreeMap;
+use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use phasegate_proto::codec::{decode_with_limit, encode_with_limit};
@@ -77,6 +79,22 @@ pub enum Loaded {
     },
 }
 
+/// Mode of the state directories the agent creates: what it serves is
+/// nobody else's business on the host (rules may name users and emails).
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file the agent writes or moves aside.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700. A directory that
+/// already exists keeps its mode: the operator chose it.
+pub fn create_dir(dir: &Path) -> Result<(), AgentError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))
+}
+
 /// The state file in `dir`.
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
@@ -103,8 +121,11 @@ fn corrupt(p: &Path, reason: String) -> Loaded {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     ));
-    // Kept for inspection, out of the way of the next write.
-    let _ = std::fs::rename(p, &moved_to);
+    // Kept for inspection, out of the way of the next write, and private
+    // whatever mode it had.
+    if std::fs::rename(p, &moved_to).is_ok() {
+        let _ = std::fs::set_permissions(&moved_to, Permissions::from_mode(FILE_MODE));
+    }
     Loaded::Corrupt { reason, moved_to }
 }
 
@@ -139,14 +160,23 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Writes `state` to `dir` atomically and durably.
 pub fn save(dir: &Path, state: &DiskState) -> Result<(), AgentError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))?;
+    create_dir(dir)?;
     let body = encode_with_limit(Encoding::MsgPack, state, MAX_STATE_BYTES)
         .map_err(|e| AgentError::State(e.to_string()))?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     let io = |e: std::io::Error| AgentError::State(format!("cannot write {}: {e}", tmp.display()));
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .map_err(io)?;
+        // `mode` applies only to a file it creates: a temporary file left
+        // by a crash of an older version keeps its mode otherwise.
+        f.set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(io)?;
         f.write_all(MAGIC.as_bytes()).map_err(io)?;
         f.write_all(hex(&Sha256::digest(&body)).as_bytes())
             .map_err(io)?;
@@ -228,6 +258,33 @@ mod tests {
         assert!(std::fs::metadata(path(dir.path())).unwrap().len() > 1024 * 1024);
         match load(dir.path()) {
             Loaded::Ok(s) => assert_eq!(s.entities.len(), 5_001),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn state_is_private_to_the_agent() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        save(&dir, &sample()).unwrap();
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path(&dir)), 0o600);
+        // A stale temporary file with a loose mode is tightened when reused.
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, Permissions::from_mode(0o644)).unwrap();
+        save(&dir, &sample()).unwrap();
+        assert_eq!(mode(&path(&dir)), 0o600);
+        // A corrupt file moved aside is private too.
+        std::fs::write(path(&dir), b"garbage").unwrap();
+        std::fs::set_permissions(path(&dir), Permissions::from_mode(0o644)).unwrap();
+        match load(&dir) {
+            Loaded::Corrupt { moved_to, .. } => assert_eq!(mode(&moved_to), 0o600),
             other => panic!("{other:?}"),
         }
     }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Global;
-use crate::output::Table;
+use crate::output::{Table, say};
 
 /// Deserialises `value` and refuses keys the type does not know, so a typo
 /// in a file is an error rather than a silently ignored setting.
@@ -207,7 +207,7 @@ pub(crate) async fn run(g: &Global, paths: &[PathBuf], dry_run: bool) -> anyhow:
                 .iter()
                 .map(|(k, n, ch)| serde_json::json!({"kind": k, "name": n, "change": ch}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", crate::output::json(&v, true)?);
         }
         return Ok(());
     }
@@ -235,19 +235,22 @@ pub(crate) async fn run(g: &Global, paths: &[PathBuf], dry_run: bool) -> anyhow:
             .with_context(|| at.clone())?;
         if g.output == crate::Format::Table {
             match &r.trigger {
-                Some(t) => println!(
+                Some(t) => say!(
                     "{kind} {}: v{}, rollout {} started (phasegate trigger watch {})",
-                    r.spec.name, r.spec.version, t.id, t.id
+                    r.spec.name,
+                    r.spec.version,
+                    t.id,
+                    t.id
                 ),
-                None => println!("{kind} {}: v{}", r.spec.name, r.spec.version),
+                None => say!("{kind} {}: v{}", r.spec.name, r.spec.version),
             }
         }
         results.push(serde_json::json!({"kind": kind, "name": r.spec.name, "version": r.spec.version, "trigger_id": r.trigger.map(|t| t.id)}));
     }
     if g.output == crate::Format::Json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", crate::output::json(&results, true)?);
     } else {
-        println!(
+        say!(
             "applied {} pipeline(s), {} gate/config(s)",
             bundle.pipelines.len(),
             bundle.entities.len()

@@ -42,7 +42,7 @@ const SEGMENTS: [(&str, &str); 5] = [
 const STEP: Duration = Duration::from_secs(20);
 
 fn say(line: impl AsRef<str>) {
-    println!("{}", line.as_ref());
+    println!("{}", crate::output::sanitize(line.as_ref()));
 }
 
 /// Finds nats-server: `$PHASEGATE_NATS_SERVER`, else `.tools/bin/nats-server`

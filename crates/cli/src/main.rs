@@ -242,12 +242,15 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Api(api)) => eprintln!("error: {}: {}", api.code, api.message),
+            // The message may be the server's, or quote what it was sent:
+            // shown, never obeyed, by the terminal.
+            let line = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api(api)) => format!("error: {}: {}", api.code, api.message),
                 // Its message already names the cause: one line, once.
-                Some(c @ ClientError::Connect { .. }) => eprintln!("error: {c}"),
-                _ => eprintln!("error: {e:#}"),
-            }
+                Some(c @ ClientError::Connect { .. }) => format!("error: {c}"),
+                _ => format!("error: {e:#}"),
+            };
+            eprintln!("{}", output::sanitize(&line));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -11,7 +11,7 @@ use phasegate_proto::{
 };
 
 use crate::Global;
-use crate::output::{Table, clock, dur, opt, show};
+use crate::output::{Table, clock, dur, opt, sanitize, say, show};
 
 /// `phasegate pipeline …`
 #[derive(Debug, Subcommand)]
@@ -144,7 +144,7 @@ pub(crate) async fn pipeline(g: &Global, cmd: PipelineCmd) -> anyhow::Result<()>
             let p: Pipeline = read_doc(&file)?;
             let p = c.pipeline_put(p, g.actor()?).await?;
             show(g.output, &p, |p| {
-                println!("pipeline {} stored ({} phases)", p.name, p.phases.len())
+                say!("pipeline {} stored ({} phases)", p.name, p.phases.len())
             })?;
         }
         PipelineCmd::Get { name } => {
@@ -170,7 +170,7 @@ pub(crate) async fn pipeline(g: &Global, cmd: PipelineCmd) -> anyhow::Result<()>
             let name = PipelineName::new(name)?;
             c.pipeline_delete(name.clone(), g.actor()?).await?;
             show(g.output, &serde_json::json!({}), |_| {
-                println!("pipeline {name} deleted")
+                say!("pipeline {name} deleted")
             })?;
         }
     }
@@ -211,7 +211,7 @@ fn phase_row(ph: &Phase) -> Vec<String> {
 }
 
 fn print_pipeline(p: &Pipeline) {
-    println!(
+    say!(
         "pipeline {}{}",
         p.name,
         if p.description.is_empty() {
@@ -247,9 +247,9 @@ pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyh
                 .entity_put(kind, spec, g.actor()?, comment, expected_version)
                 .await?;
             show(g.output, &r, |r| {
-                println!("{kind} {} is at version {}", r.spec.name, r.spec.version);
+                say!("{kind} {} is at version {}", r.spec.name, r.spec.version);
                 if let Some(t) = &r.trigger {
-                    println!(
+                    say!(
                         "rollout {} started through pipeline {} (phase {}); follow it with: phasegate trigger watch {}",
                         t.id,
                         t.pipeline,
@@ -263,15 +263,15 @@ pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyh
             let r = c.entity_get(kind, EntityName::new(name)?).await?;
             show(g.output, &r, |r| {
                 let s = &r.spec;
-                println!(
+                say!(
                     "{kind} {} v{} {}",
                     s.name,
                     s.version,
                     if s.enabled { "enabled" } else { "DISABLED" }
                 );
-                println!("pipeline: {}", opt(s.pipeline.as_ref()));
+                say!("pipeline: {}", opt(s.pipeline.as_ref()));
                 if !s.description.is_empty() {
-                    println!("description: {}", s.description);
+                    say!("description: {}", s.description);
                 }
                 let mut t = Table::new(&["RULE", "SHARE", "CONDITIONS"]);
                 for rule in &s.rules {
@@ -302,7 +302,7 @@ pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyh
                 }
                 t.print();
                 if let Some(tr) = &r.trigger {
-                    println!(
+                    say!(
                         "active rollout {}: phase {} {}",
                         tr.id,
                         opt(tr.current_phase_id.as_ref()),
@@ -331,7 +331,7 @@ pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyh
             let name = EntityName::new(name)?;
             c.entity_delete(kind, name.clone(), g.actor()?).await?;
             show(g.output, &serde_json::json!({}), |_| {
-                println!("{kind} {name} deleted")
+                say!("{kind} {name} deleted")
             })?;
         }
     }
@@ -366,11 +366,17 @@ pub(crate) fn summary_state(t: &phasegate_proto::TriggerSummary) -> String {
 }
 
 pub(crate) fn print_trigger(t: &Trigger) {
-    println!(
+    say!(
         "trigger {}  {} {}  v{} → v{}  pipeline {}  by {}",
-        t.id, t.entity.kind, t.entity.name, t.from_version, t.to_version, t.pipeline, t.created_by
+        t.id,
+        t.entity.kind,
+        t.entity.name,
+        t.from_version,
+        t.to_version,
+        t.pipeline,
+        t.created_by
     );
-    println!("status: {}", state_of(t));
+    say!("status: {}", state_of(t));
     let mut table = Table::new(&[
         "",
         "PHASE",
@@ -392,14 +398,14 @@ pub(crate) fn print_trigger(t: &Trigger) {
     }
     table.print();
     if let Some(end) = t.phase_ends_at_ms {
-        println!("bake ends at {} UTC", clock(end));
+        say!("bake ends at {} UTC", clock(end));
     }
     if let Some(left) = t.remaining_wait_ms {
-        println!("bake left when resumed: {}", dur(left));
+        say!("bake left when resumed: {}", dur(left));
     }
     if !t.approvals.is_empty() {
         let who: Vec<String> = t.approvals.iter().map(|a| a.actor.to_string()).collect();
-        println!("approved by: {}", who.join(", "));
+        say!("approved by: {}", who.join(", "));
     }
     let mut segs = Table::new(&["SEGMENT", "NEW VERSION", "LIVE", "APPLIED", "HEALTHY"]);
     for (name, s) in &t.segments {
@@ -423,13 +429,14 @@ pub(crate) fn print_trigger(t: &Trigger) {
     }
 }
 
-/// One history entry as a line.
+/// One history entry as a line, [`sanitize`]d: actors and comments are
+/// anybody's text.
 pub(crate) fn history_line(h: &phasegate_proto::HistoryEntry) -> String {
     let kind = serde_json::to_value(h.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    format!(
+    let line = format!(
         "{}  {:<16} {:<14} {}{}",
         clock(h.at_ms),
         kind,
@@ -439,7 +446,8 @@ pub(crate) fn history_line(h: &phasegate_proto::HistoryEntry) -> String {
             .as_ref()
             .map(|c| format!(": {c}"))
             .unwrap_or_default()
-    )
+    );
+    sanitize(&line).into_owned()
 }
 
 pub(crate) async fn trigger(g: &Global, cmd: TriggerCmd) -> anyhow::Result<u8> {
@@ -514,7 +522,7 @@ pub(crate) async fn trigger(g: &Global, cmd: TriggerCmd) -> anyhow::Result<u8> {
     };
     let t = c.act(action, id, phase, g.actor()?, args.comment).await?;
     show(g.output, &t, |t| {
-        println!(
+        say!(
             "trigger {}: phase {} {}",
             t.id,
             opt(t.current_phase_id.as_ref()),
@@ -530,7 +538,7 @@ pub(crate) async fn agent_forget(g: &Global, id: &str) -> anyhow::Result<()> {
     c.agent_forget(phasegate_proto::AgentId::new(id)?, g.actor()?)
         .await?;
     show(g.output, &serde_json::json!({}), |_| {
-        println!("agent {id} forgotten");
+        say!("agent {id} forgotten");
     })
 }
 

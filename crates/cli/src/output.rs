@@ -1,8 +1,89 @@
 //! Printing results: aligned tables for people, JSON for programs.
+//!
+//! Much of what is printed came from the network and was written by
+//! someone else: actors, comments, descriptions, tiers, errors of blocked
+//! entities, error messages of the server. None of it may reach the
+//! terminal as control characters (an escape sequence can clear the
+//! screen, rewrite earlier lines, set the window title, or hide text), so
+//! every table cell and every line for people goes through [`sanitize`]:
+//! the cells in [`Table::row`], the lines in [`say!`] and
+//! [`history_line`](crate::ops::history_line). JSON goes through
+//! [`json`], which escapes what serde leaves raw.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::Format;
+
+/// Prints one line for people, [`sanitize`]d: `say!("{} stored", name)`.
+/// Use it, not `println!`, for anything that may hold remote text.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::output::sanitize(&format!($($arg)*)))
+    };
+}
+pub(crate) use say;
+
+/// Characters that must not reach a terminal: C0 controls (escape, bell,
+/// carriage return, newline, tab …), DEL, C1 controls (U+0080–U+009F: some
+/// terminals read U+009B as CSI), and the bidirectional overrides and
+/// isolates that make text display in another order than it reads.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` for a terminal: each character of [`unsafe_char`] replaced by a
+/// visible escape (`\x1b` for ESC, `\u{9b}` for CSI, `\u{202e}` …), so
+/// one cell stays one line and nothing is hidden. Borrows when nothing
+/// needs replacing.
+pub(crate) fn sanitize(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if c.is_ascii() {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `value` as JSON (pretty when asked), safe for a terminal too: serde
+/// escapes C0 controls but writes DEL, C1 controls and bidirectional
+/// overrides raw; those are written as `\uXXXX`, which JSON reads back as
+/// the same character. They can only occur inside strings (JSON's own
+/// syntax is ASCII), so the document means exactly what it did.
+pub(crate) fn json<T: Serialize>(value: &T, pretty: bool) -> anyhow::Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    // serde escapes every C0 control inside strings: a raw newline is the
+    // pretty printer's own, between tokens.
+    let raw = |c: char| unsafe_char(c) && c != '\n';
+    if !text.chars().any(raw) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if raw(c) {
+            // Every character of `unsafe_char` is in the BMP: one \uXXXX.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
 
 /// Prints `value` as JSON, or calls `table` to print it for people.
 pub(crate) fn show<T: Serialize>(
@@ -11,7 +92,7 @@ pub(crate) fn show<T: Serialize>(
     table: impl FnOnce(&T),
 ) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Json => println!("{}", json(value, true)?),
         Format::Table => table(value),
     }
     Ok(())
@@ -32,9 +113,17 @@ impl Table {
         }
     }
 
-    /// Adds a row.
+    /// Adds a row; every cell is [`sanitize`]d.
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match sanitize(&c) {
+                    Cow::Borrowed(_) => c,
+                    Cow::Owned(clean) => clean,
+                })
+                .collect(),
+        );
     }
 
     /// Renders it.
@@ -135,6 +224,49 @@ mod tests {
         t.row(vec!["long-name".into(), "1".into()]);
         t.row(vec!["x".into(), "22".into()]);
         assert_eq!(t.render(), "NAME       N\nlong-name  1\nx          22");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert!(matches!(sanitize("plain – ünïcode ✓"), Cow::Borrowed(_)));
+        assert_eq!(sanitize("a\u{1b}[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(
+            sanitize("\u{7}\r\n\t\u{0}\u{7f}"),
+            "\\x07\\x0d\\x0a\\x09\\x00\\x7f"
+        );
+        // C1: U+009B is CSI on terminals that read 8-bit controls.
+        assert_eq!(sanitize("x\u{9b}31m\u{85}"), "x\\u{9b}31m\\u{85}");
+        // Bidirectional override and isolate.
+        assert_eq!(sanitize("a\u{202e}b\u{2066}"), "a\\u{202e}b\\u{2066}");
+        // Idempotent: what it writes is plain text.
+        assert_eq!(sanitize(&sanitize("\u{1b}]0;t\u{7}")), "\\x1b]0;t\\x07");
+    }
+
+    #[test]
+    fn table_cells_are_sanitized() {
+        let mut t = Table::new(&["WHO", "N"]);
+        t.row(vec!["ev\u{1b}[2Jil".into(), "1".into()]);
+        let out = t.render();
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert_eq!(out, "WHO          N\nev\\x1b[2Jil  1");
+    }
+
+    #[test]
+    fn json_escapes_what_serde_leaves_raw_and_reads_back_the_same() {
+        let v = serde_json::json!({"c": "a\u{1b}[2J\u{7f}\u{9b}\u{202e}z", "n": [1, "ü"]});
+        for pretty in [false, true] {
+            let text = json(&v, pretty).unwrap();
+            assert!(
+                !text.chars().any(|c| unsafe_char(c) && c != '\n'),
+                "{text:?}"
+            );
+            assert!(
+                text.contains("\\u001b") && text.contains("\\u009b"),
+                "{text}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, v);
+        }
     }
 
     #[test]

@@ -109,6 +109,15 @@ pub(crate) fn agent_config(
     if let Some(m) = file.max_body_bytes {
         cfg.max_body_bytes = m;
     }
+    if let Some(t) = file.header_read_timeout_ms {
+        cfg.header_read_timeout_ms = t;
+    }
+    if let Some(t) = file.body_read_timeout_ms {
+        cfg.body_read_timeout_ms = t;
+    }
+    if let Some(n) = file.max_connections {
+        cfg.max_connections = n;
+    }
     cfg.check(&origin)?;
     Ok(cfg)
 }

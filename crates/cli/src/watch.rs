@@ -13,7 +13,7 @@ use phasegate_proto::{PhaseState, Trigger, TriggerId, TriggerStatus};
 
 use crate::Global;
 use crate::ops::{history_line, state_of};
-use crate::output::{Table, bar, dur};
+use crate::output::{Table, bar, dur, sanitize, say};
 
 /// Exit code of a watch that saw the trigger aborted.
 pub(crate) const EXIT_ABORTED: u8 = 20;
@@ -26,16 +26,11 @@ fn now_ms() -> u64 {
 
 /// The screen of a trigger, as text.
 pub(crate) fn render(t: &Trigger, now: u64) -> String {
-    let mut out = format!(
-        "rollout {}  {} {}  v{} → v{}  pipeline {}\nstatus: {}\n\n",
-        t.id,
-        t.entity.kind,
-        t.entity.name,
-        t.from_version,
-        t.to_version,
-        t.pipeline,
-        state_of(t)
+    let head = format!(
+        "rollout {}  {} {}  v{} → v{}  pipeline {}",
+        t.id, t.entity.kind, t.entity.name, t.from_version, t.to_version, t.pipeline,
     );
+    let mut out = format!("{}\nstatus: {}\n\n", sanitize(&head), state_of(t));
     let mut table = Table::new(&["PHASE", "STATE", "SEGMENTS", "PROGRESS"]);
     for (i, ph) in t.pipeline_snapshot.phases.iter().enumerate() {
         let i = u32::try_from(i).unwrap_or(u32::MAX);
@@ -144,7 +139,7 @@ pub(crate) async fn watch(
         match g.output {
             crate::Format::Json => {
                 // One JSON document per change.
-                let state = serde_json::to_string(&t)?;
+                let state = crate::output::json(&t, false)?;
                 if state != last_state {
                     println!("{state}");
                     last_state = state;
@@ -162,7 +157,7 @@ pub(crate) async fn watch(
         }
         if t.status.is_finished() {
             if !tty && g.output == crate::Format::Table {
-                println!("rollout {} {}", t.id, state_of(&t));
+                say!("rollout {} {}", t.id, state_of(&t));
             }
             return Ok(match t.status {
                 TriggerStatus::Aborted => EXIT_ABORTED,
