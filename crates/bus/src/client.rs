@@ -179,7 +179,17 @@ fn nats_options(
                 })?,
             };
         }
-        (None, None) => {}
+        (None, None) => {
+            // Servers (which retry) say it once at startup; operator
+            // commands stay quiet.
+            if opts.initial_connect == InitialConnect::Retry {
+                tracing::warn!(
+                    connection = %opts.name,
+                    "no NATS credentials: running open, anyone who reaches NATS may do anything \
+                     (see `phasegate auth init` for a secured installation)"
+                );
+            }
+        }
     }
     if sec.wants_tls() {
         nats_opts = nats_opts.require_tls(true);

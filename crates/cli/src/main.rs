@@ -34,6 +34,21 @@ pub(crate) struct Global {
     /// NATS server URL [default nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "PHASEGATE_NATS_URL")]
     pub(crate) nats_url: Option<String>,
+    /// NATS credentials file: a user JWT and seed, or only an nkey seed
+    /// (as `phasegate auth init` writes) [for `coordinator` and `agent`
+    /// it overrides `nats_creds` of their config file].
+    #[arg(long, global = true, env = "PHASEGATE_NATS_CREDS", value_name = "FILE")]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// PEM file of the CA that signs the NATS server's certificate; any
+    /// --tls-* option makes TLS required.
+    #[arg(long, global = true, env = "PHASEGATE_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// PEM file of the client certificate for NATS (with --tls-key).
+    #[arg(long, global = true, env = "PHASEGATE_TLS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file of the client private key for NATS (with --tls-cert).
+    #[arg(long, global = true, env = "PHASEGATE_TLS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Subject prefix of the command API and buckets [default phasegate;
     /// for `coordinator` and `agent` it overrides their config file].
     #[arg(long, global = true)]
@@ -128,7 +143,9 @@ enum Cmd {
 /// Exit codes: 0 success; 1 usage or transport failure; one per error code.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
     use phasegate_proto::ErrorCode as C;
-    if let Some(ClientError::Connect { .. }) = e.downcast_ref::<ClientError>() {
+    if let Some(ClientError::Connect { .. } | ClientError::Security(_)) =
+        e.downcast_ref::<ClientError>()
+    {
         return 1;
     }
     match e.downcast_ref::<ClientError>().map(ClientError::code) {
@@ -154,6 +171,16 @@ impl Global {
         phasegate_proto::Actor::new(name).map_err(|e| anyhow::anyhow!("--actor: {e}"))
     }
 
+    /// The credentials and TLS flags (or their variables).
+    pub(crate) fn security(&self) -> phasegate_client::Security {
+        phasegate_client::Security {
+            creds: self.nats_creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+
     /// A client of the command API.
     pub(crate) async fn client(&self) -> anyhow::Result<PhasegateClient> {
         let url = self
@@ -165,7 +192,7 @@ impl Global {
             .as_deref()
             .unwrap_or(phasegate_proto::subjects::DEFAULT_PREFIX);
         let timeout = Duration::from_millis(self.timeout_ms);
-        Ok(PhasegateClient::connect(&url, prefix, timeout).await?)
+        Ok(PhasegateClient::connect_secured(&url, self.security(), prefix, timeout).await?)
     }
 }
 
@@ -177,10 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             metrics_listen,
             instance_id,
         } => {
-            let (url, prefix) = (g.nats_url.clone(), g.prefix.clone());
-            servers::coordinator(url, prefix, config, metrics_listen, instance_id).await?
+            servers::coordinator(&g, config, metrics_listen, instance_id).await?
         }
-        Cmd::Agent(args) => servers::agent(args, g.nats_url.clone(), g.prefix.clone()).await?,
+        Cmd::Agent(args) => servers::agent(args, &g).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
         Cmd::Config(c) => ops::entity(&g, phasegate_proto::EntityKind::Config, c).await?,
@@ -245,7 +271,9 @@ async fn main() -> ExitCode {
             match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Api(api)) => eprintln!("error: {}: {}", api.code, api.message),
                 // Its message already names the cause: one line, once.
-                Some(c @ ClientError::Connect { .. }) => eprintln!("error: {c}"),
+                Some(c @ (ClientError::Connect { .. } | ClientError::Security(_))) => {
+                    eprintln!("error: {c}");
+                }
                 _ => eprintln!("error: {e:#}"),
             }
             ExitCode::from(exit_code(&e))
