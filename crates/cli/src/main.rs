@@ -3,6 +3,7 @@
 //! over to the library crates.
 
 mod apply;
+mod auth;
 mod demo;
 mod ops;
 mod output;
@@ -134,6 +135,9 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Secured installations: NATS accounts, users and credentials.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// The whole system on one machine: a rollout that bakes, waits for
     /// approval, pauses on a health failure and completes, and one that is
     /// rolled back.
@@ -203,9 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             metrics_listen,
             instance_id,
-        } => {
-            servers::coordinator(&g, config, metrics_listen, instance_id).await?
-        }
+        } => servers::coordinator(&g, config, metrics_listen, instance_id).await?,
         Cmd::Agent(args) => servers::agent(args, &g).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
@@ -216,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => ops::agent_forget(&g, &id).await?,
         Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
+        Cmd::Auth(c) => auth::run(c, g.prefix.as_deref())?,
         Cmd::Demo => return demo::run(&g).await,
     }
     Ok(0)
