@@ -226,7 +226,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Servers log at info; operator commands log nothing unless asked:
     // what goes wrong is their one line of error.
     let (service, filter) = match cli.command {
@@ -257,11 +261,18 @@ async fn main() -> ExitCode {
     // An operator command is the root of its trace: a rollout it starts
     // hangs under it.
     let result = if service == "phasegate-cli" {
-        let name = std::env::args()
-            .skip(1)
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        // The command's words as clap matched them (`gate put`), never the
+        // raw arguments: a flag before them may hold a secret
+        // (`--nats-url nats://user:pass@host`).
+        let mut words = Vec::new();
+        let mut m = &matches;
+        while let Some((word, sub)) = m.subcommand()
+            && words.len() < 2
+        {
+            words.push(word);
+            m = sub;
+        }
+        let name = words.join(" ");
         let span = tracing::info_span!("phasegate.cli", otel.name = %name);
         tracing::Instrument::instrument(run(cli), span).await
     } else {
