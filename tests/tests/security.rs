@@ -91,8 +91,7 @@ async fn a_secured_installation_refuses_anonymous_and_runs_a_rollout() -> anyhow
     let anonymous =
         phasegate_bus::connect(ConnectOptions::new(&url, "anonymous").fail_fast()).await;
     let err = anonymous
-        .err()
-        .expect("an anonymous connection is refused")
+        .expect_err("an anonymous connection is refused")
         .to_string();
     assert!(err.to_lowercase().contains("authorization"), "{err}");
 
