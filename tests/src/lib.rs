@@ -31,6 +31,7 @@ pub mod http;
 pub mod otlp;
 pub mod process;
 pub mod rollout;
+pub mod secured;
 
 pub use agent_proc::AgentProc;
 pub use coord::CoordEnv;
@@ -163,6 +164,8 @@ pub struct NatsServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// A configuration file (`-c`), for secured servers.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -174,6 +177,21 @@ impl NatsServer {
     /// When the binary is missing or too old, or the server does not start
     /// (the error carries the end of its log).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_inner(None).await
+    }
+
+    /// Starts a server from configuration file `config` (as `phasegate
+    /// auth init` writes: accounts, users, permissions), still on a free
+    /// loopback port with a JetStream store of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`].
+    pub async fn start_with_config(config: &Path) -> anyhow::Result<Self> {
+        Self::start_inner(Some(config.to_path_buf())).await
+    }
+
+    async fn start_inner(config: Option<PathBuf>) -> anyhow::Result<Self> {
         let binary = nats_server_binary()?;
         check_version(&binary)?;
         let dir = tempfile::Builder::new()
@@ -187,6 +205,7 @@ impl NatsServer {
             dir,
             port: 0,
             child: None,
+            config,
         };
         server.spawn(None).await?;
         Ok(server)
@@ -290,7 +309,11 @@ impl NatsServer {
             .open(self.log_path())
             .context("cannot open the nats-server log")?;
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-        let child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p", &port_arg, "--ports_file_dir"])
             .arg(&ports_dir)
             .args(["-js", "-sd"])

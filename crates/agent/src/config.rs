@@ -66,6 +66,19 @@ pub struct AgentFile {
     /// NATS server URL(s).
     #[serde(default)]
     pub nats_url: Option<String>,
+    /// NATS credentials file (`--nats-creds`); relative to the working
+    /// directory.
+    #[serde(default)]
+    pub nats_creds: Option<PathBuf>,
+    /// CA of the NATS server's certificate (`--tls-ca`).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's client certificate (`--tls-cert`, with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// This agent's client key (`--tls-key`, with `tls_cert`).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// HTTP listen address. Default `127.0.0.1:7420`.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
@@ -117,6 +130,16 @@ pub struct AgentFile {
 }
 
 impl AgentFile {
+    /// The credentials and TLS keys of the file.
+    pub fn security(&self) -> phasegate_bus::Security {
+        phasegate_bus::Security {
+            creds: self.nats_creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+
     /// Reads `path`; errors name the file and the key.
     pub fn load(path: &Path) -> Result<Self, AgentError> {
         let text = std::fs::read_to_string(path)
@@ -134,6 +157,8 @@ pub struct AgentConfig {
     pub tier: Option<String>,
     /// NATS server URL(s).
     pub nats_url: String,
+    /// Credentials and TLS for NATS.
+    pub security: phasegate_bus::Security,
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Where served state is kept.
@@ -173,6 +198,7 @@ impl AgentConfig {
             segment,
             tier: None,
             nats_url: nats_url.into(),
+            security: phasegate_bus::Security::default(),
             listen: default_listen(),
             agent_id,
             health_urls: Vec::new(),

@@ -108,7 +108,8 @@ impl Agent {
                 &config.nats_url,
                 format!("phasegate-agent {}", config.agent_id),
             )
-            .with_subjects(subjects),
+            .with_subjects(subjects)
+            .with_security(config.security.clone()),
         )
         .await?;
         let actor_err = |e: ractor::SpawnErr| AgentError::Actor(e.to_string());

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::BusError;
+use crate::security::{Creds, Security, UrlAuth, read_creds, split_url_auth};
 use crate::serve::headers_for;
 
 /// How long a request waits for its reply unless configured otherwise.
@@ -30,7 +31,8 @@ pub enum InitialConnect {
 /// How to reach NATS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// Server address(es), comma-separated: `nats://127.0.0.1:4222`.
+    /// Server address(es), comma-separated: `nats://127.0.0.1:4222`, with
+    /// optional credentials (`nats://user:pass@host`, `nats://token@host`).
     pub url: String,
     /// Connection name shown by the server (`connz`) and in our logs.
     pub name: String,
@@ -40,6 +42,9 @@ pub struct ConnectOptions {
     pub subjects: Subjects,
     /// Whether a first connection that fails is retried.
     pub initial_connect: InitialConnect,
+    /// Credentials file and TLS (SPEC.md §8); credentials in `url` are
+    /// honoured too.
+    pub security: Security,
 }
 
 impl ConnectOptions {
@@ -52,7 +57,15 @@ impl ConnectOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             subjects: Subjects::default(),
             initial_connect: InitialConnect::Retry,
+            security: Security::default(),
         }
+    }
+
+    /// The same options with credentials and TLS settings.
+    #[must_use]
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 
     /// The same options, failing at once when NATS cannot be reached
@@ -100,11 +113,19 @@ pub struct Client {
 ///
 /// # Errors
 ///
-/// [`BusError::Connect`] when the address cannot be parsed, or (fail-fast)
-/// when no server can be reached; its URL has credentials redacted.
+/// [`BusError::Security`] when the credentials file or TLS settings cannot
+/// be used (checked before any attempt, so a server does not retry a
+/// hopeless configuration forever); [`BusError::Connect`] when the address
+/// cannot be parsed, or (fail-fast) when no server can be reached or the
+/// server refuses the credentials; its URL has credentials redacted.
+///
+/// Credentials in the URL (`nats://user:pass@host`, `nats://token@host`)
+/// are taken off it and given to `async-nats` as options (which ignores
+/// them in URLs): no address that is logged carries a secret.
 pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
     let name = opts.name.clone();
-    let mut nats_opts = async_nats::ConnectOptions::new().name(&opts.name);
+    let (servers, nats_opts) = nats_options(&opts)?;
+    let mut nats_opts = nats_opts.name(&opts.name);
     if opts.initial_connect == InitialConnect::Retry {
         nats_opts = nats_opts.retry_on_initial_connect();
     }
@@ -115,7 +136,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
             let name = name.clone();
             async move { log_event(&name, &event) }
         })
-        .connect(opts.url.as_str())
+        .connect(servers)
         .await
         .map_err(|source| BusError::Connect {
             url: redact_url(&opts.url),
@@ -126,6 +147,60 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
         subjects: opts.subjects,
         request_timeout: opts.request_timeout,
     })
+}
+
+/// The server addresses, without credentials, and the `async-nats`
+/// options that carry the credentials and TLS settings instead.
+fn nats_options(
+    opts: &ConnectOptions,
+) -> Result<(Vec<String>, async_nats::ConnectOptions), BusError> {
+    let sec = &opts.security;
+    sec.check()?;
+    let (servers, url_auth) = split_url_auth(&opts.url)?;
+    let mut nats_opts = async_nats::ConnectOptions::new();
+    match (url_auth, &sec.creds) {
+        (Some(_), Some(_)) => {
+            return Err(BusError::Security(format!(
+                "both --nats-creds and credentials in the URL {}: give one",
+                redact_url(&opts.url)
+            )));
+        }
+        (Some(UrlAuth::UserPassword(user, pass)), None) => {
+            nats_opts = nats_opts.user_and_password(user, pass);
+        }
+        (Some(UrlAuth::Token(token)), None) => nats_opts = nats_opts.token(token),
+        (None, Some(path)) => {
+            nats_opts = match read_creds(path)? {
+                Creds::Seed(seed) => nats_opts.nkey(seed),
+                Creds::Jwt(text) => nats_opts.credentials(&text).map_err(|e| {
+                    // The message of async-nats names what it could not
+                    // parse, never the contents.
+                    BusError::Security(format!("credentials file {}: {e}", path.display()))
+                })?,
+            };
+        }
+        (None, None) => {
+            // Servers (which retry) say it once at startup; operator
+            // commands stay quiet.
+            if opts.initial_connect == InitialConnect::Retry {
+                tracing::warn!(
+                    connection = %opts.name,
+                    "no NATS credentials: running open, anyone who reaches NATS may do anything \
+                     (see `phasegate auth init` for a secured installation)"
+                );
+            }
+        }
+    }
+    if sec.wants_tls() {
+        nats_opts = nats_opts.require_tls(true);
+    }
+    if let Some(ca) = &sec.tls_ca {
+        nats_opts = nats_opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
+        nats_opts = nats_opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok((servers, nats_opts))
 }
 
 /// `url` (a comma-separated list of server addresses) with every user

@@ -17,6 +17,10 @@ pub enum BusError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// Credentials or TLS settings that cannot be used; the message names
+    /// the file or option, never a secret.
+    #[error("{0}")]
+    Security(String),
     /// Nobody listens on the subject: the service is not running (yet).
     #[error("no service answers on {subject}")]
     NoResponders {

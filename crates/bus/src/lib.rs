@@ -10,6 +10,7 @@
 mod client;
 mod error;
 mod kv;
+mod security;
 mod serve;
 mod service;
 pub mod trace;
@@ -19,6 +20,7 @@ pub use client::{
 };
 pub use error::BusError;
 pub use kv::{BucketOptions, Kv, KvChange, KvEntry, KvWatch};
+pub use security::Security;
 pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};
 pub use service::{Request, Requests, Service};
 

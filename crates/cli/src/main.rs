@@ -3,6 +3,7 @@
 //! over to the library crates.
 
 mod apply;
+mod auth;
 mod demo;
 mod ops;
 mod output;
@@ -34,6 +35,21 @@ pub(crate) struct Global {
     /// NATS server URL [default nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "PHASEGATE_NATS_URL")]
     pub(crate) nats_url: Option<String>,
+    /// NATS credentials file: a user JWT and seed, or only an nkey seed
+    /// (as `phasegate auth init` writes) [for `coordinator` and `agent`
+    /// it overrides `nats_creds` of their config file].
+    #[arg(long, global = true, env = "PHASEGATE_NATS_CREDS", value_name = "FILE")]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// PEM file of the CA that signs the NATS server's certificate; any
+    /// --tls-* option makes TLS required.
+    #[arg(long, global = true, env = "PHASEGATE_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// PEM file of the client certificate for NATS (with --tls-key).
+    #[arg(long, global = true, env = "PHASEGATE_TLS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file of the client private key for NATS (with --tls-cert).
+    #[arg(long, global = true, env = "PHASEGATE_TLS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Subject prefix of the command API and buckets [default phasegate;
     /// for `coordinator` and `agent` it overrides their config file].
     #[arg(long, global = true)]
@@ -119,6 +135,9 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Secured installations: NATS accounts, users and credentials.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// The whole system on one machine: a rollout that bakes, waits for
     /// approval, pauses on a health failure and completes, and one that is
     /// rolled back.
@@ -128,7 +147,9 @@ enum Cmd {
 /// Exit codes: 0 success; 1 usage or transport failure; one per error code.
 pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
     use phasegate_proto::ErrorCode as C;
-    if let Some(ClientError::Connect { .. }) = e.downcast_ref::<ClientError>() {
+    if let Some(ClientError::Connect { .. } | ClientError::Security(_)) =
+        e.downcast_ref::<ClientError>()
+    {
         return 1;
     }
     match e.downcast_ref::<ClientError>().map(ClientError::code) {
@@ -154,6 +175,16 @@ impl Global {
         phasegate_proto::Actor::new(name).map_err(|e| anyhow::anyhow!("--actor: {e}"))
     }
 
+    /// The credentials and TLS flags (or their variables).
+    pub(crate) fn security(&self) -> phasegate_client::Security {
+        phasegate_client::Security {
+            creds: self.nats_creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+
     /// A client of the command API.
     pub(crate) async fn client(&self) -> anyhow::Result<PhasegateClient> {
         let url = self
@@ -165,7 +196,7 @@ impl Global {
             .as_deref()
             .unwrap_or(phasegate_proto::subjects::DEFAULT_PREFIX);
         let timeout = Duration::from_millis(self.timeout_ms);
-        Ok(PhasegateClient::connect(&url, prefix, timeout).await?)
+        Ok(PhasegateClient::connect_secured(&url, self.security(), prefix, timeout).await?)
     }
 }
 
@@ -176,11 +207,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             metrics_listen,
             instance_id,
-        } => {
-            let (url, prefix) = (g.nats_url.clone(), g.prefix.clone());
-            servers::coordinator(url, prefix, config, metrics_listen, instance_id).await?
-        }
-        Cmd::Agent(args) => servers::agent(args, g.nats_url.clone(), g.prefix.clone()).await?,
+        } => servers::coordinator(&g, config, metrics_listen, instance_id).await?,
+        Cmd::Agent(args) => servers::agent(args, &g).await?,
         Cmd::Pipeline(c) => ops::pipeline(&g, c).await?,
         Cmd::Gate(c) => ops::entity(&g, phasegate_proto::EntityKind::Gate, c).await?,
         Cmd::Config(c) => ops::entity(&g, phasegate_proto::EntityKind::Config, c).await?,
@@ -190,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => ops::agent_forget(&g, &id).await?,
         Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
+        Cmd::Auth(c) => auth::run(c, g.prefix.as_deref())?,
         Cmd::Demo => return demo::run(&g).await,
     }
     Ok(0)
@@ -197,7 +226,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Servers log at info; operator commands log nothing unless asked:
     // what goes wrong is their one line of error.
     let (service, filter) = match cli.command {
@@ -228,11 +261,18 @@ async fn main() -> ExitCode {
     // An operator command is the root of its trace: a rollout it starts
     // hangs under it.
     let result = if service == "phasegate-cli" {
-        let name = std::env::args()
-            .skip(1)
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        // The command's words as clap matched them (`gate put`), never the
+        // raw arguments: a flag before them may hold a secret
+        // (`--nats-url nats://user:pass@host`).
+        let mut words = Vec::new();
+        let mut m = &matches;
+        while let Some((word, sub)) = m.subcommand()
+            && words.len() < 2
+        {
+            words.push(word);
+            m = sub;
+        }
+        let name = words.join(" ");
         let span = tracing::info_span!("phasegate.cli", otel.name = %name);
         tracing::Instrument::instrument(run(cli), span).await
     } else {
@@ -247,7 +287,9 @@ async fn main() -> ExitCode {
             let line = match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Api(api)) => format!("error: {}: {}", api.code, api.message),
                 // Its message already names the cause: one line, once.
-                Some(c @ ClientError::Connect { .. }) => format!("error: {c}"),
+                Some(c @ (ClientError::Connect { .. } | ClientError::Security(_))) => {
+                    format!("error: {c}")
+                }
                 _ => format!("error: {e:#}"),
             };
             eprintln!("{}", output::sanitize(&line));

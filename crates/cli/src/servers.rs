@@ -53,11 +53,13 @@ pub(crate) struct AgentArgs {
 pub(crate) fn agent_config(
     a: AgentArgs,
     nats_url: Option<String>,
+    security: phasegate_client::Security,
 ) -> anyhow::Result<phasegate_agent::AgentConfig> {
     let file = match &a.config {
         Some(p) => phasegate_agent::AgentFile::load(p)?,
         None => phasegate_agent::AgentFile::default(),
     };
+    let security = security.or(file.security());
     let origin = a
         .config
         .as_ref()
@@ -72,6 +74,7 @@ pub(crate) fn agent_config(
         .or(file.nats_url)
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
     let mut cfg = phasegate_agent::AgentConfig::new(segment, url);
+    cfg.security = security;
     cfg.tier = a.tier.or(file.tier);
     if let Some(l) = a.listen.or(file.listen) {
         cfg.listen = l;
@@ -147,8 +150,7 @@ pub(crate) async fn shutdown_signal() {
 
 /// `phasegate coordinator`.
 pub(crate) async fn coordinator(
-    nats_url: Option<String>,
-    prefix: Option<String>,
+    g: &crate::Global,
     config: Option<PathBuf>,
     metrics_listen: Option<String>,
     instance_id: Option<String>,
@@ -160,14 +162,21 @@ pub(crate) async fn coordinator(
     if let Some(m) = metrics_listen {
         cfg.metrics_listen = m;
     }
-    if let Some(p) = prefix {
+    if let Some(p) = g.prefix.clone() {
         cfg.subject_prefix = p;
     }
+    let security = g.security().or(cfg.security());
+    cfg.nats_creds = security.creds;
+    cfg.tls_ca = security.tls_ca;
+    cfg.tls_cert = security.tls_cert;
+    cfg.tls_key = security.tls_key;
     if instance_id.is_some() {
         cfg.instance_id = instance_id;
     }
     // The flag (or variable) wins over the file, the file over the default.
-    let url = nats_url
+    let url = g
+        .nats_url
+        .clone()
         .or_else(|| cfg.nats_url.clone())
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
     let coordinator = phasegate_coordinator::Coordinator::start(&url, cfg)
@@ -186,13 +195,9 @@ pub(crate) async fn coordinator(
 }
 
 /// `phasegate agent`.
-pub(crate) async fn agent(
-    args: AgentArgs,
-    nats_url: Option<String>,
-    prefix: Option<String>,
-) -> anyhow::Result<()> {
-    let mut cfg = agent_config(args, nats_url)?;
-    if let Some(p) = prefix {
+pub(crate) async fn agent(args: AgentArgs, g: &crate::Global) -> anyhow::Result<()> {
+    let mut cfg = agent_config(args, g.nats_url.clone(), g.security())?;
+    if let Some(p) = g.prefix.clone() {
         cfg.subject_prefix = p;
         cfg.check("--prefix")?;
     }

@@ -18,6 +18,8 @@ use phasegate_proto::{
 };
 
 pub use phasegate_bus::BusError as ClientError;
+/// Credentials and TLS settings of a connection (SPEC.md §8).
+pub use phasegate_bus::Security;
 
 /// The operator actions on a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,12 +74,29 @@ impl PhasegateClient {
     /// When the URL or prefix is unusable, or NATS is out of reach
     /// ([`BusError::Connect`], naming the URL without its credentials).
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, BusError> {
+        Self::connect_secured(url, Security::default(), prefix, timeout).await
+    }
+
+    /// Like [`PhasegateClient::connect`], with a credentials file and TLS
+    /// settings (a secured installation, SPEC.md §8).
+    ///
+    /// # Errors
+    ///
+    /// As [`PhasegateClient::connect`], and [`BusError::Security`] when the
+    /// credentials or TLS files cannot be used.
+    pub async fn connect_secured(
+        url: &str,
+        security: Security,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, BusError> {
         let subjects = Subjects::new(prefix)
             .map_err(|e| BusError::Api(phasegate_proto::ApiError::invalid(e.to_string())))?;
         let bus = phasegate_bus::connect(
             ConnectOptions::new(url, "phasegate-client")
                 .with_subjects(subjects)
                 .with_request_timeout(timeout)
+                .with_security(security)
                 .fail_fast(),
         )
         .await?;

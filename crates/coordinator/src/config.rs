@@ -25,6 +25,19 @@ pub struct CoordinatorConfig {
     /// else `nats://127.0.0.1:4222`.
     #[serde(default)]
     pub nats_url: Option<String>,
+    /// NATS credentials file (`--nats-creds`), e.g. the `coordinator.creds`
+    /// that `phasegate auth init` writes; relative to the working directory.
+    #[serde(default)]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// CA of the NATS server's certificate (`--tls-ca`).
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The coordinator's client certificate (`--tls-cert`, with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The coordinator's client key (`--tls-key`, with `tls_cert`).
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Subject prefix of the command API (`<prefix>.v1.…`) and of bucket
     /// names. Default `phasegate`.
     #[serde(default = "default_prefix")]
@@ -103,6 +116,10 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             nats_url: None,
+            nats_creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             subject_prefix: default_prefix(),
             sweep_ms: default_sweep_ms(),
             forget_agents_after_ms: default_forget_agents_after_ms(),
@@ -133,6 +150,16 @@ impl CoordinatorConfig {
             .map_err(|e| crate::CoordinatorError::Config(format!("{origin}: {e}")))?;
         cfg.check(origin)?;
         Ok(cfg)
+    }
+
+    /// The credentials and TLS settings for NATS.
+    pub fn security(&self) -> phasegate_bus::Security {
+        phasegate_bus::Security {
+            creds: self.nats_creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
     }
 
     /// How long finished triggers are kept.

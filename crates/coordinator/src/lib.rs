@@ -66,7 +66,9 @@ impl Coordinator {
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| CoordinatorError::Config(e.to_string()))?;
         let client = phasegate_bus::connect(
-            ConnectOptions::new(nats_url, "phasegate-coordinator").with_subjects(subjects.clone()),
+            ConnectOptions::new(nats_url, "phasegate-coordinator")
+                .with_subjects(subjects.clone())
+                .with_security(config.security()),
         )
         .await?;
         // Nothing is read or served before this instance leads.

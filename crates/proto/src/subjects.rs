@@ -84,6 +84,16 @@ pub enum Bucket {
 }
 
 impl Bucket {
+    /// Every bucket of an installation.
+    pub const ALL: [Bucket; 6] = [
+        Self::Pipelines,
+        Self::Entities,
+        Self::Triggers,
+        Self::Desired,
+        Self::Agents,
+        Self::Leader,
+    ];
+
     /// The bucket's suffix.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -174,6 +184,12 @@ impl Subjects {
     /// segment names may contain dots (SPEC.md §1).
     pub fn all_agent_reports(&self) -> String {
         format!("{}.{API_VERSION}.internal.report.>", self.prefix)
+    }
+
+    /// Every internal subject (`<prefix>.v1.internal.>`): reports, never
+    /// commands; operators are denied them.
+    pub fn all_internal(&self) -> String {
+        format!("{}.{API_VERSION}.internal.>", self.prefix)
     }
 
     /// The segment an agent-report subject names, if it is one.
