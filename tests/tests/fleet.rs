@@ -259,3 +259,139 @@ async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow
     .await?;
     Ok(())
 }
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+/// §8: a flood of reports with invented agent ids leaves the coordinator's
+/// memory and its writes bounded by its limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let url = nats.url();
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &conf,
+        "metrics_listen = \"off\"\nmax_agents = 200\nmax_agents_per_segment = 50\nmax_segments = 10\n",
+    )?;
+    let coord = phasegate_tests::Proc::spawn(
+        "coordinator",
+        &[
+            "coordinator",
+            "--nats-url",
+            &url,
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    )?;
+    let c = phasegate_client::PhasegateClient::connect(
+        &url,
+        "phasegate",
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    wait_for(
+        || async { c.pipeline_list().await },
+        PATIENCE,
+        "the coordinator",
+    )
+    .await?;
+    // A real agent first, whose change after the flood marks its end.
+    let real = FakeAgent::start(&url, "real-1", "real", 100).await?;
+    wait_agents_count(&c, 1).await?;
+    let before = rss_kib(coord.pid().expect("running"))?;
+    let flood = nats.client("flood").await?;
+    let subjects = Subjects::default();
+    let n = 100_000u32;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let segment = Segment::new(format!("s{}", i % 50))?;
+        let report = AgentReport {
+            agent_id: AgentId::new(format!("evil-{i}"))?,
+            segment: segment.clone(),
+            tier: None,
+            healthy: false,
+            applied_revision: 0,
+            stale: false,
+            heartbeat_ms: 3_600_000,
+            sent_at_ms: 0,
+            blocked: Vec::new(),
+            leaving: false,
+        };
+        flood
+            .nats()
+            .publish(
+                subjects.agent_report(&segment),
+                encode(Encoding::MsgPack, &report)?.into(),
+            )
+            .await?;
+    }
+    flood.flush().await;
+    let sent = started.elapsed();
+    real.set_healthy(false);
+    wait_for(
+        || async {
+            let a = c
+                .agents(Some(Segment::new("real").map_err(|e| e.to_string())?))
+                .await
+                .map_err(|e| e.to_string())?;
+            if a.first().is_some_and(|a| !a.healthy) {
+                Ok(())
+            } else {
+                Err(format!("{a:?}"))
+            }
+        },
+        PATIENCE,
+        "the flood to be taken in",
+    )
+    .await?;
+    let taken = started.elapsed();
+    let listed = c.agents(None).await?.len();
+    let after = rss_kib(coord.pid().expect("running"))?;
+    let agents_kv = nats
+        .client("inspector")
+        .await?
+        .kv_existing(&subjects.bucket(Bucket::Agents))
+        .await?;
+    let stored = agents_kv.entries().await?.len();
+    println!(
+        "flood: {n} reports sent in {sent:?}, taken in by {taken:?}; agents tracked {listed}, stored {stored}; coordinator RSS {before} KiB -> {after} KiB"
+    );
+    assert!(listed <= 200, "{listed} agents tracked");
+    assert!(stored <= 200, "{stored} agents stored");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    assert!(
+        coord.log_tail(50).contains("limit is reached"),
+        "{}",
+        coord.log_tail(20)
+    );
+    Ok(())
+}
+
+async fn wait_agents_count(c: &phasegate_client::PhasegateClient, n: usize) -> anyhow::Result<()> {
+    wait_for(
+        || async {
+            let got = c.agents(None).await.map_err(|e| e.to_string())?.len();
+            if got == n {
+                Ok(())
+            } else {
+                Err(format!("{got} agents"))
+            }
+        },
+        PATIENCE,
+        &format!("{n} agents"),
+    )
+    .await
+}

@@ -392,3 +392,114 @@ fn a_rerun_keeps_identities_and_the_configuration_stays_valid() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// §8: the actor is the sender's authenticated identity, roles gate
+/// commands, and approvals are identities: `min_approvals: 2` needs two.
+#[tokio::test]
+async fn actors_are_identities_and_roles_are_enforced() -> anyhow::Result<()> {
+    let auth = AuthDir::init(
+        &["dev"],
+        &["alice:admin", "bob:editor", "carol:viewer", "dave:editor"],
+    )?;
+    let nats = auth.serve().await?;
+    let url = nats.url();
+    let conf = auth.file("coordinator.toml").display().to_string();
+    let coord = Proc::spawn(
+        "coordinator",
+        &[
+            "coordinator",
+            "--nats-url",
+            &url,
+            "--config",
+            &conf,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    let who = |n: &str| creds(&auth.file(&format!("operator-{n}.creds")));
+    let alice = operator(&url, who("alice")).await?;
+    let bob = operator(&url, who("bob")).await?;
+    let carol = operator(&url, who("carol")).await?;
+    let dave = operator(&url, who("dave")).await?;
+    wait_for(
+        || async { alice.pipeline_list().await },
+        PATIENCE,
+        "the coordinator",
+    )
+    .await?;
+    assert!(
+        !coord.log_tail(200).contains("running open"),
+        "{}",
+        coord.log_tail(40)
+    );
+
+    let pipeline = json!({"name": "p", "phases": [{"id": "dev", "segments": ["dev"],
+        "approval": {"required": true, "approvers": ["bob", "dave"], "min_approvals": 2}}]});
+    // An editor may not define pipelines; an admin may.
+    let err = put_pipeline(&bob, pipeline.clone())
+        .await
+        .expect_err("editor");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    put_pipeline(&alice, pipeline).await?;
+    // A viewer may read but not put.
+    let err = put_gate(&carol, json!({"name": "g", "pipeline": "p"}))
+        .await
+        .expect_err("viewer");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    assert!(carol.pipeline_list().await?.len() == 1);
+    // bob puts, declaring himself alice: the history says bob.
+    let t = bob
+        .entity_put(
+            phasegate_proto::EntityKind::Gate,
+            serde_json::from_value(json!({"name": "g", "pipeline": "p"}))?,
+            phasegate_proto::Actor::new("alice")?,
+            None,
+            None,
+        )
+        .await?
+        .trigger
+        .expect("a trigger");
+    assert_eq!(t.created_by.as_str(), "bob");
+    let phase = t.current_phase_id.clone();
+    let approve = |c: &PhasegateClient, declared: &str| {
+        let (c, id, phase) = (c.clone(), t.id.clone(), phase.clone());
+        let declared = phasegate_proto::Actor::new(declared).expect("actor");
+        async move {
+            c.act(
+                phasegate_client::TriggerAction::Approve,
+                id,
+                phase,
+                declared,
+                None,
+            )
+            .await
+        }
+    };
+    // carol claims to be bob: she is carol, and no approver.
+    let err = approve(&carol, "bob")
+        .await
+        .expect_err("carol is no approver");
+    assert_eq!(err.code(), phasegate_proto::ErrorCode::Forbidden, "{err}");
+    // bob approves (declaring alice); bob again is no second approval.
+    let after = approve(&bob, "alice").await?;
+    assert_eq!(after.approvals.len(), 1);
+    assert_eq!(after.approvals[0].actor.as_str(), "bob");
+    let err = approve(&bob, "dave")
+        .await
+        .expect_err("one identity, one approval");
+    assert_eq!(err.code(), phasegate_proto::ErrorCode::Conflict, "{err}");
+    // A second identity completes it.
+    approve(&dave, "dave").await?;
+    let done = wait_trigger(&alice, &t.id, "completed", |t| {
+        t.status == TriggerStatus::Completed
+    })
+    .await?;
+    let approvers: Vec<&str> = done
+        .history
+        .iter()
+        .filter(|h| h.kind == phasegate_proto::HistoryType::Approved)
+        .map(|h| h.actor.as_str())
+        .collect();
+    assert_eq!(approvers, vec!["bob", "dave"]);
+    Ok(())
+}
