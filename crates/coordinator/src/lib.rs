@@ -63,6 +63,11 @@ impl Coordinator {
         config: CoordinatorConfig,
     ) -> Result<Self, CoordinatorError> {
         config.check("configuration")?;
+        if config.auth.is_none() {
+            tracing::warn!(
+                "no [auth] table: running open, actors are taken as declared and every client may send every command (SPEC.md §8)"
+            );
+        }
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| CoordinatorError::Config(e.to_string()))?;
         let client = phasegate_bus::connect(
