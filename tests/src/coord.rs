@@ -63,26 +63,7 @@ impl CoordEnv {
     /// Waits until the coordinator counts `n` live agents: a phase only
     /// waits for the acks of agents it knows.
     pub async fn wait_live_agents(&self, n: usize) -> anyhow::Result<()> {
-        wait_for(
-            || async {
-                let live = self
-                    .client
-                    .agents(None)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .filter(|a| a.live)
-                    .count();
-                if live == n {
-                    Ok(())
-                } else {
-                    Err(format!("{live} live agents"))
-                }
-            },
-            PATIENCE,
-            &format!("{n} live agents"),
-        )
-        .await
+        wait_live_agents(&self.client, n).await
     }
 
     /// `kill -9` of the coordinator, then a fresh start; waits until ready.
@@ -91,4 +72,27 @@ impl CoordEnv {
         self.coord.restart()?;
         self.wait_ready().await
     }
+}
+
+/// Waits until the coordinator `c` talks to counts `n` live agents.
+pub async fn wait_live_agents(c: &PhasegateClient, n: usize) -> anyhow::Result<()> {
+    wait_for(
+        || async {
+            let live = c
+                .agents(None)
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter(|a| a.live)
+                .count();
+            if live == n {
+                Ok(())
+            } else {
+                Err(format!("{live} live agents"))
+            }
+        },
+        PATIENCE,
+        &format!("{n} live agents"),
+    )
+    .await
 }

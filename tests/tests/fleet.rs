@@ -129,24 +129,33 @@ async fn a_report_for_another_segment_than_its_subject_is_ignored() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<()> {
-    let mut env = CoordEnv::start().await?;
-    let url = env.nats.url();
-    let dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+/// A one-phase rollout on `dev` stuck in `applying`: its agent does not ack.
+async fn applying_without_ack(
+    env: &CoordEnv,
+    apply_timeout_ms: u64,
+) -> anyhow::Result<(FakeAgent, TriggerId)> {
+    let dev = FakeAgent::start(&env.nats.url(), "dev-1", "dev", 100).await?;
     env.wait_live_agents(1).await?;
     dev.set_acking(false);
-    let c = env.client.clone();
-    put_pipeline(&c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "wait_ms": 60000, "apply_timeout_ms": 600000}]})).await?;
-    let id = put_gate(&c, json!({"name": "g", "pipeline": "p"}))
+    let c = &env.client;
+    put_pipeline(c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "wait_ms": 60000, "apply_timeout_ms": apply_timeout_ms}]})).await?;
+    let id = put_gate(c, json!({"name": "g", "pipeline": "p"}))
         .await?
         .trigger
         .expect("trigger")
         .id;
-    wait_trigger(&c, &id, "applying", |t| {
+    wait_trigger(c, &id, "applying", |t| {
         phase_is(t, "one", PhaseState::Applying)
     })
     .await?;
+    Ok((dev, id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<()> {
+    let mut env = CoordEnv::start().await?;
+    let (dev, id) = applying_without_ack(&env, 600_000).await?;
+    let (url, c) = (env.nats.url(), env.client.clone());
     // The agent dies while the coordinator is down.
     dev.stop();
     env.crash_and_restart().await?;
@@ -177,21 +186,8 @@ async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<(
 async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase()
 -> anyhow::Result<()> {
     let mut env = CoordEnv::start().await?;
-    let url = env.nats.url();
-    let dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
-    env.wait_live_agents(1).await?;
-    dev.set_acking(false);
+    let (dev, id) = applying_without_ack(&env, 1500).await?;
     let c = env.client.clone();
-    put_pipeline(&c, json!({"name": "p", "phases": [{"id": "one", "segments": ["dev"], "wait_ms": 60000, "apply_timeout_ms": 1500}]})).await?;
-    let id = put_gate(&c, json!({"name": "g", "pipeline": "p"}))
-        .await?
-        .trigger
-        .expect("trigger")
-        .id;
-    wait_trigger(&c, &id, "applying", |t| {
-        phase_is(t, "one", PhaseState::Applying)
-    })
-    .await?;
     env.coord.kill9()?;
     // While the coordinator is down the agent applies, and the apply
     // timeout passes.
@@ -307,7 +303,7 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
     .await?;
     // A real agent first, whose change after the flood marks its end.
     let real = FakeAgent::start(&url, "real-1", "real", 100).await?;
-    wait_agents_count(&c, 1).await?;
+    phasegate_tests::wait_live_agents(&c, 1).await?;
     let before = rss_kib(coord.pid().expect("running"))?;
     let flood = nats.client("flood").await?;
     let subjects = Subjects::default();
@@ -378,20 +374,4 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
         coord.log_tail(20)
     );
     Ok(())
-}
-
-async fn wait_agents_count(c: &phasegate_client::PhasegateClient, n: usize) -> anyhow::Result<()> {
-    wait_for(
-        || async {
-            let got = c.agents(None).await.map_err(|e| e.to_string())?.len();
-            if got == n {
-                Ok(())
-            } else {
-                Err(format!("{got} agents"))
-            }
-        },
-        PATIENCE,
-        &format!("{n} agents"),
-    )
-    .await
 }

@@ -14,7 +14,9 @@ use phasegate_client::PhasegateClient;
 use phasegate_proto::{Bucket, Subjects, TriggerStatus};
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::{AuthDir, Probe, Tls};
-use phasegate_tests::{AgentProc, NatsServer, PATIENCE, Proc, phasegate_binary, wait_for};
+use phasegate_tests::{
+    AgentProc, NatsServer, PATIENCE, Proc, phasegate_binary, wait_for, wait_live_agents,
+};
 use serde_json::json;
 
 fn creds(path: &Path) -> Security {
@@ -29,24 +31,6 @@ async fn operator(url: &str, security: Security) -> anyhow::Result<PhasegateClie
         PhasegateClient::connect_secured(url, security, "phasegate", Duration::from_secs(5))
             .await?,
     )
-}
-
-/// Waits until the coordinator answers `c` and counts `n` live agents.
-async fn wait_live(c: &PhasegateClient, n: usize) -> anyhow::Result<()> {
-    wait_for(
-        || async {
-            let live = c.agents(None).await.map_err(|e| e.to_string())?;
-            let live = live.iter().filter(|a| a.live).count();
-            if live == n {
-                Ok(())
-            } else {
-                Err(format!("{live} live agents"))
-            }
-        },
-        PATIENCE,
-        &format!("{n} live agents"),
-    )
-    .await
 }
 
 /// A rollout through one phase of segment `dev`, acked by its agent.
@@ -69,6 +53,25 @@ async fn roll_out(c: &PhasegateClient, agent: &AgentProc) -> anyhow::Result<()> 
     let v = agent.check_gate("g", json!({"user_id": "u"})).await?;
     assert_eq!(v["value"], json!(true), "{v}");
     Ok(())
+}
+
+/// The coordinator of `auth`'s installation, with its credentials (and no
+/// `[auth]` table: actors as declared).
+fn coordinator(url: &str, auth: &AuthDir, envs: &[(&str, &str)]) -> anyhow::Result<Proc> {
+    let creds = auth.file("coordinator.creds").display().to_string();
+    Proc::spawn_env(
+        "coordinator",
+        &[
+            "coordinator",
+            "--nats-url",
+            url,
+            "--nats-creds",
+            &creds,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        envs,
+    )
 }
 
 fn cli(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Output> {
@@ -95,24 +98,12 @@ async fn a_secured_installation_refuses_anonymous_and_runs_a_rollout() -> anyhow
         .to_string();
     assert!(err.to_lowercase().contains("authorization"), "{err}");
 
-    let coord_creds = auth.file("coordinator.creds").display().to_string();
-    let _coord = Proc::spawn(
-        "coordinator",
-        &[
-            "coordinator",
-            "--nats-url",
-            &url,
-            "--nats-creds",
-            &coord_creds,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let _coord = coordinator(&url, &auth, &[])?;
     let agent_creds = auth.file("agent-dev.creds").display().to_string();
     let agent = AgentProc::start(&url, "dev-1", "dev", &["--nats-creds", &agent_creds]).await?;
     let alice = auth.file("operator-alice.creds");
     let c = operator(&url, creds(&alice)).await?;
-    wait_live(&c, 1).await?;
+    wait_live_agents(&c, 1).await?;
     roll_out(&c, &agent).await?;
 
     // The operator CLI, with its credentials from the environment.
@@ -220,20 +211,7 @@ async fn agents_connect_over_tls_with_client_certificates() -> anyhow::Result<()
         ("PHASEGATE_TLS_KEY", path("client-key.pem")),
     ];
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let coord_creds = auth.file("coordinator.creds").display().to_string();
-    let _coord = Proc::spawn_env(
-        "coordinator",
-        &[
-            "coordinator",
-            "--nats-url",
-            &url,
-            "--nats-creds",
-            &coord_creds,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-        &envs,
-    )?;
+    let _coord = coordinator(&url, &auth, &envs)?;
     let agent_creds = auth.file("agent-dev.creds").display().to_string();
     let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client-key.pem"));
     let agent = AgentProc::start(
@@ -259,7 +237,7 @@ async fn agents_connect_over_tls_with_client_certificates() -> anyhow::Result<()
         tls_key: Some(tls.file("client-key.pem")),
     };
     let c = operator(&url, security).await?;
-    wait_live(&c, 1).await?;
+    wait_live_agents(&c, 1).await?;
     roll_out(&c, &agent).await?;
     Ok(())
 }
