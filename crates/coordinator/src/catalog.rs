@@ -62,6 +62,13 @@ pub(crate) enum CatalogMsg {
     Maintain,
     /// Active triggers by phase state and paused, for metrics.
     Stats(RpcReplyPort<Vec<(String, bool, u64)>>),
+    /// From a trigger actor: only progress counts moved (not persisted).
+    TriggerProgress {
+        entity: (EntityKind, String),
+        id: TriggerId,
+        segments: std::collections::BTreeMap<String, phasegate_proto::SegmentProgress>,
+        updated_at_ms: u64,
+    },
     /// From a trigger actor, after each write.
     TriggerUpdated {
         key: String,
@@ -274,6 +281,12 @@ impl Actor for Catalog {
                 }
                 let _ = reply.send(counts.into_iter().map(|((s, p), n)| (s, p, n)).collect());
             }
+            CatalogMsg::TriggerProgress {
+                entity,
+                id,
+                segments,
+                updated_at_ms,
+            } => state.adopt_progress(&entity, &id, segments, updated_at_ms),
             CatalogMsg::TriggerUpdated {
                 key,
                 stored,
@@ -460,6 +473,25 @@ impl CatalogState {
         // What is stored is the truth; the failed actor's copy may be ahead.
         self.refresh(k).await;
         self.spawn_trigger(myself, k).await
+    }
+
+    /// Progress counts of an active trigger, shown by `trigger.get`.
+    fn adopt_progress(
+        &mut self,
+        entity: &(EntityKind, String),
+        id: &TriggerId,
+        segments: std::collections::BTreeMap<String, phasegate_proto::SegmentProgress>,
+        updated_at_ms: u64,
+    ) {
+        if let Some(active) = self
+            .entities
+            .get_mut(entity)
+            .and_then(|s| s.stored.active.as_mut())
+            .filter(|a| &a.trigger.id == id)
+        {
+            active.trigger.segments = segments;
+            active.trigger.updated_at_ms = updated_at_ms;
+        }
     }
 
     /// A trigger actor wrote the entity's desired state: later writes of
@@ -679,6 +711,13 @@ impl CatalogState {
                 let phases = &rec.trigger.pipeline_snapshot.phases;
                 let published = rec.published as usize;
                 for (segment, f) in view {
+                    // Only the segments the pipeline covers (SPEC.md §6).
+                    if !phases
+                        .iter()
+                        .any(|ph| model::rollout::phase_covers(ph, &segment))
+                    {
+                        continue;
+                    }
                     let active = phases
                         .iter()
                         .take(published)

@@ -10,7 +10,7 @@
 //! together cost one view per affected trigger. The periodic sweep only
 //! notices silence (liveness, settling after a restart, forgetting).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use phasegate_bus::Kv;
@@ -22,6 +22,7 @@ use phasegate_proto::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::now_ms;
+use crate::registry::Registry;
 use crate::store::{load_all, to_bytes};
 use crate::trigger::TriggerMsg;
 
@@ -65,19 +66,6 @@ pub(crate) enum DirectoryMsg {
     },
 }
 
-struct Registration {
-    key: String,
-    patterns: Vec<SegmentPattern>,
-    revision: u64,
-    actor: ActorRef<TriggerMsg>,
-}
-
-impl Registration {
-    fn covers(&self, segment: &str) -> bool {
-        self.patterns.iter().any(|p| p.matches(segment))
-    }
-}
-
 /// The directory's arguments.
 pub(crate) struct DirectoryArgs {
     pub(crate) agents_kv: Kv,
@@ -90,7 +78,7 @@ pub(crate) struct DirectoryState {
     /// Writes to the agents bucket, carried out in order by one task.
     persist: tokio::sync::mpsc::UnboundedSender<Persist>,
     fleet: Fleet,
-    regs: HashMap<TriggerId, Registration>,
+    regs: Registry<ActorRef<TriggerMsg>>,
     dirty: HashSet<TriggerId>,
     /// A `Flush` is queued.
     flush_queued: bool,
@@ -124,7 +112,7 @@ impl Actor for Directory {
         Ok(DirectoryState {
             persist,
             fleet,
-            regs: HashMap::new(),
+            regs: Registry::default(),
             dirty: HashSet::new(),
             flush_queued: false,
             refused: 0,
@@ -153,27 +141,25 @@ impl Actor for Directory {
                 revision,
                 actor,
             } => {
-                state.regs.insert(
+                state.regs.register(
                     id.clone(),
-                    Registration {
-                        key,
-                        patterns,
-                        revision,
-                        actor,
-                    },
+                    key,
+                    patterns,
+                    revision,
+                    actor,
+                    state.fleet.segments(),
                 );
                 // The first view goes out at once: a phase whose segments
                 // have no agent must not wait.
                 state.send_view(&id, now_ms());
             }
             DirectoryMsg::Revision { id, revision } => {
-                if let Some(r) = state.regs.get_mut(&id) {
-                    r.revision = revision;
+                if state.regs.set_revision(&id, revision) {
                     state.send_view(&id, now_ms());
                 }
             }
             DirectoryMsg::Unregister(id) => {
-                state.regs.remove(&id);
+                state.regs.unregister(&id);
                 state.dirty.remove(&id);
             }
             DirectoryMsg::Sweep => {
@@ -236,22 +222,12 @@ impl DirectoryState {
             }
             self.refused += 1;
         }
+        // Only the triggers the change concerns (see `registry`).
+        let concerned = self.regs.concerned(&changes, self.fleet.segments());
+        self.dirty.extend(concerned);
         for p in changes.persist {
             // The task ends only with the actor.
             let _ = self.persist.send(p);
-        }
-        if changes.segment_set_changed {
-            // Every trigger lists every segment with known agents.
-            self.dirty.extend(self.regs.keys().cloned());
-            return;
-        }
-        for segment in &changes.segments {
-            self.dirty.extend(
-                self.regs
-                    .iter()
-                    .filter(|(_, reg)| reg.covers(segment))
-                    .map(|(id, _)| id.clone()),
-            );
         }
     }
 
@@ -261,7 +237,16 @@ impl DirectoryState {
         let Some(reg) = self.regs.get(id) else {
             return;
         };
-        let view = self.fleet.view(&reg.key, reg.revision, now);
+        let view = reg
+            .segments
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    self.fleet.segment(s, &reg.key, reg.revision, now),
+                )
+            })
+            .collect();
         if let Err(e) = reg.actor.cast(TriggerMsg::Fleet {
             view,
             revision: reg.revision,

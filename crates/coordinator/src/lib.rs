@@ -17,6 +17,7 @@ mod directory;
 mod error;
 mod leader;
 mod page;
+mod registry;
 mod reply;
 mod service;
 mod store;

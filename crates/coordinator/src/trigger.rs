@@ -258,18 +258,17 @@ impl Actor for TriggerActor {
                     }
                 }
                 let now = now_ms();
-                let mut next = state.stored.clone();
-                if let Some(rec) = next.active.as_mut() {
-                    model::observe(rec, &view, now);
-                }
-                if material_change(&state.stored, &next) {
+                if state.counts_only(&view, now) {
+                    // Only counts moved (or nothing): shown, not persisted,
+                    // and no copy of the record made.
+                } else {
+                    let mut next = state.stored.clone();
+                    if let Some(rec) = next.active.as_mut() {
+                        model::observe(rec, &view, now);
+                    }
                     if let Err(e) = Box::pin(state.commit(next)).await {
                         tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist progress; will retry on the next report");
                     }
-                } else {
-                    // Only live counts moved: shown, not persisted.
-                    state.stored = next;
-                    state.notify_catalog();
                 }
             }
             TriggerMsg::Tick if !state.fleet_settled => {}
@@ -280,7 +279,7 @@ impl Actor for TriggerActor {
                 if let Some(rec) = next.active.as_mut() {
                     model::tick(rec, now);
                 }
-                if material_change(&state.stored, &next)
+                if material_change(&mut state.stored, &mut next)
                     && let Err(e) = Box::pin(state.commit(next)).await
                 {
                     tracing::warn!(trigger_id = %state.id, error = %e, "cannot persist a deadline step; retrying");
@@ -333,19 +332,22 @@ fn serde_kind(k: phasegate_proto::HistoryType) -> &'static str {
 }
 
 /// True when `next` differs from `prev` in more than live agent counts.
-fn material_change(prev: &StoredEntity, next: &StoredEntity) -> bool {
-    match (&prev.active, &next.active) {
-        (Some(a), Some(b)) => {
-            let mut a = a.clone();
-            let mut b = b.clone();
-            a.trigger.segments.clear();
-            b.trigger.segments.clear();
-            a.trigger.updated_at_ms = 0;
-            b.trigger.updated_at_ms = 0;
-            a != b
-        }
-        _ => prev != next,
+/// Compares in place, without copying either record: progress counts and
+/// `updated_at_ms` are set aside for the comparison and put back.
+fn material_change(prev: &mut StoredEntity, next: &mut StoredEntity) -> bool {
+    let (Some(a), Some(b)) = (prev.active.as_mut(), next.active.as_mut()) else {
+        return prev != next;
+    };
+    let counts_a = std::mem::take(&mut a.trigger.segments);
+    let counts_b = std::mem::take(&mut b.trigger.segments);
+    let updated_b = std::mem::replace(&mut b.trigger.updated_at_ms, a.trigger.updated_at_ms);
+    let differ = prev != next;
+    if let (Some(a), Some(b)) = (prev.active.as_mut(), next.active.as_mut()) {
+        a.trigger.segments = counts_a;
+        b.trigger.segments = counts_b;
+        b.trigger.updated_at_ms = updated_b;
     }
+    differ
 }
 
 impl TriggerState {
@@ -454,6 +456,48 @@ impl TriggerState {
             phasegate_proto::ErrorCode::Unavailable,
             "the trigger was changed elsewhere; reloading, retry",
         ))
+    }
+
+    /// Takes in a fleet view when it moves only progress counts: applies
+    /// them in place and tells the catalog just those, with no copy of the
+    /// record. `false` when the view may step the trigger: the caller then
+    /// runs the model on a copy and commits it.
+    fn counts_only(&mut self, view: &FleetView, now: u64) -> bool {
+        let id = self.id.clone();
+        let Some(rec) = self.stored.active.as_mut().filter(|a| a.trigger.id == id) else {
+            return true;
+        };
+        if rec.trigger.status.is_finished() {
+            return true;
+        }
+        // A probe without the history (the only large part): what the
+        // model would do, computed on a small copy.
+        let history = std::mem::take(&mut rec.trigger.history);
+        let mut probe = rec.clone();
+        model::observe(&mut probe, view, now);
+        let unchanged_counts = probe.trigger.segments == rec.trigger.segments;
+        let counts = std::mem::take(&mut probe.trigger.segments);
+        let updated = probe.trigger.updated_at_ms;
+        let only_counts = probe.trigger.history.is_empty() && {
+            probe.trigger.segments = std::mem::take(&mut rec.trigger.segments);
+            probe.trigger.updated_at_ms = rec.trigger.updated_at_ms;
+            let same = &probe == rec;
+            rec.trigger.segments = std::mem::take(&mut probe.trigger.segments);
+            same
+        };
+        rec.trigger.history = history;
+        if only_counts && !unchanged_counts {
+            rec.trigger.segments = counts;
+            rec.trigger.updated_at_ms = updated;
+            let entity = (self.stored.record.kind, self.stored.record.name.to_string());
+            let _ = self.catalog.cast(CatalogMsg::TriggerProgress {
+                entity,
+                id,
+                segments: rec.trigger.segments.clone(),
+                updated_at_ms: updated,
+            });
+        }
+        only_counts
     }
 
     fn notify_catalog(&self) {

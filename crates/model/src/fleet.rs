@@ -61,15 +61,42 @@ pub enum Persist {
     Delete(AgentId),
 }
 
+/// An agent's applied revision moved and nothing else about it changed:
+/// only the triggers of its segment whose revision lies between the two
+/// see a difference (work proportional to what changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckMove {
+    /// The agent's segment.
+    pub segment: String,
+    /// Its applied revision before.
+    pub from: u64,
+    /// And now.
+    pub to: u64,
+}
+
+impl AckMove {
+    /// True when a trigger counting acks at or above `revision` sees it.
+    pub fn crosses(&self, revision: u64) -> bool {
+        let (lo, hi) = (self.from.min(self.to), self.from.max(self.to));
+        lo < revision && revision <= hi
+    }
+}
+
 /// What a report or an expiry changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changes {
-    /// Segments whose view changed: triggers covering them need a new one.
+    /// Segments whose view changed for every trigger covering them (an
+    /// agent joined, left, turned unreachable or healthy, ...).
     pub segments: BTreeSet<String>,
+    /// Applied revisions that moved with nothing else changing.
+    pub acks: Vec<AckMove>,
+    /// Entity keys an agent started or stopped being blocked on: only the
+    /// trigger of each key sees a difference.
+    pub blocked_keys: BTreeSet<String>,
     /// Writes to make, in order.
     pub persist: Vec<Persist>,
-    /// A segment gained its first or lost its last known agent: every
-    /// trigger lists the segments with known agents, so all need a view.
+    /// A segment gained its first or lost its last known agent: triggers
+    /// whose globs match it list it or stop listing it.
     pub segment_set_changed: bool,
     /// The report came from an unknown agent beyond the [`Limits`]: it was
     /// ignored.
@@ -107,6 +134,8 @@ impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
+            && self.acks.is_empty()
+            && self.blocked_keys.is_empty()
             && self.persist.is_empty()
             && !self.segment_set_changed
             && !self.refused
@@ -307,9 +336,24 @@ impl Fleet {
                     || !old.live_at(now)
                     || !old.settled
                     || old.healthy != fresh.healthy
-                    || old.applied != fresh.applied
-                    || old.stale != fresh.stale
-                    || old.blocked != fresh.blocked;
+                    || old.stale != fresh.stale;
+                if !material && old.applied != fresh.applied {
+                    out.acks.push(AckMove {
+                        segment: r.segment.to_string(),
+                        from: old.applied,
+                        to: fresh.applied,
+                    });
+                }
+                if !material && old.blocked != fresh.blocked {
+                    let keys = |b: &[BlockedEntity]| -> BTreeSet<String> {
+                        b.iter().map(|e| e.key.clone()).collect()
+                    };
+                    let (was, is) = (keys(&old.blocked), keys(&fresh.blocked));
+                    out.blocked_keys
+                        .extend(was.symmetric_difference(&is).cloned());
+                    // A key blocked at another revision changes nothing
+                    // here: the agent still cannot serve it.
+                }
                 if moved {
                     if let Some((_, emptied)) = self.remove(&r.agent_id) {
                         out.segment_set_changed |= emptied;
@@ -411,7 +455,7 @@ impl Fleet {
     }
 
     /// Names of the segments with a known agent.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
+    pub fn segments(&self) -> impl Iterator<Item = &str> + Clone {
         self.by_segment.keys().map(String::as_str)
     }
 

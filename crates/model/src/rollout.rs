@@ -316,17 +316,77 @@ pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
     if rec.trigger.status.is_finished() {
         return;
     }
-    let before = rec.trigger.clone();
+    let before = Fingerprint::of(rec);
+    let settled = fleet_settled(rec, fleet);
+    let segments = progress(rec, fleet);
+    let mut changed = segments != rec.trigger.segments;
+    rec.trigger.segments = segments;
+    if settled {
+        check_health(rec, now_ms);
+        advance(rec, now_ms);
+        refresh_active(rec);
+    }
+    changed |= Fingerprint::of(rec) != before;
+    if changed {
+        rec.trigger.updated_at_ms = now_ms;
+    }
+}
+
+/// What a step changes besides progress counts: compared before and after
+/// a step, it tells whether the step did anything, without copying the
+/// record (its history may be large). A history entry always changes the
+/// last entry, even when the budget keeps the length.
+#[derive(PartialEq)]
+struct Fingerprint {
+    status: TriggerStatus,
+    phase: u32,
+    state: Option<PhaseState>,
+    paused: bool,
+    reason: Option<PausedReason>,
+    ends: Option<u64>,
+    remaining: Option<u64>,
+    approvals: usize,
+    published: u32,
+    apply_deadline: Option<u64>,
+    health_ok: bool,
+    history: usize,
+    last: Option<(HistoryType, u64)>,
+}
+
+impl Fingerprint {
+    fn of(rec: &TriggerRecord) -> Self {
+        let t = &rec.trigger;
+        Self {
+            status: t.status,
+            phase: t.current_phase,
+            state: t.phase_state,
+            paused: t.paused,
+            reason: t.paused_reason,
+            ends: t.phase_ends_at_ms,
+            remaining: t.remaining_wait_ms,
+            approvals: t.approvals.len(),
+            published: rec.published,
+            apply_deadline: rec.apply_deadline_ms,
+            health_ok: rec.health_ok,
+            history: t.history.len(),
+            last: t.history.last().map(|h| (h.kind, h.at_ms)),
+        }
+    }
+}
+
+/// The progress per segment a fleet view gives the trigger: every segment
+/// its pipeline names literally, and every segment of the view (those its
+/// globs match that have known agents), with `version_active` as the
+/// trigger stands.
+pub fn progress(rec: &TriggerRecord, fleet: &FleetView) -> BTreeMap<String, SegmentProgress> {
     let phases = &rec.trigger.pipeline_snapshot.phases;
-    let literal: Vec<String> = phases
+    let literal = phases
         .iter()
         .flat_map(|ph| ph.segments.iter())
         .filter(|s| s.is_literal())
-        .map(|s| s.as_str().to_owned())
-        .collect();
-    let settled = fleet_settled(rec, fleet);
+        .map(|s| s.as_str().to_owned());
     let mut segments: BTreeMap<String, SegmentProgress> = BTreeMap::new();
-    for name in literal.into_iter().chain(fleet.keys().cloned()) {
+    for name in literal.chain(fleet.keys().cloned()) {
         let f = fleet.get(&name).copied().unwrap_or_default();
         let live = f.live.min(f.known);
         segments.insert(
@@ -346,16 +406,11 @@ pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
             },
         );
     }
-    rec.trigger.segments = segments;
-    refresh_active(rec);
-    if settled {
-        check_health(rec, now_ms);
-        advance(rec, now_ms);
-        refresh_active(rec);
+    let (status, published) = (rec.trigger.status, rec.published as usize);
+    for (name, s) in &mut segments {
+        s.version_active = active_in(status, phases, published, name);
     }
-    if rec.trigger != before {
-        rec.trigger.updated_at_ms = now_ms;
-    }
+    segments
 }
 
 /// True when every segment the trigger's pipeline names is settled (SPEC.md
@@ -370,10 +425,10 @@ pub fn fleet_settled(rec: &TriggerRecord, fleet: &FleetView) -> bool {
 
 /// Fires the deadlines that have passed: bake end, apply timeout.
 pub fn tick(rec: &mut TriggerRecord, now_ms: u64) {
-    let before = rec.trigger.clone();
+    let before = Fingerprint::of(rec);
     advance(rec, now_ms);
     refresh_active(rec);
-    if rec.trigger != before {
+    if Fingerprint::of(rec) != before {
         rec.trigger.updated_at_ms = now_ms;
     }
 }
@@ -743,13 +798,18 @@ fn refresh_active(rec: &mut TriggerRecord) {
     let published = rec.published as usize;
     let phases = &rec.trigger.pipeline_snapshot.phases;
     for (name, s) in &mut rec.trigger.segments {
-        s.version_active = match status {
-            TriggerStatus::Completed => true,
-            TriggerStatus::Aborted => false,
-            TriggerStatus::InProgress => phases
-                .iter()
-                .take(published)
-                .any(|ph| phase_covers(ph, name)),
-        };
+        s.version_active = active_in(status, phases, published, name);
+    }
+}
+
+/// Whether the new version is active in `segment`.
+fn active_in(status: TriggerStatus, phases: &[Phase], published: usize, segment: &str) -> bool {
+    match status {
+        TriggerStatus::Completed => true,
+        TriggerStatus::Aborted => false,
+        TriggerStatus::InProgress => phases
+            .iter()
+            .take(published)
+            .any(|ph| phase_covers(ph, segment)),
     }
 }

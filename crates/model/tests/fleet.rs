@@ -172,7 +172,13 @@ proptest! {
                 let want = expected(&reference, s, now);
                 prop_assert_eq!(got, want, "segment {} at {}", name, now);
                 prop_assert!(got.known >= got.live && got.live >= got.applied && got.live >= got.healthy);
-                if changes.segment_set_changed || changes.segments.contains(*name) {
+                // Marked precisely: a moved ack only for triggers whose
+                // revision it crosses, a block only for its key's trigger.
+                let seen = changes.segment_set_changed
+                    || changes.segments.contains(*name)
+                    || changes.acks.iter().any(|a| a.segment == *name && a.crosses(REVISION))
+                    || changes.blocked_keys.contains(KEY);
+                if seen {
                     told.insert(s, got);
                 }
             }
