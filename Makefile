@@ -1,6 +1,7 @@
 # The few verbs people type. `make test` is what CI runs (.ci/run).
 #
 #   make demo    the whole system on one machine, two rollouts shown live
+#   make demo-secured   the same as a secured installation (auth init, creds)
 #   make tools   install the pinned nats-server into .tools/ (idempotent)
 #   make test    tools, then format check, clippy, and every test
 #   make lint    format check and clippy
@@ -17,7 +18,7 @@ SHELL := bash
 # through make they always use the pinned, project-local binary.
 export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 
-.PHONY: tools demo test lint fmt bench ci soak
+.PHONY: tools demo demo-secured test lint fmt bench ci soak
 
 tools:
 	bash scripts/install-nats-server.sh
@@ -27,6 +28,13 @@ tools:
 demo: tools
 	cargo build -p phasegate-cli
 	./target/debug/phasegate demo
+
+# The same walk as a secured installation written by `phasegate auth init`:
+# anonymous refused, operators as identities with roles, approvals by
+# identity.
+demo-secured: tools
+	cargo build -p phasegate-cli
+	./target/debug/phasegate demo --secured
 
 # The end-to-end tests run the real `phasegate` binary: build it first so
 # they never run a stale one.

@@ -1,5 +1,6 @@
-//! End-to-end faults with real processes: the demo as a newcomer runs it,
-//! and nats-server itself restarted in the middle of a rollout.
+//! End-to-end faults with real processes: the demo (open and secured) as a
+//! newcomer runs it, and nats-server itself restarted in the middle of a
+//! rollout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
 
@@ -12,30 +13,70 @@ use phasegate_tests::{
 };
 use serde_json::json;
 
-#[test]
-fn the_demo_runs_to_the_end() -> anyhow::Result<()> {
+/// Runs `phasegate demo <args>` as a newcomer would; its stdout when it
+/// exits 0.
+fn demo(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(phasegate_binary()?)
         .arg("demo")
+        .args(args)
         .env("PHASEGATE_NATS_SERVER", nats_server_binary()?)
         .env_remove("PHASEGATE_NATS_URL")
+        .env_remove("PHASEGATE_NATS_CREDS")
         .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "demo failed:\n{stdout}\n{}",
+        "demo {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for step in [
-        "approved",
-        "health_degraded",
-        "paused",
-        "health_recovered",
-        "completed",
-        "aborted",
-        "every step above happened",
-    ] {
+    Ok(stdout)
+}
+
+const DEMO_STEPS: [&str; 7] = [
+    "approved",
+    "health_degraded",
+    "paused",
+    "health_recovered",
+    "completed",
+    "aborted",
+    "every step above happened",
+];
+
+#[test]
+fn the_demo_runs_to_the_end() -> anyhow::Result<()> {
+    let stdout = demo(&[])?;
+    for step in DEMO_STEPS {
         assert!(stdout.contains(step), "the demo shows {step}:\n{stdout}");
     }
+    Ok(())
+}
+
+/// The same walk in a secured installation: anonymous refused, an editor
+/// who is no approver refused even when declaring the approver's name, and
+/// the approval recorded under the approver's identity.
+#[test]
+fn the_secured_demo_runs_to_the_end() -> anyhow::Result<()> {
+    let stdout = demo(&["--secured"])?;
+    for step in DEMO_STEPS.iter().chain(&[
+        "an anonymous connection is refused: cannot connect to nats",
+        "authorization violation",
+        "mallory, an editor but no approver, approves first, declaring actor \"bob\"",
+        "refused: forbidden: mallory",
+        "the approval is recorded as bob, the identity of bob's credentials",
+    ]) {
+        assert!(
+            stdout.contains(step),
+            "the secured demo shows {step}:\n{stdout}"
+        );
+    }
+    let approvals: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("approved"))
+        .collect();
+    assert!(
+        approvals.len() == 1 && approvals[0].contains("prod-us-west   bob: metrics look good"),
+        "one approval, by bob: {approvals:?}\n{stdout}"
+    );
     Ok(())
 }
 

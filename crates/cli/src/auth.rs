@@ -96,14 +96,38 @@ struct Install {
     operators: BTreeMap<String, Operator>,
 }
 
+impl InitArgs {
+    /// `auth init DIR --segment S… --operator NAME[:ROLE]…`, for callers
+    /// other than the command line (the secured demo).
+    pub(crate) fn new(dir: PathBuf, segments: &[&str], operators: &[&str]) -> Self {
+        Self {
+            dir,
+            segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+            operators: operators.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
 /// `phasegate auth init`.
 pub(crate) fn run(cmd: AuthCmd, prefix: Option<&str>) -> anyhow::Result<()> {
     let AuthCmd::Init(args) = cmd;
-    init(&args, prefix)?;
+    let written = init(&args, prefix)?;
+    print_summary(&written.install, &written.dir, &written.created);
     Ok(())
 }
 
-fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<()> {
+/// What `init` wrote.
+pub(crate) struct Written {
+    install: Install,
+    /// The installation directory, resolved.
+    pub(crate) dir: PathBuf,
+    /// The credentials files created by this run.
+    pub(crate) created: Vec<String>,
+}
+
+/// Writes (or extends) the installation in `args.dir`. Prints nothing:
+/// the command prints a summary, the demo its own lines.
+pub(crate) fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<Written> {
     let dir = &args.dir;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -167,8 +191,11 @@ fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<()> {
         &dir.join(COORDINATOR_TOML),
         &coordinator_toml(&install, &dir, existing_toml)?,
     )?;
-    print_summary(&install, &dir, &created);
-    Ok(())
+    Ok(Written {
+        install,
+        dir,
+        created,
+    })
 }
 
 /// `NAME[:ROLE]`.
@@ -579,11 +606,7 @@ mod tests {
     use super::*;
 
     fn args(dir: &Path, segments: &[&str], operators: &[&str]) -> InitArgs {
-        InitArgs {
-            dir: dir.to_path_buf(),
-            segments: segments.iter().map(|s| (*s).to_owned()).collect(),
-            operators: operators.iter().map(|s| (*s).to_owned()).collect(),
-        }
+        InitArgs::new(dir.to_path_buf(), segments, operators)
     }
 
     #[test]

@@ -7,7 +7,15 @@
 //! approval, pauses when one region turns unhealthy and completes once it
 //! recovers; and a config that is rolled back when staging fails. Every
 //! step is checked; the exit code is 0 only when all of them happened.
+//!
+//! `phasegate demo --secured` walks the same rollouts in a secured
+//! installation (SPEC.md §8) written by `phasegate auth init`: every
+//! process connects with its own credentials, an anonymous connection is
+//! refused, and an editor who is no approver cannot approve, even when it
+//! declares the approver's name. What differs lives in two places:
+//! [`Installation`] (how each process connects) and [`Cast`] (who acts).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,14 +28,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use phasegate_client::{PhasegateClient, TriggerAction};
+use phasegate_client::{ClientError, PhasegateClient, TriggerAction};
 use phasegate_proto::{
-    Actor, EntityKind, HistoryType, PausedReason, PhaseState, Trigger, TriggerId, TriggerStatus,
+    Actor, EntityKind, ErrorCode, HistoryType, PausedReason, PhaseState, Trigger, TriggerId,
+    TriggerStatus,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Global;
+use crate::auth::{InitArgs, init};
 use crate::ops::history_line;
 
 const SEGMENTS: [(&str, &str); 5] = [
@@ -37,6 +47,11 @@ const SEGMENTS: [(&str, &str); 5] = [
     ("prod-us-east", "production"),
     ("prod-eu", "production"),
 ];
+
+/// The operators of the secured demo: `alice` defines pipelines and changes
+/// gates and configs, `bob` is the one approver of prod-us-west, `mallory`
+/// is an editor who is no approver.
+const OPERATORS: [&str; 3] = ["alice:admin", "bob:editor", "mallory:editor"];
 
 /// How long any one step may take before the demo gives up.
 const STEP: Duration = Duration::from_secs(20);
@@ -179,8 +194,156 @@ impl Health {
     }
 }
 
-struct Demo {
+/// An operator of the walk: the name it acts as, and its connection.
+struct Operator {
+    name: Actor,
     client: PhasegateClient,
+}
+
+/// Who does what in the walk.
+struct Cast {
+    /// Defines the pipelines and changes the gate and the config.
+    release: Operator,
+    /// The one approver of prod-us-west.
+    approver: Operator,
+    /// Secured only: an editor, no approver, who tries to approve first,
+    /// declaring the approver's name. In an open installation actors are
+    /// declared, so there is nothing to show.
+    intruder: Option<Operator>,
+}
+
+/// What differs between the open and the secured demo: how each process
+/// connects to NATS. Everything else (processes, walk, checks) is shared.
+enum Installation {
+    /// No authentication: anyone who reaches NATS may do anything, and
+    /// actors are declared.
+    Open,
+    /// Written by `phasegate auth init` into `dir`.
+    Secured { dir: PathBuf },
+}
+
+impl Installation {
+    /// Writes a secured installation into `<work>/auth` through the code
+    /// path of `phasegate auth init`, for the demo's segments and
+    /// [`OPERATORS`].
+    fn secure(work: &Path) -> anyhow::Result<Self> {
+        let segments: Vec<&str> = SEGMENTS.iter().map(|(s, _)| *s).collect();
+        let written = init(
+            &InitArgs::new(work.join("auth"), &segments, &OPERATORS),
+            None,
+        )?;
+        say(format!(
+            "  `phasegate auth init` wrote a secured installation in {}:",
+            written.dir.display()
+        ));
+        say(
+            "    nats-server.conf (accounts PHASEGATE and OPERATORS, an nkey user per identity, least privilege), coordinator.toml (operator roles)",
+        );
+        say(format!(
+            "    {} credentials files: {}",
+            written.created.len(),
+            written.created.join(", ")
+        ));
+        say(format!(
+            "    operators: {}",
+            OPERATORS.map(|o| o.replacen(':', " (", 1) + ")").join(", ")
+        ));
+        Ok(Self::Secured { dir: written.dir })
+    }
+
+    fn is_secured(&self) -> bool {
+        matches!(self, Self::Secured { .. })
+    }
+
+    /// `text` in a secured installation, nothing in an open one: what the
+    /// secured demo adds to a line of the open one.
+    fn when_secured(&self, text: &'static str) -> &'static str {
+        if self.is_secured() { text } else { "" }
+    }
+
+    fn file(&self, name: &str) -> Option<PathBuf> {
+        match self {
+            Self::Open => None,
+            Self::Secured { dir } => Some(dir.join(name)),
+        }
+    }
+
+    /// nats-server flags besides address, port and store: JetStream, and
+    /// in a secured installation its configuration (accounts, users).
+    fn nats_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(conf) = self.file("nats-server.conf") {
+            args.extend(["-c".into(), conf.into()]);
+        }
+        args.push("-js".into());
+        args
+    }
+
+    /// `phasegate coordinator` flags besides the URL: its configuration
+    /// (credentials and the `[auth]` table of operators and roles).
+    fn coordinator_args(&self) -> Vec<OsString> {
+        self.file("coordinator.toml")
+            .map(|toml| vec!["--config".into(), toml.into()])
+            .unwrap_or_default()
+    }
+
+    /// `phasegate agent` flags besides the URL: its segment's credentials.
+    fn agent_args(&self, segment: &str) -> Vec<OsString> {
+        self.file(&format!("agent-{segment}.creds"))
+            .map(|creds| vec!["--nats-creds".into(), creds.into()])
+            .unwrap_or_default()
+    }
+
+    /// A client connected as operator `name` (with its credentials when
+    /// secured).
+    async fn connect(&self, url: &str, name: &str) -> anyhow::Result<Operator> {
+        let security = phasegate_client::Security {
+            creds: self.file(&format!("operator-{name}.creds")),
+            ..phasegate_client::Security::default()
+        };
+        let client =
+            PhasegateClient::connect_secured(url, security, "phasegate", Duration::from_secs(5))
+                .await?;
+        Ok(Operator {
+            name: Actor::new(name)?,
+            client,
+        })
+    }
+
+    /// The operators of the walk. Secured, they are identities, each with
+    /// its own connection, and an anonymous connection is refused first.
+    async fn cast(&self, url: &str) -> anyhow::Result<Cast> {
+        if !self.is_secured() {
+            let release = self.connect(url, "platform-team").await?;
+            let approver = Operator {
+                name: Actor::new("alice")?,
+                client: release.client.clone(),
+            };
+            return Ok(Cast {
+                release,
+                approver,
+                intruder: None,
+            });
+        }
+        match PhasegateClient::connect(url, "phasegate", Duration::from_secs(5)).await {
+            Ok(_) => bail!("nats-server accepted an anonymous connection"),
+            Err(e) if e.to_string().to_lowercase().contains("authorization") => {
+                say(format!("  an anonymous connection is refused: {e}"));
+            }
+            Err(e) => bail!("an anonymous connection failed, but not as unauthorised: {e}"),
+        }
+        let cast = Cast {
+            release: self.connect(url, "alice").await?,
+            approver: self.connect(url, "bob").await?,
+            intruder: Some(self.connect(url, "mallory").await?),
+        };
+        say("  operators alice, bob and mallory connected, each with its own credentials");
+        Ok(cast)
+    }
+}
+
+struct Demo {
+    cast: Cast,
     http: Client<HttpConnector, Full<Bytes>>,
     agents: Vec<(String, SocketAddr)>,
     health: Health,
@@ -252,7 +415,7 @@ impl Demo {
     ) -> anyhow::Result<Trigger> {
         let deadline = Instant::now() + STEP;
         loop {
-            let t = self.client.trigger_get(id.clone()).await?;
+            let t = self.cast.release.client.trigger_get(id.clone()).await?;
             for h in t.history.iter().skip(self.printed) {
                 say(format!("  {}", history_line(h)));
             }
@@ -295,18 +458,29 @@ fn phase_is(t: &Trigger, id: &str, state: PhaseState) -> bool {
     t.current_phase_id.as_ref().map(|p| p.as_str()) == Some(id) && t.phase_state == Some(state)
 }
 
-/// `phasegate demo`.
-pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
+/// `phasegate demo` (`--secured`: as a secured installation).
+pub(crate) async fn run(_g: &Global, secured: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("phasegate-demo-")
         .tempdir()?;
     let nats_bin = nats_server()?;
-    say("phasegate demo: a release pipeline across five segments, on this machine");
+    if secured {
+        say(
+            "phasegate demo --secured: a release pipeline across five segments, on this machine, every connection authenticated",
+        );
+    } else {
+        say("phasegate demo: a release pipeline across five segments, on this machine");
+    }
     say(format!(
         "  working directory {} (logs of every process are there)",
         dir.path().display()
     ));
+    let install = if secured {
+        Installation::secure(dir.path())?
+    } else {
+        Installation::Open
+    };
 
     // NATS with JetStream on a free port, learnt from its ports file.
     let ports_dir = dir.path().join("ports");
@@ -314,7 +488,8 @@ pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
     let mut nats = Kid::spawn(
         "nats-server",
         Command::new(&nats_bin)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "--ports_file_dir"])
+            .args(install.nats_args())
+            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
             .arg(&ports_dir)
             .arg("-sd")
             .arg(dir.path().join("jetstream")),
@@ -340,12 +515,17 @@ pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    say(format!("  nats-server with JetStream at {url}"));
+    say(format!(
+        "  nats-server with JetStream at {url}{}",
+        install.when_secured(", configured by nats-server.conf: anonymous connections are refused")
+    ));
 
     let exe = std::env::current_exe()?;
     let mut coordinator = Kid::spawn(
         "coordinator",
-        Command::new(&exe).args(["coordinator", "--nats-url", &url]),
+        Command::new(&exe)
+            .args(["coordinator", "--nats-url", &url])
+            .args(install.coordinator_args()),
         &dir.path().join("coordinator.log"),
     )?;
     let health = Health::start().await?;
@@ -369,6 +549,7 @@ pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
                     "--listen",
                     &listen,
                 ])
+                .args(install.agent_args(segment))
                 .args([
                     "--agent-id",
                     &format!("{segment}-1"),
@@ -383,19 +564,15 @@ pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
         )?);
         agents.push((segment.to_owned(), listen.parse()?));
     }
-    say("  coordinator and five agents started: dev, staging, prod-us-west, prod-us-east, prod-eu");
+    say(format!(
+        "  coordinator{} and five agents{} started: dev, staging, prod-us-west, prod-us-east, prod-eu",
+        install.when_secured(" (--config coordinator.toml)"),
+        install.when_secured(" (--nats-creds agent-<segment>.creds)"),
+    ));
 
-    let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(5)).await?;
-    let mut demo = Demo {
-        client,
-        http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-        agents,
-        health,
-        printed: 0,
-    };
-    let result = script(&mut demo).await;
-    // Our own connection goes first, so stopping the server is quiet.
-    drop(demo);
+    // The demo's own connections close when `walk` returns, before the
+    // server stops, so that stopping it is quiet.
+    let result = walk(&install, &url, agents, health).await;
 
     say("");
     say("stopping everything");
@@ -424,8 +601,25 @@ pub(crate) async fn run(_g: &Global) -> anyhow::Result<u8> {
     }
 }
 
+/// Connects the operators and walks the script.
+async fn walk(
+    install: &Installation,
+    url: &str,
+    agents: Vec<(String, SocketAddr)>,
+    health: Health,
+) -> anyhow::Result<()> {
+    let mut demo = Demo {
+        cast: install.cast(url).await?,
+        http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        agents,
+        health,
+        printed: 0,
+    };
+    script(&mut demo).await
+}
+
 async fn script(d: &mut Demo) -> anyhow::Result<()> {
-    let c = d.client.clone();
+    let c = d.cast.release.client.clone();
     // Ready: the coordinator answers and every agent has reported.
     let deadline = Instant::now() + STEP;
     loop {
@@ -439,13 +633,13 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ops = Actor::new("platform-team")?;
-    let alice = Actor::new("alice")?;
+    let ops = d.cast.release.name.clone();
+    let approver = d.cast.approver.name.clone();
 
     say("");
-    say(
-        "1. the pipeline: dev → staging → prod-us-west (needs approval by alice) → prod-us-east → prod-eu",
-    );
+    say(format!(
+        "1. the pipeline: dev → staging → prod-us-west (needs approval by {approver}) → prod-us-east → prod-eu"
+    ));
     let pipeline = serde_json::from_value(json!({
         "name": "demo-seed",
         "description": "the seed pipeline with demo-sized bake times",
@@ -453,7 +647,7 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
             {"id": "dev", "segments": ["dev"], "wait_ms": 1500},
             {"id": "staging", "segments": ["staging"], "wait_ms": 1000},
             {"id": "prod-us-west", "segments": ["prod-us-west"], "wait_ms": 1000,
-             "approval": {"required": true, "approvers": ["alice"], "min_approvals": 1}},
+             "approval": {"required": true, "approvers": [approver.as_str()], "min_approvals": 1}},
             {"id": "prod-us-east", "segments": ["prod-us-east"], "wait_ms": 1000},
             {"id": "prod-eu", "segments": ["prod-eu"], "wait_ms": 2500,
              "health": {"on_unhealthy": "pause", "min_healthy_ratio": 1.0}}
@@ -507,20 +701,27 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
         phase_is(t, "prod-us-west", PhaseState::AwaitingApproval)
     })
     .await?;
-    say("  prod-us-west waits for approval; operator alice approves (done by the demo)");
-    let t = c.trigger_get(id.clone()).await?;
-    c.act(
-        TriggerAction::Approve,
-        id.clone(),
-        t.current_phase_id.clone(),
-        alice.clone(),
-        Some("metrics look good".into()),
-    )
-    .await?;
-    d.until(&id, "prod-eu baking", |t| {
-        phase_is(t, "prod-eu", PhaseState::Baking)
-    })
-    .await?;
+    approve(d, &id).await?;
+    let t = d
+        .until(&id, "prod-eu baking", |t| {
+            phase_is(t, "prod-eu", PhaseState::Baking)
+        })
+        .await?;
+    let approvals: Vec<&str> = t
+        .history
+        .iter()
+        .filter(|h| h.kind == HistoryType::Approved)
+        .map(|h| h.actor.as_str())
+        .collect();
+    if approvals != [approver.as_str()] {
+        bail!("the approvals recorded are {approvals:?}, not one by {approver}");
+    }
+    if let Some(intruder) = &d.cast.intruder {
+        say(format!(
+            "  the approval is recorded as {approver}, the identity of {approver}'s credentials; {}'s claim to be {approver} left no trace",
+            intruder.name
+        ));
+    }
     d.show_gate("prod-eu", "new-checkout", "user-1").await?;
 
     say("");
@@ -632,5 +833,66 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
     d.show_config("dev", "checkout-limits").await?;
     d.show_config("staging", "checkout-limits").await?;
     d.health.set_failing("staging", false);
+    Ok(())
+}
+
+/// prod-us-west awaits approval: in a secured installation the intruder
+/// tries first, declaring the approver's name, and must be refused
+/// `forbidden`; then the approver approves.
+async fn approve(d: &Demo, id: &TriggerId) -> anyhow::Result<()> {
+    let Cast {
+        release,
+        approver,
+        intruder,
+    } = &d.cast;
+    let phase = release
+        .client
+        .trigger_get(id.clone())
+        .await?
+        .current_phase_id;
+    if let Some(intruder) = intruder {
+        say(format!(
+            "  prod-us-west waits for approval by {0}; {1}, an editor but no approver, approves first, declaring actor \"{0}\"",
+            approver.name, intruder.name
+        ));
+        let tried = intruder
+            .client
+            .act(
+                TriggerAction::Approve,
+                id.clone(),
+                phase.clone(),
+                approver.name.clone(),
+                Some("looks fine to me".into()),
+            )
+            .await;
+        match tried {
+            Err(ClientError::Api(e)) if e.code == ErrorCode::Forbidden => {
+                say(format!("  refused: {}: {}", e.code, e.message));
+            }
+            Err(e) => bail!(
+                "{}'s approval failed, but not as forbidden: {e}",
+                intruder.name
+            ),
+            Ok(_) => bail!(
+                "{}, no approver, could approve declaring actor {}: it must be refused",
+                intruder.name,
+                approver.name
+            ),
+        }
+    }
+    say(format!(
+        "  prod-us-west waits for approval; operator {} approves (done by the demo)",
+        approver.name
+    ));
+    approver
+        .client
+        .act(
+            TriggerAction::Approve,
+            id.clone(),
+            phase,
+            approver.name.clone(),
+            Some("metrics look good".into()),
+        )
+        .await?;
     Ok(())
 }

@@ -141,7 +141,12 @@ enum Cmd {
     /// The whole system on one machine: a rollout that bakes, waits for
     /// approval, pauses on a health failure and completes, and one that is
     /// rolled back.
-    Demo,
+    Demo {
+        /// As a secured installation written by `auth init`: every process
+        /// with its own credentials, operators as identities with roles.
+        #[arg(long)]
+        secured: bool,
+    },
 }
 
 /// Exit codes: 0 success; 1 usage or transport failure; one per error code.
@@ -219,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
         Cmd::Auth(c) => auth::run(c, g.prefix.as_deref())?,
-        Cmd::Demo => return demo::run(&g).await,
+        Cmd::Demo { secured } => return demo::run(&g, secured).await,
     }
     Ok(0)
 }
