@@ -96,7 +96,7 @@ impl Actor for TriggerActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: TriggerArgs,
     ) -> Result<TriggerState, ActorProcessingErr> {
         let id = args
@@ -128,6 +128,16 @@ impl Actor for TriggerActor {
         if state.active().and_then(|a| a.trigger.phase_state) == Some(PhaseState::Applying) {
             state.applying_since = Some(now_ms());
         }
+        Ok(state)
+    }
+
+    /// Runs in the actor's own task once it is spawned, before any message:
+    /// the catalog that spawned it does not wait for these round trips.
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut TriggerState,
+    ) -> Result<(), ActorProcessingErr> {
         // What agents were last told, so a restart only re-publishes when
         // the stored rollout moved on without its desired state.
         if let Some(e) = state.store.desired.get(&state.key).await? {
@@ -159,8 +169,8 @@ impl Actor for TriggerActor {
             actor: myself.clone(),
         })?;
         // A deadline that passed while the coordinator was down fires as
-        // soon as the first fleet view is in (the directory sends it at once).
-        Ok(state)
+        // soon as the fleet is settled (the directory sends a view at once).
+        Ok(())
     }
 
     async fn post_stop(
