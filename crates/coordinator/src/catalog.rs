@@ -29,6 +29,7 @@ use crate::trigger::{TriggerActor, TriggerArgs, TriggerMsg};
 pub(crate) type Pipelines = BTreeMap<PipelineName, (Pipeline, u64)>;
 
 use crate::reply::ReplyTo;
+use crate::writes::{AfterWrite, PendingWrite, Queued, Written};
 
 /// Messages of the catalog.
 pub(crate) enum CatalogMsg {
@@ -62,6 +63,8 @@ pub(crate) enum CatalogMsg {
     Maintain,
     /// Active triggers by phase state and paused, for metrics.
     Stats(RpcReplyPort<Vec<(String, bool, u64)>>),
+    /// An entity write made off the mailbox came back (see `writes`).
+    Written(Box<crate::writes::Written>),
     /// From a trigger actor: only progress counts moved (not persisted).
     TriggerProgress {
         entity: (EntityKind, String),
@@ -106,6 +109,23 @@ impl CatalogMsg {
             other => other,
         })
     }
+}
+
+/// What deciding a put ends in.
+enum Prepared {
+    /// Answered without a write (a no-op put).
+    Done(Box<EntityResult>),
+    /// A write to carry out, and what its answer will say.
+    Write(Box<(PendingWrite, PutAnswer)>),
+}
+
+/// The answer of a put, once its write succeeded.
+struct PutAnswer {
+    spec: Box<EntitySpec>,
+    created: Option<Box<Trigger>>,
+    aborted: Option<Box<TriggerRecord>>,
+    actor: phasegate_proto::Actor,
+    change: PutKind,
 }
 
 /// The catalog's arguments.
@@ -167,6 +187,8 @@ pub(crate) struct CatalogState {
     actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
     /// Entities whose desired state could not be published yet.
     unpublished: std::collections::BTreeSet<String>,
+    /// Entities with a write in flight, and the commands waiting for it.
+    in_flight: HashMap<(EntityKind, String), std::collections::VecDeque<Queued>>,
     /// The revision of each entity's desired state as last written or read:
     /// writes are checked against it (see `leader`).
     desired_revs: HashMap<String, u64>,
@@ -194,6 +216,7 @@ impl Actor for Catalog {
             actors: HashMap::new(),
             unpublished: std::collections::BTreeSet::new(),
             desired_revs: HashMap::new(),
+            in_flight: HashMap::new(),
         };
         state.recover(&myself).await?;
         myself.send_interval(std::time::Duration::from_secs(1), || CatalogMsg::Maintain);
@@ -255,8 +278,9 @@ impl Actor for Catalog {
                 }));
             }
             CatalogMsg::EntityDelete(kind, req, reply) => {
-                reply.send(state.entity_delete(kind, req).await);
+                state.entity_delete(&myself, kind, req, reply)
             }
+            CatalogMsg::Written(w) => state.written(&myself, *w).await,
             CatalogMsg::TriggerGet(id, reply) => {
                 reply.send(state.trigger_get(&id).await);
             }
@@ -635,6 +659,11 @@ impl CatalogState {
         reply: ReplyTo<EntityResult>,
     ) {
         let k = (kind, req.spec.name.to_string());
+        // One write of an entity at a time: later commands wait their turn.
+        if let Some(queue) = self.in_flight.get_mut(&k) {
+            queue.push_back(Queued::Put(req, trace, reply));
+            return;
+        }
         // While a trigger runs, its actor owns the record.
         if let Some(slot) = self.entities.get(&k)
             && let Some(active) = &slot.stored.active
@@ -650,17 +679,39 @@ impl CatalogState {
             }
             return;
         }
-        let result = self.entity_put_here(myself, kind, req, trace).await;
-        reply.send(result);
+        match self.prepare_put(kind, req, trace).await {
+            Ok(Prepared::Done(result)) => reply.send(Ok(*result)),
+            Ok(Prepared::Write(w)) => {
+                let (write, then) = *w;
+                let PutAnswer {
+                    spec,
+                    created,
+                    aborted,
+                    actor,
+                    change,
+                } = then;
+                let then = AfterWrite::Put {
+                    spec,
+                    created,
+                    aborted,
+                    actor,
+                    change,
+                    reply,
+                };
+                self.start_write(myself, PendingWrite { then, ..write });
+            }
+            Err(e) => reply.send(Err(e)),
+        }
     }
 
-    async fn entity_put_here(
+    /// Decides a put of an entity without an active trigger: the model's
+    /// outcome, and the write that carries it out (if any).
+    async fn prepare_put(
         &mut self,
-        myself: &ActorRef<CatalogMsg>,
         kind: EntityKind,
         req: EntityPutRequest,
         trace: Option<String>,
-    ) -> Result<EntityResult, ApiError> {
+    ) -> Result<Prepared, ApiError> {
         let k = (kind, req.spec.name.to_string());
         let (current, revision) = match self.entities.get(&k) {
             Some(s) => (s.stored.clone(), s.revision),
@@ -675,12 +726,13 @@ impl CatalogState {
         };
         let now = now_ms();
         let pipelines = self.pipelines.clone();
+        let actor = req.actor.clone();
         let outcome = model::put(
             &current.record,
             current.active.as_ref(),
             PutRequest {
                 spec: req.spec,
-                actor: req.actor.clone(),
+                actor: req.actor,
                 comment: req.comment,
                 expected_version: req.expected_version,
             },
@@ -689,51 +741,14 @@ impl CatalogState {
             now,
         )?;
         if outcome.kind == PutKind::NoOp {
-            return Ok(EntityResult {
+            return Ok(Prepared::Done(Box::new(EntityResult {
                 spec: outcome.spec,
                 trigger: None,
-            });
+            })));
         }
         let mut created = outcome.created.clone();
         if let Some(rec) = created.as_mut() {
-            // Every segment with agents, as the reply shows it; no ack is
-            // counted yet (the directory answers with none applied).
-            if let Ok(ractor::rpc::CallResult::Success(view)) = self
-                .directory
-                .call(
-                    DirectoryMsg::Snapshot,
-                    Some(std::time::Duration::from_secs(2)),
-                )
-                .await
-            {
-                // Shown, not acted on: the trigger's actor takes its steps
-                // from its own fleet views.
-                let phases = &rec.trigger.pipeline_snapshot.phases;
-                let published = rec.published as usize;
-                for (segment, f) in view {
-                    // Only the segments the pipeline covers (SPEC.md §6).
-                    if !phases
-                        .iter()
-                        .any(|ph| model::rollout::phase_covers(ph, &segment))
-                    {
-                        continue;
-                    }
-                    let active = phases
-                        .iter()
-                        .take(published)
-                        .any(|ph| model::rollout::phase_covers(ph, &segment));
-                    rec.trigger.segments.insert(
-                        segment,
-                        phasegate_proto::SegmentProgress {
-                            version_active: active,
-                            agents_live: f.live,
-                            agents_applied: 0,
-                            agents_healthy: f.healthy,
-                            agents_known: f.known,
-                        },
-                    );
-                }
-            }
+            self.show_fleet(rec).await;
             // The trigger's own trace starts here, under the command's span;
             // every later step of the rollout joins it (see `trace_parent`).
             let span = tracing::info_span!(
@@ -741,7 +756,7 @@ impl CatalogState {
                 otel.name = "trigger started",
                 phasegate.trigger_id = %rec.trigger.id,
                 phasegate.entity = %entity_key(kind, &rec.snapshot.name),
-                phasegate.actor = %req.actor,
+                phasegate.actor = %actor,
                 phasegate.phase_id = %rec.trigger.current_phase_id.as_ref().map_or("", |p| p.as_str()),
             );
             phasegate_bus::trace::continue_from_traceparent(&span, trace.as_deref());
@@ -756,46 +771,218 @@ impl CatalogState {
             finished: outcome.aborted.clone(),
         };
         let key = entity_key(kind, &stored.record.name);
-        let mut stored = stored;
-        let mut new_rev = self
-            .write_entity(&k, &key, to_bytes(&stored).map_err(store_err)?, revision)
-            .await?;
-        if let Some(aborted) = &outcome.aborted {
+        // Without a trigger, agents are told at once; with one, its actor
+        // publishes the first phase.
+        let publish = match &created {
+            Some(_) => None,
+            None => Some(self.desired_bytes(&key, &stored.record)?),
+        };
+        let write = PendingWrite {
+            id: k,
+            key,
+            stored,
+            revision,
+            publish,
+            then: AfterWrite::Placeholder,
+        };
+        Ok(Prepared::Write(Box::new((
+            write,
+            PutAnswer {
+                spec: Box::new(outcome.spec),
+                created: created.map(|c| Box::new(c.trigger)),
+                aborted: outcome.aborted.map(Box::new),
+                actor,
+                change: outcome.kind,
+            },
+        ))))
+    }
+
+    /// Fills a new trigger's segments with the fleet as it stands, for the
+    /// reply: shown, not acted on (the trigger's actor takes its steps from
+    /// its own fleet views); no ack counted yet.
+    async fn show_fleet(&self, rec: &mut TriggerRecord) {
+        let Ok(ractor::rpc::CallResult::Success(view)) = self
+            .directory
+            .call(
+                DirectoryMsg::Snapshot,
+                Some(std::time::Duration::from_secs(2)),
+            )
+            .await
+        else {
+            return;
+        };
+        let phases = &rec.trigger.pipeline_snapshot.phases;
+        let published = rec.published as usize;
+        for (segment, f) in view {
+            // Only the segments the pipeline covers (SPEC.md §6).
+            if !phases
+                .iter()
+                .any(|ph| model::rollout::phase_covers(ph, &segment))
+            {
+                continue;
+            }
+            let active = phases
+                .iter()
+                .take(published)
+                .any(|ph| model::rollout::phase_covers(ph, &segment));
+            rec.trigger.segments.insert(
+                segment,
+                phasegate_proto::SegmentProgress {
+                    version_active: active,
+                    agents_live: f.live,
+                    agents_applied: 0,
+                    agents_healthy: f.healthy,
+                    agents_known: f.known,
+                },
+            );
+        }
+    }
+
+    /// The desired state of an entity without a trigger, encoded, with the
+    /// revision its write is checked against.
+    fn desired_bytes(
+        &self,
+        key: &str,
+        record: &phasegate_proto::EntityRecord,
+    ) -> Result<(bytes::Bytes, u64), ApiError> {
+        let desired = model::desired::publish(record, None);
+        let rev = self.desired_revs.get(key).copied().unwrap_or(0);
+        Ok((to_bytes(&desired).map_err(store_err)?, rev))
+    }
+
+    /// Marks the entity busy and carries the write out off the mailbox.
+    fn start_write(&mut self, myself: &ActorRef<CatalogMsg>, write: PendingWrite) {
+        self.in_flight.entry(write.id.clone()).or_default();
+        crate::writes::spawn(self.store.clone(), myself.clone(), write);
+    }
+
+    /// Adopts a write that came back, answers its command, then lets the
+    /// commands that waited for it run, in order.
+    async fn written(&mut self, myself: &ActorRef<CatalogMsg>, w: Written) {
+        let Written {
+            write,
+            entity,
+            desired,
+        } = w;
+        let PendingWrite {
+            id,
+            key,
+            stored,
+            then,
+            ..
+        } = write;
+        match entity {
+            Err(e) => {
+                if e.is_conflict() {
+                    // The cached copy is stale: re-read it, so the retry
+                    // the client is told to make can succeed.
+                    self.refresh(&id).await;
+                }
+                let e = ApiError::from(e);
+                match then {
+                    AfterWrite::Put { reply, .. } => reply.send(Err(e)),
+                    AfterWrite::Delete { reply, .. } => reply.send(Err(e)),
+                    AfterWrite::Placeholder => {}
+                }
+            }
+            Ok(revision) => {
+                self.wrote(myself, &id, &key, stored, revision, desired, then)
+                    .await;
+            }
+        }
+        self.run_queued(myself, &id).await;
+    }
+
+    /// A write succeeded: adopt it, publish bookkeeping, answer.
+    #[allow(clippy::too_many_arguments)] // the parts of one written command
+    async fn wrote(
+        &mut self,
+        myself: &ActorRef<CatalogMsg>,
+        id: &(EntityKind, String),
+        key: &str,
+        mut stored: StoredEntity,
+        mut revision: u64,
+        desired: Option<Result<u64, CoordinatorError>>,
+        then: AfterWrite,
+    ) {
+        if let AfterWrite::Put {
+            aborted: Some(aborted),
+            ..
+        } = &then
+        {
             if let Err(e) =
-                crate::store::archive_finished(&self.store, &key, &mut stored, &mut new_rev).await
+                crate::store::archive_finished(&self.store, key, &mut stored, &mut revision).await
             {
                 tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; done at the next start");
             }
             self.finished
                 .insert(aborted.trigger.id.clone(), (&aborted.trigger).into());
         }
-        tracing::info!(%kind, name = %stored.record.name, version = outcome.spec.version, change = ?outcome.kind, actor = %req.actor, "entity stored");
-        self.entities.insert(
-            k.clone(),
-            EntitySlot {
-                stored: stored.clone(),
-                revision: new_rev,
-            },
-        );
-        match &created {
-            Some(created) => {
-                // The trigger actor publishes the first phase and drives it.
-                // The trigger is stored: an actor that cannot start now is
-                // retried by `maintain`, the put has happened.
-                if let Err(e) = self.spawn_trigger(myself, &k).await {
-                    tracing::error!(error = %e, "cannot start the trigger actor; will retry");
-                }
-                Ok(EntityResult {
-                    spec: outcome.spec,
-                    trigger: Some(created.trigger.clone()),
-                })
+        let record = stored.record.clone();
+        self.entities
+            .insert(id.clone(), EntitySlot { stored, revision });
+        match desired {
+            Some(Ok(rev)) => {
+                self.desired_revs.insert(key.to_owned(), rev);
+                self.unpublished.remove(key);
             }
-            None => {
-                self.publish(&key, &stored.record).await;
-                Ok(EntityResult {
-                    spec: outcome.spec,
-                    trigger: None,
-                })
+            Some(Err(e)) => self.publish_failed(key, &e).await,
+            None => {}
+        }
+        match then {
+            AfterWrite::Put {
+                spec,
+                created,
+                actor,
+                change,
+                reply,
+                ..
+            } => {
+                tracing::info!(kind = %id.0, name = %id.1, version = spec.version, change = ?change, %actor, "entity stored");
+                if created.is_some() {
+                    // The trigger actor publishes the first phase and
+                    // drives it. The trigger is stored: an actor that
+                    // cannot start now is retried by `maintain`.
+                    if let Err(e) = self.spawn_trigger(myself, id).await {
+                        tracing::error!(error = %e, "cannot start the trigger actor; will retry");
+                    }
+                }
+                reply.send(Ok(EntityResult {
+                    spec: *spec,
+                    trigger: created.map(|t| *t),
+                }));
+            }
+            AfterWrite::Delete { actor, reply } => {
+                tracing::info!(kind = %id.0, name = %id.1, %actor, "entity deleted");
+                reply.send(Ok(()));
+            }
+            AfterWrite::Placeholder => {}
+        }
+        debug_assert!(record.kind == id.0);
+    }
+
+    /// Runs the commands that waited for `id`'s write, until one starts a
+    /// write of its own (the rest wait for that one).
+    async fn run_queued(&mut self, myself: &ActorRef<CatalogMsg>, id: &(EntityKind, String)) {
+        let Some(mut queue) = self.in_flight.remove(id) else {
+            return;
+        };
+        while let Some(next) = queue.pop_front() {
+            match next {
+                Queued::Put(req, trace, reply) => {
+                    if let Some(reply) = reply.unexpired() {
+                        Box::pin(self.entity_put(myself, id.0, req, trace, reply)).await;
+                    }
+                }
+                Queued::Delete(req, reply) => {
+                    if let Some(reply) = reply.unexpired() {
+                        self.entity_delete(myself, id.0, req, reply);
+                    }
+                }
+            }
+            if let Some(busy) = self.in_flight.get_mut(id) {
+                busy.extend(queue);
+                return;
             }
         }
     }
@@ -820,62 +1007,47 @@ impl CatalogState {
         })
     }
 
-    async fn entity_delete(
+    fn entity_delete(
         &mut self,
+        myself: &ActorRef<CatalogMsg>,
         kind: EntityKind,
         req: phasegate_proto::EntityDeleteRequest,
-    ) -> Result<(), ApiError> {
+        reply: ReplyTo<()>,
+    ) {
         let k = (kind, req.name.to_string());
-        let slot = self
-            .entities
-            .get(&k)
-            .ok_or_else(|| ApiError::not_found(format!("{kind} {} does not exist", req.name)))?;
-        let record = model::delete(&slot.stored.record)?;
-        let stored = StoredEntity {
-            record,
-            active: None,
-            finished: slot.stored.finished.clone(),
-        };
-        let key = entity_key(kind, &req.name);
-        let revision = slot.revision;
-        let new_rev = self
-            .write_entity(&k, &key, to_bytes(&stored).map_err(store_err)?, revision)
-            .await?;
-        tracing::info!(%kind, name = %req.name, actor = %req.actor, "entity deleted");
-        self.entities.insert(
-            k,
-            EntitySlot {
-                stored: stored.clone(),
-                revision: new_rev,
-            },
-        );
-        self.publish(&key, &stored.record).await;
-        Ok(())
-    }
-
-    /// Writes an entity the catalog owns (no trigger runs), checked against
-    /// `revision`. A lost check means the cached copy is stale: it is
-    /// re-read, so the retry the client is told to make can succeed.
-    async fn write_entity(
-        &mut self,
-        k: &(EntityKind, String),
-        key: &str,
-        bytes: bytes::Bytes,
-        revision: u64,
-    ) -> Result<u64, ApiError> {
-        match self
-            .store
-            .write(&self.store.entities)
-            .update(key, bytes, revision)
-            .await
-        {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                if e.is_conflict() {
-                    self.refresh(k).await;
-                }
-                Err(ApiError::from(e))
+        if let Some(queue) = self.in_flight.get_mut(&k) {
+            queue.push_back(Queued::Delete(req, reply));
+            return;
+        }
+        let prepared = (|| {
+            let slot = self.entities.get(&k).ok_or_else(|| {
+                ApiError::not_found(format!("{kind} {} does not exist", req.name))
+            })?;
+            let record = model::delete(&slot.stored.record)?;
+            let key = entity_key(kind, &req.name);
+            let publish = Some(self.desired_bytes(&key, &record)?);
+            Ok::<_, ApiError>(PendingWrite {
+                id: k.clone(),
+                key,
+                stored: StoredEntity {
+                    record,
+                    active: None,
+                    finished: slot.stored.finished.clone(),
+                },
+                revision: slot.revision,
+                publish,
+                then: AfterWrite::Placeholder,
+            })
+        })();
+        match prepared {
+            Ok(write) => {
+                let then = AfterWrite::Delete {
+                    actor: req.actor,
+                    reply,
+                };
+                self.start_write(myself, PendingWrite { then, ..write });
             }
+            Err(e) => reply.send(Err(e)),
         }
     }
 
@@ -924,7 +1096,15 @@ impl CatalogState {
                 self.desired_revs.insert(key.to_owned(), new);
                 self.unpublished.remove(key);
             }
-            Err(e) if e.is_conflict() => {
+            Err(e) => self.publish_failed(key, &e).await,
+        }
+    }
+
+    /// A publish of desired state failed: it is retried by `maintain`; a
+    /// lost revision check first re-reads what is stored.
+    async fn publish_failed(&mut self, key: &str, e: &CoordinatorError) {
+        match e {
+            e if e.is_conflict() => {
                 // Written elsewhere (a deposed leader's late write): re-read
                 // the entity and the revision, and publish again from what
                 // is stored, on the next `maintain`.
@@ -941,7 +1121,7 @@ impl CatalogState {
                 }
                 self.unpublished.insert(key.to_owned());
             }
-            Err(e) => {
+            e => {
                 tracing::error!(%key, error = %e, "cannot publish desired state; will retry");
                 self.unpublished.insert(key.to_owned());
             }

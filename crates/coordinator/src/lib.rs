@@ -23,6 +23,7 @@ mod service;
 mod store;
 mod supervisor;
 mod trigger;
+mod writes;
 
 use std::sync::Arc;
 

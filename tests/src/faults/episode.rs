@@ -296,7 +296,13 @@ fn watch_coordinators(
         }
     }
     sh.count("some coordinator keeps running");
-    if exited.len() == inst.coords.len() {
+    // A coordinator frozen past its lease must stop when it wakes up: only
+    // exits of coordinators never frozen since their start count.
+    let unprovoked = inst
+        .coords
+        .iter()
+        .any(|c| exited.contains(&c.instance) && !c.woken);
+    if exited.len() == inst.coords.len() && unprovoked {
         let tails: Vec<String> = inst
             .coords
             .iter()
@@ -310,6 +316,7 @@ fn watch_coordinators(
         if exited.contains(&c.instance) {
             report.coordinator_self_exits += 1;
             c.frozen = false;
+            c.woken = false;
             c.proc.restart()?;
         }
     }
@@ -375,11 +382,13 @@ async fn end_fault(inst: &mut Installation, f: Fault, sh: &Arc<Shared>) -> anyho
             let c = &mut inst.coords[which];
             c.proc.restart()?;
             c.down = false;
+            c.woken = false;
         }
         Fault::FreezeCoordinator { which, .. } => {
             let c = &mut inst.coords[which];
             signal(c.proc.pid(), "CONT");
             c.frozen = false;
+            c.woken = true;
         }
         Fault::KillAgent { which, .. } | Fault::FreezeAgent { which, .. } => {
             // What the agent serves the moment it is back is what it held
@@ -422,7 +431,20 @@ async fn heal(
     watch_coordinators(inst, sh, report)?;
     let exited = inst.heal().await?;
     report.coordinator_self_exits += exited.len() as u64;
-    inst.wait_ready(Duration::from_secs(20)).await
+    // As a service manager would, keep starting coordinators that stop by
+    // themselves (one woken up past its lease stops a moment after it is
+    // continued) until one answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if inst.client.pipeline_list().await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return inst.wait_ready(Duration::from_millis(1)).await;
+        }
+        watch_coordinators(inst, sh, report)?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // ---------------------------------------------------------------- sampling

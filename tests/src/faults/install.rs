@@ -32,6 +32,9 @@ pub struct Coordinator {
     pub down: bool,
     /// Stopped by the test and not continued yet.
     pub frozen: bool,
+    /// Continued after a freeze since its last start: it may rightly stop
+    /// by itself, having lost its lease while frozen.
+    pub woken: bool,
 }
 
 /// An agent process and what the injector did to it.
@@ -104,6 +107,7 @@ impl Installation {
                 instance,
                 down: false,
                 frozen: false,
+                woken: false,
             });
         }
         let client = PhasegateClient::connect(&url, "phasegate", REQUEST_TIMEOUT).await?;
@@ -169,6 +173,7 @@ impl Installation {
             if c.frozen {
                 signal(c.proc.pid(), "CONT");
                 c.frozen = false;
+                c.woken = true;
             }
             if !c.proc.is_running() {
                 if !c.down {
@@ -176,6 +181,7 @@ impl Installation {
                 }
                 c.proc.restart()?;
                 c.down = false;
+                c.woken = false;
             }
         }
         for a in &mut self.agents {

@@ -222,10 +222,11 @@ mod tests {
     }
 
     fn act(i: &str, at: u64) -> Line {
+        // One step per instance, so only the overlap of terms is judged.
         Line {
             at_ms: at,
             instance: i.into(),
-            what: What::Act("t".into(), "phase_started".into(), "p0".into()),
+            what: What::Act("t".into(), "phase_started".into(), format!("p-{i}")),
         }
     }
 

@@ -209,6 +209,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
                 .or_default()
                 .push(format!("[installation broken, replaced] {e:#}"));
             if let Some(broken) = inst.take() {
+                // What the coordinators said last, to see why.
+                for c in &broken.coords {
+                    eprintln!(
+                        "--- seed {seed}: last lines of coordinator {}:\n{}",
+                        c.instance,
+                        c.proc.log_tail(25)
+                    );
+                }
                 check_logs(&broken, &windows, &mut report);
             }
         }
