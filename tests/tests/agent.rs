@@ -343,8 +343,13 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
     })
     .await?;
     dev.proc.kill9()?;
-    // Half-written: the tail is lost.
-    let file = dev.state_dir.join("state.bin");
+    // Half-written: the tail of the gate's file is lost (one file per
+    // entity, in the current entities directory).
+    let file = std::fs::read_dir(&dev.state_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("gate.g.entity"))
+        .find(|p| p.exists())
+        .expect("the gate's own file");
     let bytes = std::fs::read(&file)?;
     std::fs::write(&file, &bytes[..bytes.len() / 2])?;
     env.coord.kill9()?;
@@ -362,6 +367,12 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
     assert!(moved, "the corrupt file is kept aside for inspection");
+    let h = dev.healthz().await?;
+    assert_eq!(
+        h["last_sync_ms"],
+        Value::Null,
+        "with an entity lost, the agent no longer knows itself in sync: {h}"
+    );
     wait_until(
         || async { dev.proc.log_tail(200).contains("corrupt") },
         PATIENCE,

@@ -386,10 +386,21 @@ async fn the_state_directory_is_private() -> anyhow::Result<()> {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root.path().join("var")), 0o700);
     assert_eq!(mode(&dir), 0o700);
-    let files: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-    assert!(!files.is_empty(), "the agent wrote its state");
-    for f in files {
-        assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+    // Everything inside, however deep: directories 0700, files 0600.
+    let mut files = 0;
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                todo.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                files += 1;
+            }
+        }
     }
+    assert!(files > 0, "the agent wrote its state");
     Ok(())
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use phasegate_agent::state::{DiskState, StoredDesired, save};
+use phasegate_agent::state::{DiskState, Store, StoredDesired};
 use phasegate_agent::{Agent, AgentConfig};
 use phasegate_proto::{DesiredEntity, EntityKind, EntitySpec, Segment};
 
@@ -52,7 +52,7 @@ async fn main() {
             },
         },
     );
-    save(dir.path(), &state).unwrap();
+    Store::open(dir.path()).0.replace(&state).unwrap();
     let mut cfg = AgentConfig::new(segment, "nats://127.0.0.1:1");
     cfg.state_dir = dir.path().to_path_buf();
     cfg.listen = "127.0.0.1:0".parse().unwrap();

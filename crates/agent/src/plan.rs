@@ -1,8 +1,8 @@
 //! The pure core of the sync actor: what one batch of desired-state
 //! changes does to the agent's state. No IO, no clock, no actor: the
-//! actor ([`crate::sync`]) carries the returned [`Plan`] out — write
-//! `next` when `persist` says so, then swap `serve` into the snapshot,
-//! then publish the watermark and the blocked keys.
+//! actor ([`crate::sync`]) carries the returned [`Plan`] out — write the
+//! entity files it lists (then the watermark), then swap `serve` into the
+//! snapshot, then publish the watermark and the blocked keys.
 //!
 //! Rules, per change, in revision order:
 //! - a revision at or below the one already stored for its key is a replay
@@ -18,24 +18,25 @@
 //! no longer holds back the acks of every other key. What the agent could
 //! not apply is said per key instead (`AgentReport.blocked`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use phasegate_bus::KvChange;
 use phasegate_eval::CompiledState;
 use phasegate_proto::{BlockedEntity, DesiredEntity, Encoding, EntityKind, decode, entity_key};
 
-use crate::state::{DiskState, StoredDesired};
+use crate::state::{DiskState, EntityRecord, FileChange, StoredDesired};
 
 /// What a batch does.
 pub(crate) struct Plan {
-    /// The state after the batch (the watermark included).
-    pub(crate) next: DiskState,
-    /// Something that must survive a restart changed (an entity, a block):
-    /// `next` must be written before anything of the batch is served or
-    /// acked. When false, only the watermark moved, and it stands for
-    /// state that is already on disk (see `crate::sync` on why that is
-    /// not written for its own sake).
-    pub(crate) persist: bool,
+    /// The files to write or delete, one per key whose stored entity or
+    /// block changed: they must be on disk before anything of the batch is
+    /// served or acked. Empty when only the watermark moved, which stands
+    /// for state already on disk (see `crate::sync` on why that is not
+    /// written for its own sake).
+    pub(crate) files: Vec<FileChange>,
+    /// The watermark after the batch.
+    pub(crate) applied_revision: u64,
     /// Changes to the served snapshot, in order.
     pub(crate) serve: Vec<ServeChange>,
     /// Rollouts applied by this batch, to be traced.
@@ -44,6 +45,22 @@ pub(crate) struct Plan {
     pub(crate) newly_blocked: Vec<BlockedEntity>,
     /// The watch had delivered everything that existed when it began.
     pub(crate) current: bool,
+}
+
+impl Plan {
+    /// Something that must survive a restart changed.
+    pub(crate) fn persist(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// Takes the plan's effects on what is stored into `disk`, once they
+    /// are written.
+    pub(crate) fn apply_to(&self, disk: &mut DiskState) {
+        for f in &self.files {
+            disk.apply(f.clone());
+        }
+        disk.applied_revision = self.applied_revision;
+    }
 }
 
 /// One change of the served snapshot.
@@ -115,33 +132,45 @@ struct Readable {
 }
 
 /// Plans `batch` (changes of the desired-state bucket, in revision order)
-/// on top of `disk`, for the agent of `segment`.
+/// on top of `disk`, for the agent of `segment`. Costs O(the batch): only
+/// the keys it touches are looked at, copied and compared.
 pub(crate) fn plan_batch(disk: &DiskState, segment: &str, batch: &[KvChange]) -> Plan {
-    let mut next = disk.clone();
     let mut plan = Plan {
-        next: DiskState::default(),
-        persist: false,
+        files: Vec::new(),
+        applied_revision: disk.applied_revision,
         serve: Vec::new(),
         traces: Vec::new(),
         newly_blocked: Vec::new(),
         current: false,
     };
-    // Keys the batch may have changed: `persist` compares only these.
-    let mut touched: Vec<&str> = Vec::new();
+    // What the batch has made of the keys it touched so far; a key not
+    // here is as on `disk`.
+    let mut touched: BTreeMap<&str, Slot> = BTreeMap::new();
     for c in batch {
         plan.current |= c.seen_current;
-        next.applied_revision = next.applied_revision.max(c.revision);
-        let stored = next.entities.get(&c.key).map(|e| e.revision);
-        let blocked = next.blocked.get(&c.key).map(|b| b.revision);
+        plan.applied_revision = plan.applied_revision.max(c.revision);
+        let (stored, blocked) = match touched.get(c.key.as_str()) {
+            Some(s) => (
+                s.stored.as_ref().map(|e| e.revision),
+                s.blocked.as_ref().map(|b| b.revision),
+            ),
+            None => (
+                disk.entities.get(&c.key).map(|e| e.revision),
+                disk.blocked.get(&c.key).map(|b| b.revision),
+            ),
+        };
         // A revision equal to the blocked one is read again: an agent
         // upgraded since may read it now.
         if stored.is_some_and(|r| r >= c.revision) || blocked.is_some_and(|r| r > c.revision) {
             continue;
         }
-        touched.push(&c.key);
+        let slot = touched.entry(&c.key).or_insert_with(|| Slot {
+            stored: disk.entities.get(&c.key).cloned(),
+            blocked: disk.blocked.get(&c.key).cloned(),
+        });
         let Some(bytes) = &c.value else {
-            next.blocked.remove(&c.key);
-            if let Some(old) = next.entities.remove(&c.key) {
+            slot.blocked = None;
+            if let Some(old) = slot.stored.take() {
                 plan.serve.push(ServeChange::Remove {
                     kind: old.desired.kind,
                     name: old.desired.name.to_string(),
@@ -163,20 +192,17 @@ pub(crate) fn plan_batch(disk: &DiskState, segment: &str, batch: &[KvChange]) ->
                         });
                     }
                 }
-                next.blocked.remove(&c.key);
+                slot.blocked = None;
                 plan.serve.push(ServeChange::Put {
                     kind: desired.kind,
                     name: desired.name.to_string(),
                     revision: c.revision,
                     compiled,
                 });
-                next.entities.insert(
-                    c.key.clone(),
-                    StoredDesired {
-                        revision: c.revision,
-                        desired,
-                    },
-                );
+                slot.stored = Some(StoredDesired {
+                    revision: c.revision,
+                    desired,
+                });
             }
             Err(error) => {
                 let entry = BlockedEntity {
@@ -184,20 +210,38 @@ pub(crate) fn plan_batch(disk: &DiskState, segment: &str, batch: &[KvChange]) ->
                     revision: c.revision,
                     error,
                 };
-                if next.blocked.get(&c.key) != Some(&entry) {
+                if slot.blocked.as_ref() != Some(&entry) {
                     plan.newly_blocked.push(entry.clone());
-                    next.blocked.insert(c.key.clone(), entry);
+                    slot.blocked = Some(entry);
                 }
             }
         }
     }
     // Exact, so that a put undone within the batch writes nothing either.
-    plan.persist = touched.iter().any(|k| {
-        disk.entities.get(*k) != next.entities.get(*k)
-            || disk.blocked.get(*k) != next.blocked.get(*k)
-    });
-    plan.next = next;
+    for (key, slot) in touched {
+        if disk.entities.get(key) == slot.stored.as_ref()
+            && disk.blocked.get(key) == slot.blocked.as_ref()
+        {
+            continue;
+        }
+        plan.files
+            .push(if slot.stored.is_none() && slot.blocked.is_none() {
+                FileChange::Delete(key.to_owned())
+            } else {
+                FileChange::Write(Box::new(EntityRecord {
+                    key: key.to_owned(),
+                    stored: slot.stored,
+                    blocked: slot.blocked,
+                }))
+            });
+    }
     plan
+}
+
+/// What a batch has made of one key.
+struct Slot {
+    stored: Option<StoredDesired>,
+    blocked: Option<BlockedEntity>,
 }
 
 #[cfg(test)]
@@ -211,6 +255,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::state::{Loaded, Store};
 
     const SEGMENT: &str = "dev";
 
@@ -273,6 +318,14 @@ mod tests {
         }
     }
 
+    /// Plans `batch` on `disk`, and the state once the plan is carried out.
+    fn step(disk: &DiskState, batch: &[KvChange]) -> (Plan, DiskState) {
+        let p = plan_batch(disk, SEGMENT, batch);
+        let mut next = disk.clone();
+        p.apply_to(&mut next);
+        (p, next)
+    }
+
     fn version_of(s: &StoredDesired) -> u64 {
         s.desired.base.as_ref().map_or(0, |b| b.version)
     }
@@ -280,65 +333,61 @@ mod tests {
     #[test]
     fn an_unreadable_revision_blocks_its_key_only_and_keeps_the_last_good_version() {
         let disk = DiskState::default();
-        let p = plan_batch(
+        let (p, next) = step(
             &disk,
-            SEGMENT,
             &[
                 change("gate.a", 1, Op::Good(1)),
                 change("gate.b", 2, Op::Good(1)),
             ],
         );
-        assert!(p.persist);
+        assert!(p.persist());
         assert_eq!(p.serve.len(), 2);
-        let p = plan_batch(
-            &p.next,
-            SEGMENT,
+        let (p, next) = step(
+            &next,
             &[
                 change("gate.a", 3, Op::Undecodable),
                 change("gate.b", 4, Op::Good(2)),
             ],
         );
-        assert_eq!(p.next.applied_revision, 4, "the watermark moves past it");
-        assert_eq!(version_of(&p.next.entities["gate.a"]), 1, "last good kept");
-        assert_eq!(version_of(&p.next.entities["gate.b"]), 2);
-        let b = &p.next.blocked["gate.a"];
+        assert_eq!(next.applied_revision, 4, "the watermark moves past it");
+        assert_eq!(version_of(&next.entities["gate.a"]), 1, "last good kept");
+        assert_eq!(version_of(&next.entities["gate.b"]), 2);
+        let b = &next.blocked["gate.a"];
         assert_eq!((b.key.as_str(), b.revision), ("gate.a", 3));
         assert!(b.error.contains("cannot decode"), "{}", b.error);
         assert_eq!(p.newly_blocked.len(), 1);
-        assert!(p.persist);
+        assert!(p.persist());
         // Only gate.b changes what is served.
         assert!(matches!(&p.serve[..], [ServeChange::Put { name, .. }] if name == "b"));
         // A later readable revision unblocks it.
-        let p = plan_batch(&p.next, SEGMENT, &[change("gate.a", 5, Op::Good(3))]);
-        assert!(p.next.blocked.is_empty());
-        assert_eq!(version_of(&p.next.entities["gate.a"]), 3);
+        let (_, next) = step(&next, &[change("gate.a", 5, Op::Good(3))]);
+        assert!(next.blocked.is_empty());
+        assert_eq!(version_of(&next.entities["gate.a"]), 3);
     }
 
     #[test]
     fn wrong_keys_and_uncompilable_specs_block_with_why() {
-        let p = plan_batch(
+        let (p, next) = step(
             &DiskState::default(),
-            SEGMENT,
             &[
                 change("gate.a", 1, Op::WrongKey),
                 change("gate.b", 2, Op::Uncompilable),
             ],
         );
-        assert!(p.next.entities.is_empty());
-        assert!(p.next.blocked["gate.a"].error.contains("gate.elsewhere"));
+        assert!(next.entities.is_empty());
+        assert!(next.blocked["gate.a"].error.contains("gate.elsewhere"));
         assert!(
-            p.next.blocked["gate.b"].error.contains("cannot compile"),
+            next.blocked["gate.b"].error.contains("cannot compile"),
             "{}",
-            p.next.blocked["gate.b"].error
+            next.blocked["gate.b"].error
         );
         assert!(p.serve.is_empty());
     }
 
     #[test]
     fn a_replay_changes_nothing_on_disk_but_may_move_the_watermark() {
-        let p = plan_batch(
+        let (_, next) = step(
             &DiskState::default(),
-            SEGMENT,
             &[
                 change("gate.a", 1, Op::Good(1)),
                 change("gate.b", 2, Op::Undecodable),
@@ -346,7 +395,7 @@ mod tests {
                 change("config.c", 4, Op::Delete),
             ],
         );
-        let mut on_disk = p.next;
+        let mut on_disk = next;
         // The state file lags behind: written at revision 2 only.
         on_disk.applied_revision = 2;
         // What a watch with history delivers after a restart.
@@ -355,25 +404,24 @@ mod tests {
             change("gate.b", 2, Op::Undecodable),
             change("config.c", 4, Op::Delete),
         ];
-        let p = plan_batch(&on_disk, SEGMENT, &replay);
-        assert!(!p.persist, "nothing to write");
+        let (p, next) = step(&on_disk, &replay);
+        assert!(!p.persist(), "nothing to write");
         assert!(p.serve.is_empty() && p.newly_blocked.is_empty());
-        assert_eq!(p.next.applied_revision, 4);
+        assert_eq!(next.applied_revision, 4);
     }
 
     #[test]
     fn deleting_a_blocked_key_unblocks_it() {
-        let p = plan_batch(
+        let (_, next) = step(
             &DiskState::default(),
-            SEGMENT,
             &[change("gate.a", 1, Op::Undecodable)],
         );
-        let p = plan_batch(&p.next, SEGMENT, &[change("gate.a", 2, Op::Delete)]);
-        assert!(p.persist && p.next.blocked.is_empty());
+        let (p, next) = step(&next, &[change("gate.a", 2, Op::Delete)]);
+        assert!(p.persist() && next.blocked.is_empty());
         assert!(p.serve.is_empty(), "nothing was served for it");
         // A deletion of something unknown writes nothing.
-        let p = plan_batch(&p.next, SEGMENT, &[change("gate.b", 3, Op::Delete)]);
-        assert!(!p.persist);
+        let (p, _) = step(&next, &[change("gate.b", 3, Op::Delete)]);
+        assert!(!p.persist());
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -424,12 +472,23 @@ mod tests {
                     })
                     .collect();
                 all.extend(changes.iter().cloned());
-                let p = plan_batch(&disk, SEGMENT, &changes);
-                prop_assert_eq!(p.next.applied_revision, revision);
+                let (p, next) = step(&disk, &changes);
+                prop_assert_eq!(next.applied_revision, revision);
                 prop_assert_eq!(
-                    p.persist,
-                    p.next.entities != disk.entities || p.next.blocked != disk.blocked
+                    p.persist(),
+                    next.entities != disk.entities || next.blocked != disk.blocked
                 );
+                // One file change per key that changed, and only those.
+                let mut changed: Vec<&str> = KEYS
+                    .into_iter()
+                    .filter(|k| next.entities.get(*k) != disk.entities.get(*k) || next.blocked.get(*k) != disk.blocked.get(*k))
+                    .collect();
+                changed.sort_unstable();
+                let files: Vec<&str> = p.files.iter().map(|f| match f {
+                    FileChange::Write(r) => r.key.as_str(),
+                    FileChange::Delete(k) => k.as_str(),
+                }).collect();
+                prop_assert_eq!(files, changed);
                 for s in &p.serve {
                     match s {
                         ServeChange::Put { kind, name, revision, .. } => {
@@ -441,21 +500,21 @@ mod tests {
                     }
                 }
                 for key in KEYS {
-                    let stored = p.next.entities.get(key).map(|s| (s.revision, version_of(s)));
+                    let stored = next.entities.get(key).map(|s| (s.revision, version_of(s)));
                     prop_assert_eq!(stored, good.get(key).copied(), "{} stored", key);
                     prop_assert_eq!(served.get(key).copied(), stored.map(|s| s.0), "{} served", key);
-                    let blocked = p.next.blocked.get(key).map(|b| b.revision);
+                    let blocked = next.blocked.get(key).map(|b| b.revision);
                     let expect = match latest.get(key) {
                         Some((Op::Undecodable | Op::WrongKey | Op::Uncompilable, r)) => Some(*r),
                         _ => None,
                     };
                     prop_assert_eq!(blocked, expect, "{} blocked", key);
                 }
-                disk = p.next;
+                disk = next;
             }
             // Batching does not matter.
-            let whole = plan_batch(&DiskState::default(), SEGMENT, &all);
-            prop_assert_eq!(&whole.next, &disk);
+            let (_, whole) = step(&DiskState::default(), &all);
+            prop_assert_eq!(&whole, &disk);
             // A watch with history after a restart replays the latest
             // revision of every key: nothing to write or serve.
             let mut replay: Vec<KvChange> = latest
@@ -463,10 +522,44 @@ mod tests {
                 .map(|(k, (op, r))| change(k, *r, *op))
                 .collect();
             replay.sort_by_key(|c| c.revision);
-            let again = plan_batch(&disk, SEGMENT, &replay);
-            prop_assert!(!again.persist);
+            let (again, next) = step(&disk, &replay);
+            prop_assert!(!again.persist());
             prop_assert!(again.serve.is_empty());
-            prop_assert_eq!(&again.next, &disk);
+            prop_assert_eq!(&next, &disk);
+        }
+    }
+
+    proptest! {
+        // Fewer cases: every batch is fsynced.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Plan → disk → reload: carrying each plan's file changes out on a
+        /// real directory and reading it back gives the state the plans
+        /// describe (so the same served state), whatever the batches.
+        #[test]
+        fn planned_files_reload_to_the_planned_state(batches in batches()) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = Store::open(dir.path());
+            let mut disk = DiskState { segment: Some(phasegate_proto::Segment::new(SEGMENT).unwrap()), ..DiskState::default() };
+            store.replace(&disk).unwrap();
+            let mut revision = 0u64;
+            for batch in &batches {
+                let changes: Vec<KvChange> = batch
+                    .iter()
+                    .map(|&(k, op)| { revision += 1; change(KEYS[k], revision, op) })
+                    .collect();
+                let (p, next) = step(&disk, &changes);
+                if p.persist() {
+                    store.write(&next.progress(), &p.files).unwrap();
+                }
+                disk = next;
+                let (_, loaded) = Store::open(dir.path());
+                let Loaded::Ok { state, damaged } = loaded else { panic!("{loaded:?}") };
+                prop_assert!(damaged.is_empty());
+                prop_assert_eq!(&state.entities, &disk.entities);
+                prop_assert_eq!(&state.blocked, &disk.blocked);
+                prop_assert!(state.applied_revision <= disk.applied_revision, "the watermark on disk never leads");
+            }
         }
     }
 }

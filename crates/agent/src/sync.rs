@@ -7,7 +7,9 @@
 //! # What is written, and when
 //!
 //! A batch that changes an entity or a blocked key is written (and
-//! fsynced) before anything of it is served or acked. A batch that only
+//! fsynced) before anything of it is served or acked: the files of the
+//! keys it changed, then the watermark (`crate::state`), so its cost is
+//! that of its own changes whatever the number of entities. A batch that only
 //! moves the watermark — replays after a reconnect, deletions of unknown
 //! keys — is not written for that alone: the watermark then stands for
 //! state that is already on disk, so acking it is sound, and after a
@@ -16,6 +18,11 @@
 //! behind the acked one, never lead it; a lagging one only makes the first
 //! reports after a restart more conservative. It is written with the next
 //! real change or checkpoint.
+//!
+//! An entity file found corrupt at start is moved aside and that entity is
+//! not served; the watermark and last sync are reset (the agent acks
+//! nothing and says it is stale) until the watch, which delivers every
+//! key's latest revision again, has brought it back.
 //!
 //! # A new bucket generation
 //!
@@ -42,7 +49,7 @@ use crate::AgentError;
 use crate::plan::{self, ApplyTrace, Plan, ServeChange, plan_batch};
 use crate::report::ReportMsg;
 use crate::served::{Served, Shared, now_ms};
-use crate::state::{self, DiskState, Loaded};
+use crate::state::{DiskState, FileChange, Loaded, Progress, Store};
 
 /// The most changes applied (and written to disk) as one batch.
 const MAX_BATCH: usize = 4096;
@@ -73,7 +80,8 @@ pub(crate) struct SyncState {
     /// Tells the pump to set the watch up again from the start.
     resync: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
-    dir: PathBuf,
+    /// The state directory.
+    store: Store,
     /// What is on disk (its watermark may be ahead in memory, see above).
     disk: DiskState,
     /// The state of a new bucket generation being read from scratch; the
@@ -112,18 +120,36 @@ impl Actor for Sync {
     ) -> Result<SyncState, ActorProcessingErr> {
         let shared = args.shared;
         // Serve what is on disk at once, before NATS is reachable.
-        let disk = match state::load(&args.state_dir) {
-            Loaded::Ok(d) if d.segment.as_ref() == Some(&shared.segment) => d,
-            Loaded::Ok(d) => {
-                tracing::warn!(file_segment = ?d.segment.as_ref().map(|s| s.as_str()), "state file belongs to another segment; ignored");
-                DiskState::default()
+        let (mut store, loaded) = Store::open(&args.state_dir);
+        let mut disk = match loaded {
+            Loaded::Ok { state, damaged } => {
+                for d in damaged {
+                    tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "entity file is corrupt; that entity is not served until the watch delivers it again, and nothing is acked until then");
+                }
+                state
+            }
+            Loaded::Migrated { state, converted } => {
+                tracing::info!(
+                    converted,
+                    "state file of the single-file format read; written as one file per entity"
+                );
+                state
             }
             Loaded::Missing => DiskState::default(),
-            Loaded::Corrupt { reason, moved_to } => {
-                tracing::error!(%reason, moved_to = %moved_to.display(), "state file is corrupt; not served, waiting for the coordinator");
+            Loaded::Corrupt(d) => {
+                tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "state file is corrupt; not served, waiting for the coordinator");
                 DiskState::default()
             }
         };
+        if disk.segment.as_ref() != Some(&shared.segment) {
+            if disk != DiskState::default() {
+                tracing::warn!(file_segment = ?disk.segment.as_ref().map(|s| s.as_str()), "state belongs to another segment; ignored");
+            }
+            // Whatever is there is not this agent's: the next write starts afresh.
+            store.forget();
+            disk = DiskState::default();
+        }
+        disk.segment = Some(shared.segment.clone());
         let served = served_from(&shared, &disk);
         tracing::info!(
             entities = served.len(),
@@ -147,7 +173,7 @@ impl Actor for Sync {
         let state = SyncState {
             resync,
             shared,
-            dir: args.state_dir,
+            store,
             disk,
             rebuild: None,
             reporter: args.reporter,
@@ -191,7 +217,7 @@ impl Actor for Sync {
                 if last > state.disk.last_sync_ms.unwrap_or(0) {
                     state.disk.last_sync_ms = Some(last);
                     // Failures are logged; the next checkpoint tries again.
-                    let _ = state.save(&state.disk.clone()).await;
+                    let _ = state.save_progress().await;
                 }
             }
         }
@@ -209,7 +235,7 @@ impl SyncState {
                 // kept): this is the bucket its state came from.
                 self.rebuild = None;
                 self.disk.generation = Some(generation);
-                let _ = self.save(&self.disk.clone()).await;
+                let _ = self.save_progress().await;
             }
             Some(old) => {
                 tracing::warn!(
@@ -218,6 +244,7 @@ impl SyncState {
                     "the desired-state bucket was created again; rebuilding from its contents, serving the old state until then"
                 );
                 self.rebuild = Some(DiskState {
+                    segment: Some(self.shared.segment.clone()),
                     generation: Some(generation),
                     ..DiskState::default()
                 });
@@ -245,31 +272,44 @@ impl SyncState {
         // One span per rollout applied here, in the rollout's trace; they
         // end once the change is on disk and served.
         let spans: Vec<tracing::Span> = plan.traces.iter().map(|t| self.span(t)).collect();
-        let Plan {
-            mut next,
-            persist,
-            serve,
-            current,
-            ..
-        } = plan;
+        let current = plan.current;
         // Changes that arrive after the catch-up come from a live watch:
         // we are in step with what the coordinator published.
         let now = now_ms();
         if current {
             self.shared.last_sync_ms.fetch_max(now, Ordering::Relaxed);
         }
-        if persist {
+        if plan.persist() {
+            let mut progress = self.disk.progress();
+            progress.applied_revision = plan.applied_revision;
             if current {
-                next.last_sync_ms = Some(now);
+                progress.last_sync_ms = Some(now);
             }
             // Durable first: only what is on disk is served and acked.
-            if self.save(&next).await.is_err() {
+            let saved = if self
+                .store
+                .wants_whole(plan.files.len(), self.disk.entities.len())
+            {
+                // A bulk, or time to compact: O(state), once in a while.
+                let mut next = self.disk.clone();
+                plan.apply_to(&mut next);
+                next.last_sync_ms = progress.last_sync_ms;
+                self.replace(next).await
+            } else {
+                self.save(progress, plan.files.clone()).await
+            };
+            if saved.is_err() {
                 // Nothing of the batch is served or acked; the watch
                 // starts over so that it is delivered again.
                 self.resync.notify_one();
                 return;
             }
+            if current {
+                self.disk.last_sync_ms = Some(now);
+            }
         }
+        plan.apply_to(&mut self.disk);
+        let serve = plan.serve;
         if !serve.is_empty() {
             let mut entities: Served = (**self.shared.served.load()).clone();
             for s in serve {
@@ -291,7 +331,6 @@ impl SyncState {
             }
             self.shared.served.store(Arc::new(entities));
         }
-        self.disk = next;
         if current {
             self.shared.current.store(true, Ordering::Relaxed);
         }
@@ -301,10 +340,13 @@ impl SyncState {
 
     /// Reads one batch of a new generation into the state being rebuilt.
     async fn rebuild_with(&mut self, batch: &[KvChange]) {
-        let Some(base) = &self.rebuild else { return };
+        let Some(base) = &mut self.rebuild else {
+            return;
+        };
         let plan = plan_batch(base, self.shared.segment.as_str(), batch);
         log_blocked(&plan);
-        self.rebuild = Some(plan.next);
+        // Held in memory only: the whole of it is written once caught up.
+        plan.apply_to(base);
         if plan.current {
             self.finish_rebuild().await;
         }
@@ -316,7 +358,7 @@ impl SyncState {
             return;
         };
         next.last_sync_ms = Some(now_ms());
-        if self.save(&next).await.is_err() {
+        if self.replace(next.clone()).await.is_err() {
             // The watch starts over and the rebuild with it.
             self.resync.notify_one();
             return;
@@ -373,17 +415,57 @@ impl SyncState {
         let now = now_ms();
         self.disk.last_sync_ms = Some(now);
         self.shared.last_sync_ms.store(now, Ordering::Relaxed);
-        let _ = self.save(&self.disk.clone()).await;
+        let _ = self.save_progress().await;
     }
 
-    /// Writes `state` durably; failures are logged too.
-    async fn save(&self, state: &DiskState) -> Result<(), AgentError> {
-        let dir = self.dir.clone();
-        let mut to_save = state.clone();
-        to_save.segment = Some(self.shared.segment.clone());
-        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &to_save))
+    /// Writes one batch's file changes, then `progress`, durably.
+    async fn save(&mut self, progress: Progress, files: Vec<FileChange>) -> Result<(), AgentError> {
+        self.commit_first().await?;
+        self.on_disk(move |store| store.write(&progress, &files))
             .await
-            .unwrap_or_else(|e| Err(AgentError::State(format!("state writer failed: {e}"))));
+    }
+
+    /// Writes the watermark, generation and last sync of `self.disk`.
+    async fn save_progress(&mut self) -> Result<(), AgentError> {
+        self.commit_first().await?;
+        let progress = self.disk.progress();
+        self.on_disk(move |store| store.write_meta(&progress)).await
+    }
+
+    /// Writes `self.disk` whole when the directory holds nothing of this
+    /// agent's yet (a first start, a state of another segment or a corrupt
+    /// one): once, after which writes are per key.
+    async fn commit_first(&mut self) -> Result<(), AgentError> {
+        if self.store.is_committed() {
+            return Ok(());
+        }
+        self.replace(self.disk.clone()).await
+    }
+
+    /// Writes `state` whole, in place of what is on disk.
+    async fn replace(&mut self, state: DiskState) -> Result<(), AgentError> {
+        self.on_disk(move |store| store.replace(&state)).await
+    }
+
+    /// Runs `write` on the store off the actor's thread; failures are
+    /// logged too.
+    async fn on_disk(
+        &mut self,
+        write: impl FnOnce(&mut Store) -> Result<(), AgentError> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let mut store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let r = write(&mut store);
+            (store, r)
+        })
+        .await;
+        let saved = match done {
+            Ok((store, r)) => {
+                self.store = store;
+                r
+            }
+            Err(e) => Err(AgentError::State(format!("state writer failed: {e}"))),
+        };
         if let Err(e) = &saved {
             tracing::error!(error = %e, "cannot write state");
         }
