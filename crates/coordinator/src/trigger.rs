@@ -589,6 +589,7 @@ impl TriggerState {
             span.in_scope(|| {
                 tracing::info!(
                     instance = self.store.lease.instance(),
+                    at_ms = h.at_ms,
                     comment = h.comment.as_deref().unwrap_or(""),
                     "{kind}"
                 )

@@ -55,9 +55,14 @@ pub fn parse(instance: &str, text: &str, check: &mut LogCheck) -> Vec<Line> {
         let Ok(v) = serde_json::from_str::<Value>(raw) else {
             continue;
         };
-        let Some(at_ms) = v["timestamp"].as_str().and_then(rfc3339_ms) else {
+        let Some(logged_ms) = v["timestamp"].as_str().and_then(rfc3339_ms) else {
             continue;
         };
+        // A step is judged at the instant its history entry records (when
+        // the coordinator decided and wrote it), not when the log line was
+        // printed: a process frozen between its write and the answer prints
+        // late a step that was stored in its own term.
+        let at_ms = v["fields"]["at_ms"].as_u64().unwrap_or(logged_ms);
         let msg = v["fields"]["message"].as_str().unwrap_or("");
         let span = &v["span"];
         let what = if msg.starts_with("leading") {
