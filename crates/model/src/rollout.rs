@@ -192,7 +192,7 @@ pub fn act(
             abort(rec, actor, comment, now_ms);
         }
     }
-    advance(rec, now_ms);
+    advance(rec, now_ms, By::Action);
     refresh_active(rec);
     rec.trigger.updated_at_ms = now_ms;
     Ok(())
@@ -323,7 +323,7 @@ pub fn observe(rec: &mut TriggerRecord, fleet: &FleetView, now_ms: u64) {
     rec.trigger.segments = segments;
     if settled {
         check_health(rec, now_ms);
-        advance(rec, now_ms);
+        advance(rec, now_ms, By::Fleet);
         refresh_active(rec);
     }
     changed |= Fingerprint::of(rec) != before;
@@ -426,7 +426,7 @@ pub fn fleet_settled(rec: &TriggerRecord, fleet: &FleetView) -> bool {
 /// Fires the deadlines that have passed: bake end, apply timeout.
 pub fn tick(rec: &mut TriggerRecord, now_ms: u64) {
     let before = Fingerprint::of(rec);
-    advance(rec, now_ms);
+    advance(rec, now_ms, By::Time);
     refresh_active(rec);
     if Fingerprint::of(rec) != before {
         rec.trigger.updated_at_ms = now_ms;
@@ -653,7 +653,17 @@ fn begin_applying(rec: &mut TriggerRecord, now_ms: u64) {
 }
 
 /// Moves through every step that is due now, until nothing changes.
-fn advance(rec: &mut TriggerRecord, now_ms: u64) {
+/// What moved the trigger: time alone never calls a phase applied (only a
+/// fleet view or an action that found it so), so a paused trigger never
+/// advances by time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum By {
+    Action,
+    Fleet,
+    Time,
+}
+
+fn advance(rec: &mut TriggerRecord, now_ms: u64, by: By) {
     // Each pass either changes phase state or returns; the bound only
     // guards against a bug turning into a hang.
     for _ in 0..(4 * rec.trigger.pipeline_snapshot.phases.len() + 8) {
@@ -673,7 +683,7 @@ fn advance(rec: &mut TriggerRecord, now_ms: u64) {
                 begin_applying(rec, now_ms);
             }
             Some(PhaseState::Applying) => {
-                if all_applied(rec) {
+                if by != By::Time && all_applied(rec) {
                     let t = &mut rec.trigger;
                     t.phase_state = Some(PhaseState::Baking);
                     rec.apply_deadline_ms = None;
