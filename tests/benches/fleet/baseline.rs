@@ -42,7 +42,9 @@ pub(crate) async fn run(
         watchers.spawn(watch(client, file));
     }
     // Each watcher acks the value it finds first: all of them are ready.
-    collect(&mut acks, b"0", n).await.context("watchers ready")?;
+    collect(&mut acks, b"0", n)
+        .await
+        .context("watchers ready")?;
     let mut out = Vec::with_capacity(samples);
     for s in 1..=samples {
         let value = s.to_string();

@@ -33,13 +33,7 @@ impl Coord {
         let url = nats.url();
         let proc = Proc::spawn_env(
             "coordinator",
-            &[
-                "coordinator",
-                "--nats-url",
-                &url,
-                "--metrics-listen",
-                "off",
-            ],
+            &["coordinator", "--nats-url", &url, "--metrics-listen", "off"],
             &[("RUST_LOG", "warn")],
         )?;
         let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(60)).await?;

@@ -92,9 +92,18 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
         pick(|x| x.applied),
         pick(|x| x.completed),
     );
-    println!("  put → every agent acked (their reports)   {}", p50_p99(&agents));
-    println!("  put → phase_applied recorded              {}", p50_p99(&applied));
-    println!("  put → completed recorded                  {}", p50_p99(&completed));
+    println!(
+        "  put → every agent acked (their reports)   {}",
+        p50_p99(&agents)
+    );
+    println!(
+        "  put → phase_applied recorded              {}",
+        p50_p99(&applied)
+    );
+    println!(
+        "  put → completed recorded                  {}",
+        p50_p99(&completed)
+    );
     for (what, v) in [("phase_applied", &applied), ("completed", &completed)] {
         println!(
             "  {what}/baseline: p50 {}  p99 {}   (target: p99 within 2× at 100 and 1,000 agents)",
@@ -106,12 +115,7 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
 }
 
 /// One put of a new version of gate `g`, timed until `completed`.
-async fn sample(
-    coord: &Coord,
-    heard: &Mutex<Heard>,
-    n: usize,
-    i: usize,
-) -> anyhow::Result<Sample> {
+async fn sample(coord: &Coord, heard: &Mutex<Heard>, n: usize, i: usize) -> anyhow::Result<Sample> {
     settle(heard, n).await?;
     let spec = serde_json::from_value(json!({
         "name": "g", "pipeline": "fleet", "salt": format!("s{i}"),
