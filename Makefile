@@ -7,7 +7,8 @@
 #   make fmt     format the workspace
 #   make bench   benchmarks (they print figures and ratios)
 #   make bench-fleet  the fleet benchmark: propagation at 20/100/1,000 agents
-#                against raw NATS, and 10,000 active triggers (≈ 15 minutes)
+#                against raw NATS, then 10,000 active triggers (≈ 8 minutes:
+#                the scale mode stops at a 5-minute cap)
 #   make soak    the fault-injection suite over 200 seeds (SEEDS=N for another count)
 #   make ci      what CI runs: the same as `make test`
 

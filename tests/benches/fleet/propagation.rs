@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
+use phasegate_bus::Kv;
+use phasegate_proto::subjects::entity_key;
 use phasegate_proto::{
-    AgentReport, Bucket, Encoding, EntityKind, HistoryType, Subjects, Trigger, TriggerStatus,
-    decode,
+    AgentReport, Bucket, Encoding, EntityKind, EntityName, HistoryType, Subjects, Trigger,
+    TriggerStatus, decode,
 };
 use phasegate_tests::NatsServer;
 use phasegate_tests::rollout::{actor, put_pipeline};
@@ -28,16 +30,16 @@ const SAMPLE_PATIENCE: Duration = Duration::from_secs(120);
 /// recorded and the reports the agents sent.
 const POLL: Duration = Duration::from_millis(10);
 
-/// What the bench hears on its own connection: every agent report and
-/// every change of the desired-state bucket, with the moment it arrived.
+/// What the bench hears on its own connection: every agent report, with
+/// the moment it arrived.
+///
+/// It reads the desired-state bucket by direct gets, never by a watch: a
+/// stream takes at most 1,000 consumers by default on nats-server 2.15,
+/// and a thousand agents already hold that many.
 #[derive(Default)]
 struct Heard {
     /// Latest `applied_revision` per agent.
     applied: HashMap<String, u64>,
-    /// Latest revision of the desired-state bucket.
-    desired: u64,
-    /// Since the current sample began: desired-state revisions, in order.
-    desired_log: Vec<(Instant, u64)>,
     /// Since the current sample began: (arrival, agent, applied revision).
     report_log: Vec<(Instant, String, u64)>,
 }
@@ -74,7 +76,7 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
         "  {n} agents started and counted live in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let heard = listen(&nats).await?;
+    let (heard, desired) = listen(&nats).await?;
     put_pipeline(
         &coord.client,
         json!({"name": "fleet", "phases": [{"id": "all", "segments": ["fleet-*"], "wait_ms": 0}]}),
@@ -82,7 +84,7 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
     .await?;
     let mut samples = Vec::with_capacity(s.samples);
     for i in 1..=s.samples {
-        samples.push(sample(&coord, &heard, n, i).await?);
+        samples.push(sample(&coord, &heard, &desired, n, i).await?);
     }
     fleet.stop().await;
 
@@ -115,8 +117,16 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
 }
 
 /// One put of a new version of gate `g`, timed until `completed`.
-async fn sample(coord: &Coord, heard: &Mutex<Heard>, n: usize, i: usize) -> anyhow::Result<Sample> {
-    settle(heard, n).await?;
+async fn sample(
+    coord: &Coord,
+    heard: &Mutex<Heard>,
+    desired: &Kv,
+    n: usize,
+    i: usize,
+) -> anyhow::Result<Sample> {
+    let key = entity_key(EntityKind::Gate, &EntityName::new("g")?);
+    let before = desired.get(&key).await?.map_or(0, |e| e.revision);
+    settle(heard, before, n).await?;
     let spec = serde_json::from_value(json!({
         "name": "g", "pipeline": "fleet", "salt": format!("s{i}"),
         "rules": [{"id": "all", "pass_percentage": 100}]
@@ -139,7 +149,7 @@ async fn sample(coord: &Coord, heard: &Mutex<Heard>, n: usize, i: usize) -> anyh
         Ok(Duration::from_secs_f64(d / 1e3))
     };
     Ok(Sample {
-        agents: agents_acked(heard, t0, n).await?,
+        agents: agents_acked(heard, before, t0, n).await?,
         applied: at(HistoryType::PhaseApplied)?,
         completed: at(HistoryType::Completed)?,
     })
@@ -161,48 +171,50 @@ async fn wait_completed(coord: &Coord, id: &phasegate_proto::TriggerId) -> anyho
     }
 }
 
-/// Waits until every agent reported the latest desired-state revision
-/// (the previous sample's `completed` has reached them all), then starts
-/// the logs of a new sample.
-async fn settle(heard: &Mutex<Heard>, n: usize) -> anyhow::Result<()> {
+/// Waits until every agent reported desired-state revision `latest` (the
+/// previous sample's `completed` has reached them all), then starts the
+/// log of a new sample.
+async fn settle(heard: &Mutex<Heard>, latest: u64, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + SAMPLE_PATIENCE;
     loop {
         {
             let mut h = heard.lock().expect("heard");
-            let behind = h.applied.values().filter(|r| **r < h.desired).count()
+            let behind = h.applied.values().filter(|r| **r < latest).count()
                 + n.saturating_sub(h.applied.len());
             if behind == 0 {
-                h.desired_log.clear();
                 h.report_log.clear();
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{behind} agents still behind revision {}", h.desired);
+                bail!("{behind} agents still behind revision {latest}");
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// When the last agent acked the first desired-state revision written
-/// after `t0` (the phase), from the reports heard.
-async fn agents_acked(heard: &Mutex<Heard>, t0: Instant, n: usize) -> anyhow::Result<Duration> {
+/// When the last agent acked a desired-state revision above `before`
+/// (the phase is the first written after the put), from the reports heard.
+async fn agents_acked(
+    heard: &Mutex<Heard>,
+    before: u64,
+    t0: Instant,
+    n: usize,
+) -> anyhow::Result<Duration> {
     let deadline = Instant::now() + SAMPLE_PATIENCE;
     loop {
         {
             let h = heard.lock().expect("heard");
-            if let Some(&(_, phase)) = h.desired_log.first() {
-                let mut first: HashMap<&str, Instant> = HashMap::new();
-                for (at, agent, rev) in &h.report_log {
-                    if *rev >= phase {
-                        first.entry(agent.as_str()).or_insert(*at);
-                    }
+            let mut first: HashMap<&str, Instant> = HashMap::new();
+            for (at, agent, rev) in &h.report_log {
+                if *rev > before {
+                    first.entry(agent.as_str()).or_insert(*at);
                 }
-                if first.len() >= n
-                    && let Some(last) = first.values().max()
-                {
-                    return Ok(last.saturating_duration_since(t0));
-                }
+            }
+            if first.len() >= n
+                && let Some(last) = first.values().max()
+            {
+                return Ok(last.saturating_duration_since(t0));
             }
             if Instant::now() >= deadline {
                 bail!("not every agent acked the phase within {SAMPLE_PATIENCE:?}");
@@ -212,19 +224,18 @@ async fn agents_acked(heard: &Mutex<Heard>, t0: Instant, n: usize) -> anyhow::Re
     }
 }
 
-/// Subscribes to every agent report and watches the desired-state bucket,
-/// on a connection of its own; what is heard is kept in [`Heard`].
-async fn listen(nats: &NatsServer) -> anyhow::Result<Arc<Mutex<Heard>>> {
+/// Subscribes to every agent report on a connection of its own; what is
+/// heard is kept in [`Heard`]. Returns it with the desired-state bucket.
+async fn listen(nats: &NatsServer) -> anyhow::Result<(Arc<Mutex<Heard>>, Kv)> {
     let subjects = Subjects::default();
     let client = nats.client("bench-listener").await?;
     let heard = Arc::new(Mutex::new(Heard::default()));
     let mut reports = client
         .subscribe_payloads(subjects.all_agent_reports())
         .await?;
-    let kv = client
+    let desired = client
         .kv_existing(&subjects.bucket(Bucket::Desired))
         .await?;
-    let mut desired = kv.watch_all_with_history().await?;
     client.ping().await?;
     let h = heard.clone();
     tokio::spawn(async move {
@@ -241,15 +252,7 @@ async fn listen(nats: &NatsServer) -> anyhow::Result<Arc<Mutex<Heard>>> {
             h.applied.insert(id, r.applied_revision);
         }
     });
-    let h = heard.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(change)) = desired.next().await {
-            let mut h = h.lock().expect("heard");
-            h.desired = h.desired.max(change.revision);
-            h.desired_log.push((Instant::now(), change.revision));
-        }
-    });
-    Ok(heard)
+    Ok((heard, desired))
 }
 
 /// Now, in Unix-epoch milliseconds with a fraction: the clock the
