@@ -64,6 +64,7 @@ pub(crate) async fn run(s: &Settings) -> anyhow::Result<()> {
     )
     .await?;
     let pid = coord.pid()?;
+    let (before, _) = rss(pid)?;
 
     let cpu0 = cpu_time(pid)?;
     let (done, elapsed) = put_all(&coord.client, s).await;
@@ -87,9 +88,10 @@ pub(crate) async fn run(s: &Settings) -> anyhow::Result<()> {
     gets(&coord.client, &ids).await;
     let (now, peak) = rss(pid)?;
     println!(
-        "  coordinator RSS {:.0} MiB (peak {:.0} MiB), separate process   (target < 1 GiB)",
+        "  coordinator RSS {:.0} MiB (peak {:.0} MiB; {:.0} MiB before the puts), separate process   (target < 1 GiB)",
         mib(now),
-        mib(peak)
+        mib(peak),
+        mib(before)
     );
     tokio::time::sleep(IDLE_SETTLE).await;
     let c0 = cpu_time(pid)?;
