@@ -54,7 +54,7 @@ bench: tools
 # PHASEGATE_FLEET_CAP_S and the others in its main.rs.
 bench-fleet: tools
 	cargo build --release -p phasegate-cli
-	cargo bench -p phasegate-tests --bench fleet
+	cargo bench -p phasegate-tests --bench fleet_bench
 
 # The seeded fault-injection suite (tests/tests/faults.rs) runs 20 seeds in
 # `make test`; the soak runs more and prints its figures at the end.
