@@ -7,6 +7,9 @@
 #   make lint    format check and clippy
 #   make fmt     format the workspace
 #   make bench   benchmarks (they print figures and ratios)
+#   make bench-fleet  the fleet benchmark: propagation at 20/100/1,000 agents
+#                against raw NATS, then 10,000 active triggers (≈ 8 minutes:
+#                the scale mode stops at a 5-minute cap)
 #   make soak    the fault-injection suite over 200 seeds (SEEDS=N for another count)
 #   make ci      what CI runs: the same as `make test`
 
@@ -18,7 +21,7 @@ SHELL := bash
 # through make they always use the pinned, project-local binary.
 export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 
-.PHONY: tools demo demo-secured test lint fmt bench ci soak
+.PHONY: tools demo demo-secured test lint fmt bench bench-fleet ci soak
 
 tools:
 	bash scripts/install-nats-server.sh
@@ -49,8 +52,17 @@ lint:
 fmt:
 	cargo fmt --all
 
+# The micro-benchmarks; the fleet benchmark has its own verb below.
 bench: tools
-	cargo bench --workspace
+	cargo bench --workspace --exclude phasegate-tests
+
+# Real nats-server, a release `phasegate coordinator` process and agents in
+# one process (tests/benches/fleet). Choose with PHASEGATE_FLEET_MODE
+# (propagation, scale, all), PHASEGATE_FLEET_AGENTS (e.g. 20,100),
+# PHASEGATE_FLEET_CAP_S and the others in its main.rs.
+bench-fleet: tools
+	cargo build --release -p phasegate-cli
+	cargo bench -p phasegate-tests --bench fleet_bench
 
 # The seeded fault-injection suite (tests/tests/faults.rs) runs 20 seeds in
 # `make test`; the soak runs more and prints its figures at the end.
