@@ -282,3 +282,38 @@ async fn reopening_a_bucket_applies_changed_settings() -> anyhow::Result<()> {
     assert_eq!(kv.max_age().await?, Duration::from_secs(10));
     Ok(())
 }
+
+/// nats-server 2.15 admits 1,000 consumers per stream unless the stream
+/// says otherwise, and every agent's watch is one: the desired-state bucket
+/// must say so, or the 1,001st agent cannot watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_admits_the_watchers_it_is_opened_for() -> anyhow::Result<()> {
+    let server = NatsServer::start().await?;
+    let client = server.client("kv").await?;
+    let opts = |max_consumers| phasegate_bus::BucketOptions {
+        description: "watched".to_owned(),
+        max_consumers,
+        ..phasegate_bus::BucketOptions::default()
+    };
+    let watch_many = |kv: phasegate_bus::Kv, n: usize| async move {
+        let mut held = Vec::new();
+        for i in 0..n {
+            match kv.watch_all_with_history().await {
+                Ok(w) => held.push(w),
+                Err(e) => return Err(format!("watch {i}: {e}")),
+            }
+        }
+        Ok(held.len())
+    };
+    let default = client
+        .kv("default", phasegate_bus::BucketOptions::default())
+        .await?;
+    let refused = watch_many(default, 1_050).await;
+    assert!(
+        refused.is_err(),
+        "the server's default would admit 1,050 watchers"
+    );
+    let roomy = client.kv("roomy", opts(1_200)).await?;
+    assert_eq!(watch_many(roomy, 1_050).await, Ok(1_050));
+    Ok(())
+}

@@ -27,6 +27,10 @@ pub struct BucketOptions {
     pub description: String,
     /// Values expire this long after they were written (zero: never).
     pub max_age: Duration,
+    /// How many consumers (watchers) the bucket's stream admits; 0 keeps
+    /// the server's default (1,000 per stream since nats-server 2.15, too
+    /// few for a bucket every agent watches).
+    pub max_consumers: i32,
 }
 
 impl Default for BucketOptions {
@@ -36,6 +40,7 @@ impl Default for BucketOptions {
             max_value_size: 1024 * 1024,
             description: String::new(),
             max_age: Duration::ZERO,
+            max_consumers: 0,
         }
     }
 }
@@ -113,17 +118,27 @@ impl Client {
                     store
                 }
             }
-            Err(_) => js
-                .create_key_value(Config {
-                    bucket: bucket.to_owned(),
-                    description: opts.description,
-                    history: opts.history,
-                    max_value_size: opts.max_value_size,
-                    max_age: opts.max_age,
-                    ..Config::default()
-                })
-                .await
-                .map_err(|e| kv_err(bucket, "create bucket", e))?,
+            Err(_) => {
+                let store = js
+                    .create_key_value(Config {
+                        bucket: bucket.to_owned(),
+                        description: opts.description.clone(),
+                        history: opts.history,
+                        max_value_size: opts.max_value_size,
+                        max_age: opts.max_age,
+                        ..Config::default()
+                    })
+                    .await
+                    .map_err(|e| kv_err(bucket, "create bucket", e))?;
+                // What the key-value API cannot set at creation.
+                if self.apply_settings(&store, bucket, &opts).await? {
+                    js.get_key_value(bucket)
+                        .await
+                        .map_err(|e| kv_err(bucket, "open bucket", e))?
+                } else {
+                    store
+                }
+            }
         };
         Ok(Kv {
             store,
@@ -150,7 +165,8 @@ impl Client {
             .map_err(|e| kv_err(bucket, "read bucket settings", e))?;
         let mut config = info.config;
         let description = config.description.as_deref().unwrap_or_default();
-        if config.max_age == opts.max_age && description == opts.description {
+        let consumers_ok = opts.max_consumers <= 0 || config.max_consumers == opts.max_consumers;
+        if config.max_age == opts.max_age && description == opts.description && consumers_ok {
             return Ok(false);
         }
         tracing::info!(
@@ -161,6 +177,9 @@ impl Client {
         );
         config.max_age = opts.max_age;
         config.description = Some(opts.description.clone());
+        if opts.max_consumers > 0 {
+            config.max_consumers = opts.max_consumers;
+        }
         // The server refuses a duplicate window longer than the age.
         if !opts.max_age.is_zero() && config.duplicate_window > opts.max_age {
             config.duplicate_window = opts.max_age;

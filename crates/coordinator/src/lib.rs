@@ -90,6 +90,7 @@ impl Coordinator {
             &subjects,
             lease.clone(),
             config.trigger_retention(),
+            config.max_agents,
         )
         .await?;
         let metrics = Arc::new(Registry::default());

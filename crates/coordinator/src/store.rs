@@ -44,6 +44,7 @@ impl Store {
         subjects: &Subjects,
         lease: crate::leader::Lease,
         trigger_retention: Duration,
+        max_agents: usize,
     ) -> Result<Self, CoordinatorError> {
         let open_aged = |what: Bucket, description: &str, max_age: Duration| {
             let name = subjects.bucket(what);
@@ -68,11 +69,22 @@ impl Store {
                 trigger_retention,
             )
             .await?,
-            desired: open(
-                Bucket::Desired,
-                "phasegate desired state, watched by agents",
-            )
-            .await?,
+            // Every agent watches it: room for each, and for a reconnecting
+            // one whose old watch has not lapsed yet (the server's default
+            // of 1,000 consumers per stream is the design size itself).
+            desired: client
+                .kv(
+                    &subjects.bucket(Bucket::Desired),
+                    BucketOptions {
+                        description: "phasegate desired state, watched by agents".to_owned(),
+                        max_consumers: i32::try_from(
+                            max_agents.saturating_mul(2).saturating_add(64),
+                        )
+                        .unwrap_or(i32::MAX),
+                        ..BucketOptions::default()
+                    },
+                )
+                .await?,
             agents: open(Bucket::Agents, "phasegate agents ever heard from").await?,
             lease,
         })
