@@ -982,10 +982,9 @@ mod tests {
         assert_eq!(again, want);
     }
 
-    #[test]
-    fn a_corrupt_key_file_does_not_uncover_the_packs_older_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = open(dir.path());
+    /// The sample written whole, then `gate.g` at revision 8 in its own file.
+    fn pack_then_newer_g(dir: &Path) {
+        let (mut store, _) = open(dir);
         let mut state = sample();
         store.replace(&state).unwrap();
         let newer = FileChange::Write(Box::new(EntityRecord {
@@ -995,6 +994,12 @@ mod tests {
         }));
         state.apply(newer.clone());
         store.write(&state.progress(), &[newer]).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_key_file_does_not_uncover_the_packs_older_record() {
+        let dir = tempfile::tempdir().unwrap();
+        pack_then_newer_g(dir.path());
         std::fs::write(entities_dir(dir.path()).join("gate.g.entity"), b"junk").unwrap();
         let (loaded, damaged) = loaded_ok(dir.path());
         assert_eq!(damaged.len(), 1);
@@ -1008,16 +1013,7 @@ mod tests {
     #[test]
     fn a_corrupt_pack_loses_only_the_keys_without_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = open(dir.path());
-        let mut state = sample();
-        store.replace(&state).unwrap();
-        let newer = FileChange::Write(Box::new(EntityRecord {
-            key: "gate.g".into(),
-            stored: Some(desired("g", 8)),
-            blocked: None,
-        }));
-        state.apply(newer.clone());
-        store.write(&state.progress(), &[newer]).unwrap();
+        pack_then_newer_g(dir.path());
         let pack = entities_dir(dir.path()).join(PACK);
         let bytes = std::fs::read(&pack).unwrap();
         std::fs::write(&pack, &bytes[..bytes.len() - 1]).unwrap();
