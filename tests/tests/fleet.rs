@@ -375,3 +375,44 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A view that only moves counts is shown by `trigger.get` but written
+/// nowhere: the entity's stored revision stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let c = &env.client;
+    let url = env.nats.url();
+    let _a = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
+    env.wait_live_agents(1).await?;
+    put_pipeline(
+        c,
+        json!({"name": "p", "phases": [{"id": "dev", "segments": ["dev"], "wait_ms": 3600000}]}),
+    )
+    .await?;
+    let id = put_gate(c, json!({"name": "g", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id;
+    wait_trigger(c, &id, "baking", |t| phase_is(t, "dev", PhaseState::Baking)).await?;
+    let entities = env
+        .nats
+        .client("inspector")
+        .await?
+        .kv_existing(&Subjects::default().bucket(Bucket::Entities))
+        .await?;
+    let before = entities.get("gate.g").await?.expect("stored").revision;
+    // A second agent joins and acks: counts move, nothing steps.
+    let _b = FakeAgent::start(&url, "dev-2", "dev", 100).await?;
+    let t = wait_trigger(c, &id, "two agents counted", |t| {
+        t.segments
+            .get("dev")
+            .is_some_and(|s| s.agents_known == 2 && s.agents_applied == 2)
+    })
+    .await?;
+    assert!(phase_is(&t, "dev", PhaseState::Baking));
+    let after = entities.get("gate.g").await?.expect("stored").revision;
+    assert_eq!(before, after, "a counts-only view was written");
+    Ok(())
+}

@@ -123,7 +123,6 @@ enum Prepared {
 struct PutAnswer {
     spec: Box<EntitySpec>,
     created: Option<Box<Trigger>>,
-    aborted: Option<Box<TriggerRecord>>,
     actor: phasegate_proto::Actor,
     change: PutKind,
 }
@@ -187,6 +186,9 @@ pub(crate) struct CatalogState {
     actors: HashMap<TriggerId, ActorRef<TriggerMsg>>,
     /// Entities whose desired state could not be published yet.
     unpublished: std::collections::BTreeSet<String>,
+    /// The pipeline each write in flight attaches or starts a trigger on:
+    /// in use, as if already written.
+    in_flight_pipelines: HashMap<(EntityKind, String), PipelineName>,
     /// Entities with a write in flight, and the commands waiting for it.
     in_flight: HashMap<(EntityKind, String), std::collections::VecDeque<Queued>>,
     /// The revision of each entity's desired state as last written or read:
@@ -217,6 +219,7 @@ impl Actor for Catalog {
             unpublished: std::collections::BTreeSet::new(),
             desired_revs: HashMap::new(),
             in_flight: HashMap::new(),
+            in_flight_pipelines: HashMap::new(),
         };
         state.recover(&myself).await?;
         myself.send_interval(std::time::Duration::from_secs(1), || CatalogMsg::Maintain);
@@ -558,6 +561,19 @@ impl CatalogState {
         })
     }
 
+    /// `unavailable` while an entity write in flight attaches `name` or
+    /// starts a trigger on it: the pipeline command waits for it to land
+    /// (and is not carried out now).
+    fn pipeline_settled(&self, name: &PipelineName) -> Result<(), ApiError> {
+        if self.in_flight_pipelines.values().any(|p| p == name) {
+            return Err(ApiError::new(
+                phasegate_proto::ErrorCode::Unavailable,
+                format!("a write using pipeline {name} is in flight; not carried out; retry"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn pipeline_put(&mut self, req: PipelinePutRequest) -> Result<Pipeline, ApiError> {
         let p = req.pipeline;
         model::validate_pipeline(&p).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -565,6 +581,7 @@ impl CatalogState {
         if existing.is_some_and(|(old, _)| old == &p) {
             return Ok(p);
         }
+        self.pipeline_settled(&p.name)?;
         if self.pipeline_in_use(&p.name) {
             return Err(ApiError::conflict(format!(
                 "pipeline {} is used by an active trigger; it is frozen until that trigger finishes",
@@ -621,6 +638,7 @@ impl CatalogState {
                 req.name
             )));
         }
+        self.pipeline_settled(&req.name)?;
         if self.pipeline_in_use(&req.name) {
             return Err(ApiError::conflict(format!(
                 "pipeline {} is used by an active trigger",
@@ -686,14 +704,12 @@ impl CatalogState {
                 let PutAnswer {
                     spec,
                     created,
-                    aborted,
                     actor,
                     change,
                 } = then;
                 let then = AfterWrite::Put {
                     spec,
                     created,
-                    aborted,
                     actor,
                     change,
                     reply,
@@ -768,7 +784,8 @@ impl CatalogState {
         let stored = StoredEntity {
             record: outcome.record,
             active: created.clone(),
-            finished: outcome.aborted.clone(),
+            // A finished trigger still waiting for its archive stays.
+            finished: outcome.aborted.clone().or(current.finished),
         };
         let key = entity_key(kind, &stored.record.name);
         // Without a trigger, agents are told at once; with one, its actor
@@ -790,7 +807,6 @@ impl CatalogState {
             PutAnswer {
                 spec: Box::new(outcome.spec),
                 created: created.map(|c| Box::new(c.trigger)),
-                aborted: outcome.aborted.map(Box::new),
                 actor,
                 change: outcome.kind,
             },
@@ -853,6 +869,22 @@ impl CatalogState {
     /// Marks the entity busy and carries the write out off the mailbox.
     fn start_write(&mut self, myself: &ActorRef<CatalogMsg>, write: PendingWrite) {
         self.in_flight.entry(write.id.clone()).or_default();
+        let pipeline = write
+            .stored
+            .active
+            .as_ref()
+            .map(|a| a.trigger.pipeline.clone())
+            .or_else(|| {
+                write
+                    .stored
+                    .record
+                    .latest
+                    .as_ref()
+                    .and_then(|l| l.pipeline.clone())
+            });
+        if let Some(p) = pipeline {
+            self.in_flight_pipelines.insert(write.id.clone(), p);
+        }
         crate::writes::spawn(self.store.clone(), myself.clone(), write);
     }
 
@@ -871,11 +903,13 @@ impl CatalogState {
             then,
             ..
         } = write;
+        self.in_flight_pipelines.remove(&id);
         match entity {
             Err(e) => {
-                if e.is_conflict() {
-                    // The cached copy is stale: re-read it, so the retry
-                    // the client is told to make can succeed.
+                if !matches!(e, CoordinatorError::NotLeader) {
+                    // Lost to another writer, or unconfirmed and perhaps
+                    // stored after all: what is stored is the truth (and
+                    // `maintain` drives what it holds).
                     self.refresh(&id).await;
                 }
                 let e = ApiError::from(e);
@@ -905,18 +939,14 @@ impl CatalogState {
         desired: Option<Result<u64, CoordinatorError>>,
         then: AfterWrite,
     ) {
-        if let AfterWrite::Put {
-            aborted: Some(aborted),
-            ..
-        } = &then
-        {
+        if let Some(done) = stored.finished.clone() {
             if let Err(e) =
                 crate::store::archive_finished(&self.store, key, &mut stored, &mut revision).await
             {
-                tracing::warn!(trigger_id = %aborted.trigger.id, error = %e, "cannot archive the aborted trigger yet; done at the next start");
+                tracing::warn!(trigger_id = %done.trigger.id, error = %e, "cannot archive the finished trigger yet; retried");
             }
             self.finished
-                .insert(aborted.trigger.id.clone(), (&aborted.trigger).into());
+                .insert(done.trigger.id.clone(), (&done.trigger).into());
         }
         let record = stored.record.clone();
         self.entities
@@ -1133,14 +1163,16 @@ impl CatalogState {
     async fn maintain(&mut self, myself: &ActorRef<CatalogMsg>) {
         let keys: Vec<String> = self.unpublished.iter().cloned().collect();
         for key in keys {
+            // An entity with a write in flight is published by that write.
             let record = self
                 .entities
-                .values()
-                .find(|s| {
+                .iter()
+                .find(|(k, s)| {
                     entity_key(s.stored.record.kind, &s.stored.record.name) == key
                         && s.stored.active.is_none()
+                        && !self.in_flight.contains_key(*k)
                 })
-                .map(|s| s.stored.record.clone());
+                .map(|(_, s)| s.stored.record.clone());
             match record {
                 Some(r) => self.publish(&key, &r).await,
                 // A trigger took it over, or it is gone: its owner publishes.
@@ -1152,17 +1184,49 @@ impl CatalogState {
         let orphans: Vec<(EntityKind, String)> = self
             .entities
             .iter()
-            .filter(|(_, s)| {
-                s.stored
-                    .active
-                    .as_ref()
-                    .is_some_and(|a| !self.actors.contains_key(&a.trigger.id))
+            .filter(|(k, s)| {
+                !self.in_flight.contains_key(*k)
+                    && s.stored
+                        .active
+                        .as_ref()
+                        .is_some_and(|a| !self.actors.contains_key(&a.trigger.id))
             })
             .map(|(k, _)| k.clone())
             .collect();
         for k in orphans {
             if let Err(e) = self.spawn_trigger(myself, &k).await {
                 tracing::error!(entity = %k.1, error = %e, "cannot start a trigger actor; will retry");
+            }
+        }
+        // Finished triggers whose archive write failed: archived now.
+        let pending: Vec<(EntityKind, String)> = self
+            .entities
+            .iter()
+            .filter(|(k, s)| {
+                !self.in_flight.contains_key(*k)
+                    && s.stored.active.is_none()
+                    && s.stored.finished.is_some()
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in pending {
+            let Some(slot) = self.entities.get_mut(&k) else {
+                continue;
+            };
+            let key = entity_key(slot.stored.record.kind, &slot.stored.record.name);
+            let (mut stored, mut revision) = (slot.stored.clone(), slot.revision);
+            match crate::store::archive_finished(&self.store, &key, &mut stored, &mut revision)
+                .await
+            {
+                Ok(()) => {
+                    self.entities.insert(k, EntitySlot { stored, revision });
+                }
+                Err(e) => {
+                    tracing::warn!(entity = %k.1, error = %e, "cannot archive a finished trigger yet; will retry");
+                    if !matches!(e, CoordinatorError::NotLeader) {
+                        self.refresh(&k).await;
+                    }
+                }
             }
         }
     }
@@ -1191,20 +1255,23 @@ impl CatalogState {
         self.read_finished(id).await?.ok_or_else(missing)
     }
 
-    /// Reads a finished trigger from the bucket; `None` (and the index
-    /// entry dropped) when its record has expired.
-    async fn read_finished(&mut self, id: &TriggerId) -> Result<Option<Trigger>, ApiError> {
-        // Finished but not archived yet (its archive write failed): the
-        // entity's record holds it until the catalog archives it.
-        let pending = self.entities.values().find_map(|s| {
+    /// A finished trigger not archived yet (its archive write failed): its
+    /// entity's record holds it until `maintain` or a restart archives it.
+    fn pending_finished(&self, id: &TriggerId) -> Option<Trigger> {
+        self.entities.values().find_map(|s| {
             s.stored
                 .finished
                 .as_ref()
                 .filter(|f| &f.trigger.id == id)
                 .map(|f| f.trigger.clone())
-        });
-        if pending.is_some() {
-            return Ok(pending);
+        })
+    }
+
+    /// Reads a finished trigger from the bucket; `None` (and the index
+    /// entry dropped) when its record has expired.
+    async fn read_finished(&mut self, id: &TriggerId) -> Result<Option<Trigger>, ApiError> {
+        if let Some(pending) = self.pending_finished(id) {
+            return Ok(Some(pending));
         }
         let found = read_stored_trigger(&self.store, id).await?;
         if found.is_none() {
@@ -1271,9 +1338,13 @@ impl CatalogState {
                 Listed::Summary(s) => triggers.push(*s),
                 Listed::Stored(id) => match got? {
                     Some(t) => triggers.push(TriggerSummary::from(&t)),
-                    None => {
-                        self.finished.remove(&id);
-                    }
+                    // Not archived yet: its entity's record holds it.
+                    None => match self.pending_finished(&id) {
+                        Some(t) => triggers.push(TriggerSummary::from(&t)),
+                        None => {
+                            self.finished.remove(&id);
+                        }
+                    },
                 },
             }
         }

@@ -72,6 +72,8 @@ pub(crate) struct DirectoryArgs {
     pub(crate) sweep_ms: u64,
     pub(crate) forget_after_ms: u64,
     pub(crate) limits: phasegate_model::fleet::Limits,
+    /// Checked before every write: a deposed leader writes no agent.
+    pub(crate) lease: crate::leader::Lease,
 }
 
 pub(crate) struct DirectoryState {
@@ -108,7 +110,7 @@ impl Actor for Directory {
             DirectoryMsg::Sweep
         });
         let (persist, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(persist_agents(args.agents_kv, queue));
+        tokio::spawn(persist_agents(args.agents_kv, args.lease, queue));
         Ok(DirectoryState {
             persist,
             fleet,
@@ -260,8 +262,17 @@ impl DirectoryState {
 /// so a slow JetStream never holds up reports. A lost put is made good by
 /// the agent's next report that changes its record, a lost delete by the
 /// agent being forgotten again after a restart.
-async fn persist_agents(kv: Kv, mut queue: tokio::sync::mpsc::UnboundedReceiver<Persist>) {
+async fn persist_agents(
+    kv: Kv,
+    lease: crate::leader::Lease,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Persist>,
+) {
     while let Some(p) = queue.recv().await {
+        if !lease.holds() {
+            // A coordinator that may have lost its lease (one frozen past
+            // it, say) must not forget its successor's agents.
+            continue;
+        }
         match p {
             Persist::Put(rec) => match to_bytes(&rec) {
                 Ok(bytes) => {

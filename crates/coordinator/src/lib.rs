@@ -109,6 +109,7 @@ impl Coordinator {
                     max_agents_per_segment: config.max_agents_per_segment,
                     max_segments: config.max_segments,
                 },
+                lease: lease.clone(),
             },
             supervisor.get_cell(),
         )

@@ -488,11 +488,13 @@ impl TriggerState {
         let unchanged_counts = probe.trigger.segments == rec.trigger.segments;
         let counts = std::mem::take(&mut probe.trigger.segments);
         let updated = probe.trigger.updated_at_ms;
+        // Compared without counts and `updated_at_ms`: the probe's counts
+        // are already set aside, the record's are for the comparison.
         let only_counts = probe.trigger.history.is_empty() && {
-            probe.trigger.segments = std::mem::take(&mut rec.trigger.segments);
+            let rec_counts = std::mem::take(&mut rec.trigger.segments);
             probe.trigger.updated_at_ms = rec.trigger.updated_at_ms;
             let same = &probe == rec;
-            rec.trigger.segments = std::mem::take(&mut probe.trigger.segments);
+            rec.trigger.segments = rec_counts;
             same
         };
         rec.trigger.history = history;

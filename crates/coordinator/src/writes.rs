@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use phasegate_proto::{
     Actor, EntityDeleteRequest, EntityKind, EntityPutRequest, EntityResult, EntitySpec,
-    StoredEntity, Trigger, TriggerRecord,
+    StoredEntity, Trigger,
 };
 use ractor::ActorRef;
 
@@ -37,7 +37,6 @@ pub(crate) enum AfterWrite {
     Put {
         spec: Box<EntitySpec>,
         created: Option<Box<Trigger>>,
-        aborted: Option<Box<TriggerRecord>>,
         actor: Actor,
         change: phasegate_model::PutKind,
         reply: ReplyTo<EntityResult>,
