@@ -59,7 +59,7 @@ async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result
     .await?;
     put_pipeline(c, json!({"name": "p", "phases": [
         {"id": "dev-half", "segments": ["dev"], "pass_percentage": 50},
-        {"id": "eu-de", "segments": ["prod-*"], "conditions": [{"field": "country", "op": "any", "values": ["DE"]}], "approval": {"required": true}}
+        {"id": "eu-de", "segments": ["prod-*"], "conditions": [{"field": "country", "op": "any", "values": ["DE"]}], "approval": {"required": true}, "wait_ms": 60000}
     ]}))
     .await?;
     let r = put_gate(c, json!({"name": "checkout", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
@@ -139,6 +139,15 @@ async fn phases_reach_agents_with_percentages_and_conditions() -> anyhow::Result
         .check_gate("checkout", json!({"user_id": "x", "country": "FR"}))
         .await?;
     assert_eq!(v["version"], json!(1), "{v}");
+    // The bake would hold the version this long; skip it to complete.
+    c.act(
+        TriggerAction::Skip,
+        t.id.clone(),
+        t.current_phase_id.clone(),
+        actor("bob"),
+        None,
+    )
+    .await?;
     // Completed: version 2 is the base at both, no trigger in answers.
     wait_trigger(c, &t.id, "completed", |t| {
         t.status == TriggerStatus::Completed
