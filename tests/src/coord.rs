@@ -76,6 +76,16 @@ impl CoordEnv {
 
 /// Waits until the coordinator `c` talks to counts `n` live agents.
 pub async fn wait_live_agents(c: &PhasegateClient, n: usize) -> anyhow::Result<()> {
+    wait_live_agents_within(c, n, PATIENCE).await
+}
+
+/// Like [`wait_live_agents`], for at most `patience` (a thousand agents
+/// take longer to start than a test's few).
+pub async fn wait_live_agents_within(
+    c: &PhasegateClient,
+    n: usize,
+    patience: Duration,
+) -> anyhow::Result<()> {
     wait_for(
         || async {
             let live = c
@@ -91,7 +101,7 @@ pub async fn wait_live_agents(c: &PhasegateClient, n: usize) -> anyhow::Result<(
                 Err(format!("{live} live agents"))
             }
         },
-        PATIENCE,
+        patience,
         &format!("{n} live agents"),
     )
     .await

@@ -34,7 +34,7 @@ pub mod rollout;
 pub mod secured;
 
 pub use agent_proc::AgentProc;
-pub use coord::{CoordEnv, wait_live_agents};
+pub use coord::{CoordEnv, wait_live_agents, wait_live_agents_within};
 pub use fake_agent::FakeAgent;
 pub use process::{Proc, phasegate_binary};
 

@@ -10,6 +10,19 @@ use phasegate_tests::rollout::{phase_is, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
 
+/// Gate `g` put through pipeline `p` of the one phase `phase`: its trigger.
+async fn one_phase(
+    c: &phasegate_client::PhasegateClient,
+    phase: serde_json::Value,
+) -> anyhow::Result<TriggerId> {
+    put_pipeline(c, json!({"name": "p", "phases": [phase]})).await?;
+    Ok(put_gate(c, json!({"name": "g", "pipeline": "p"}))
+        .await?
+        .trigger
+        .expect("trigger")
+        .id)
+}
+
 /// Waits until `agent.list` shows exactly `ids`, with their liveness.
 async fn wait_agents(env: &CoordEnv, want: &[(&str, bool)], what: &str) -> anyhow::Result<()> {
     wait_for(
@@ -46,16 +59,11 @@ async fn a_segment_with_a_dot_is_seen_and_waited_for() -> anyhow::Result<()> {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].segment.as_str(), "eu.prod");
     eu.set_acking(false);
-    put_pipeline(
+    let id = one_phase(
         c,
-        json!({"name": "p", "phases": [{"id": "eu", "segments": ["eu.prod"], "wait_ms": 60000}]}),
+        json!({"id": "eu", "segments": ["eu.prod"], "wait_ms": 60000}),
     )
     .await?;
-    let id = put_gate(c, json!({"name": "g", "pipeline": "p"}))
-        .await?
-        .trigger
-        .expect("trigger")
-        .id;
     // Its phase waits for its ack: it is not baking with nobody applied.
     let t = wait_trigger(c, &id, "eu.prod counted", |t| {
         t.segments
@@ -385,16 +393,11 @@ async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
     let url = env.nats.url();
     let _a = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
     env.wait_live_agents(1).await?;
-    put_pipeline(
+    let id = one_phase(
         c,
-        json!({"name": "p", "phases": [{"id": "dev", "segments": ["dev"], "wait_ms": 3600000}]}),
+        json!({"id": "dev", "segments": ["dev"], "wait_ms": 3600000}),
     )
     .await?;
-    let id = put_gate(c, json!({"name": "g", "pipeline": "p"}))
-        .await?
-        .trigger
-        .expect("trigger")
-        .id;
     wait_trigger(c, &id, "baking", |t| phase_is(t, "dev", PhaseState::Baking)).await?;
     let entities = env
         .nats

@@ -83,6 +83,7 @@ async fn a_frozen_leader_that_wakes_up_deposed_stops_and_leaves_its_successor_al
             "a still running:\n{}",
             a.log_tail(40)
         );
+        // Polling its exit, with the deadline above.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(

@@ -53,26 +53,7 @@ impl Coord {
 
     /// Waits until it counts `n` live agents.
     pub(crate) async fn wait_live(&self, n: usize) -> anyhow::Result<()> {
-        wait_for(
-            || async {
-                let live = self
-                    .client
-                    .agents(None)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .filter(|a| a.live)
-                    .count();
-                if live == n {
-                    Ok(())
-                } else {
-                    Err(format!("{live} live agents"))
-                }
-            },
-            START_PATIENCE,
-            &format!("{n} live agents"),
-        )
-        .await
+        phasegate_tests::wait_live_agents_within(&self.client, n, START_PATIENCE).await
     }
 }
 
