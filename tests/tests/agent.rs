@@ -352,13 +352,13 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
     })
     .await?;
     dev.proc.kill9()?;
-    // Half-written: the tail of the gate's file is lost (one file per
-    // entity, in the current entities directory).
+    // Half-written: the tail of the gate's record is lost (the last record
+    // of the journal, in the current entities directory).
     let file = std::fs::read_dir(&dev.state_dir)?
         .filter_map(Result::ok)
-        .map(|e| e.path().join("gate.g.entity"))
+        .map(|e| e.path().join("journal.bin"))
         .find(|p| p.exists())
-        .expect("the gate's own file");
+        .expect("the journal");
     let bytes = std::fs::read(&file)?;
     std::fs::write(&file, &bytes[..bytes.len() / 2])?;
     env.coord.kill9()?;

@@ -11,6 +11,7 @@
 pub mod config;
 mod health;
 mod http;
+mod journal;
 mod plan;
 mod report;
 mod serve;

@@ -1,7 +1,7 @@
 //! What the agent serves, on disk: written before it is served or reported
-//! applied, one small file per entity so that applying a change costs
-//! O(that change), and checked on load so that a corrupt or half-written
-//! file is never served as truth.
+//! applied, appended to a journal so that applying a change costs O(that
+//! change), and checked on load so that a corrupt or half-written file is
+//! never served as truth.
 //!
 //! # Layout
 //!
@@ -11,8 +11,11 @@
 //!                                         and which entities directory is current
 //!   entities.<n>/                   0700  the current one; others are leftovers
 //!     pack.bin                      0600  every key's record, as of the last whole write
-//!     <key>.entity                  0600  one key's record since then (wins over the pack;
-//!                                         with neither entity nor block: deleted)
+//!     journal.bin                   0600  the records written since, in order (a later
+//!                                         record of a key wins; with neither entity nor
+//!                                         block: deleted); see [`crate::journal`]
+//!     <key>.entity                  0600  one key's record, written by agents before the
+//!                                         journal (read only; between the pack and the journal)
 //!   <file>.corrupt-<unix ms>        0600  anything that failed its check, moved aside
 //! ```
 //!
@@ -20,37 +23,43 @@
 //! last good revision and/or its block. Every file is a header line
 //! `phasegate-agent-<what> v1 <sha256 hex of body>`, then the body in
 //! MessagePack maps, and is written atomically: temporary file (0600),
-//! fsync, rename, then an fsync of its directory.
+//! fsync, rename, then an fsync of its directory. The journal is the one
+//! file appended to in place: each record is framed with its length and
+//! checksum.
 //!
 //! # What a batch costs
 //!
-//! A batch writes one key file per key it changed and syncs the entities
-//! directory: O(the batch), whatever the number of entities, one fsync per
-//! key and one of the directory. `meta.bin` is rewritten with the last sync
-//! (every half staleness bound) and by whole writes, not per batch. Two cases write the whole
-//! state instead, into a fresh `entities.<n+1>` (one pack file, then
-//! `meta.bin` naming it, which switches to it atomically; the old directory
-//! is removed after): a bulk batch (a catch-up of many keys: one file
-//! beats that many fsyncs), and compaction, once the key files outnumber
-//! the entities ([`Store::wants_whole`]), so a change costs O(1) amortised.
-//! A first start, a new bucket generation and a migration are whole writes
+//! A batch appends one record per key it changed to the journal and syncs
+//! it: O(the batch), whatever the number of entities, one `fdatasync` of a
+//! file that exists (no new file, no rename, no directory sync: creating
+//! files was what a change cost most). `meta.bin` is rewritten with the
+//! last sync (every half staleness bound) and by whole writes, not per
+//! batch. Compaction writes the whole state instead, into a fresh
+//! `entities.<n+1>` (one pack file and an empty journal, then `meta.bin`
+//! naming it, which switches to it atomically; the old directory is
+//! removed after), once the journal's records would outnumber the
+//! entities ([`Store::wants_whole`]): its O(state) cost comes after at
+//! least O(state) records, so a change costs O(1) amortised, and a
+//! catch-up of more keys than the agent holds is one whole write. A first start, a new bucket generation and a migration are whole writes
 //! too.
 //!
 //! # Order of writes: the meta file is the commit point
 //!
-//! The watermark on disk is written after the key files it covers (with
+//! The watermark on disk is written after the records it covers (with
 //! the last sync, or by a whole write), so it never leads what is on disk;
 //! it may lag, which only delays the first acks after a restart until the
-//! watch has re-delivered every key's latest revision. Each key's file is atomic on its own; a
-//! crash within a batch may leave some of its keys written and others not,
-//! which is a state the agent could have been in anyway (each record
+//! watch has re-delivered every key's latest revision. A crash within an
+//! append leaves a torn tail, cut off on load: that batch was never acked,
+//! and the records before it are a state the agent was in (each record
 //! carries its revision, and the watch re-delivers every key's latest
 //! revision on restart).
 //!
 //! # Damage
 //!
 //! A `meta.bin` that fails its check (or names a directory that is not
-//! there) is moved aside and nothing is served, as before. A key file that
+//! there) is moved aside and nothing is served, as before; so is a journal
+//! that fails its check anywhere but at its tail (which keys it held newer
+//! records of is unknown), with the `meta.bin` naming it. A key file that
 //! fails its check is moved aside and that key alone is not served (nor the
 //! pack's older record of it); a pack that fails its check loses the keys
 //! without a key file. The agent treats them as missing and lets the watch
@@ -77,6 +86,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::AgentError;
+use crate::journal::{self, Journal};
 
 /// The largest entity file read or written: far more than one NATS
 /// message, which is the most a desired-state revision can be.
@@ -88,10 +98,7 @@ const ENTITY_EXT: &str = ".entity";
 const ENTITIES_PREFIX: &str = "entities.";
 const PACK: &str = "pack.bin";
 const PACK_MAGIC: &str = "phasegate-agent-pack v1 ";
-/// A batch of at least this many changed keys is written as a whole new
-/// state (one pack file) rather than as that many key files.
-const BULK_CHANGES: usize = 64;
-/// Key files tolerated over a pack, however few the entities.
+/// Records tolerated over a pack, however few the entities.
 const MIN_LOOSE: usize = 256;
 /// Longest file name used for a key; longer keys are named by their hash.
 const MAX_NAME: usize = 200;
@@ -276,7 +283,7 @@ pub enum Loaded {
 /// nobody else's business on the host (rules may name users and emails).
 const DIR_MODE: u32 = 0o700;
 /// Mode of every file the agent writes or moves aside.
-const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and its missing parents with mode 0700. A directory that
 /// already exists keeps its mode: the operator chose it.
@@ -320,8 +327,12 @@ pub struct Store {
     /// disk is this agent's (nothing yet, or not usable): the next write is
     /// then a whole [`Store::replace`].
     entities: Option<String>,
-    /// Key files in it, over its pack (counted with repeats).
+    /// Records over its pack: in its journal and in key files of the
+    /// per-key layout (counted with repeats).
     loose: usize,
+    /// Its journal, open; `None` until one is read or created (a directory
+    /// of the per-key layout gets one with its first write).
+    journal: Option<Journal>,
 }
 
 impl Store {
@@ -333,6 +344,7 @@ impl Store {
             dir: dir.to_path_buf(),
             entities: None,
             loose: 0,
+            journal: None,
         };
         let loaded = store.load();
         (store, loaded)
@@ -347,6 +359,7 @@ impl Store {
     /// alone, the next write is a whole new state.
     pub fn forget(&mut self) {
         self.entities = None;
+        self.journal = None;
     }
 
     fn meta_path(&self) -> PathBuf {
@@ -415,6 +428,25 @@ impl Store {
                 }
             }
         }
+        // The journal last: newer than the pack and than any key file
+        // (those are only read, written by the per-key layout before it).
+        let mut torn = None;
+        match Journal::read(&ents) {
+            Ok(None) => {}
+            Ok(Some(read)) => {
+                loose += read.records.len();
+                records.extend(read.records.into_iter().map(|r| (file_name(&r.key), r)));
+                torn = read.torn;
+                self.journal = Some(read.journal);
+            }
+            Err(reason) => {
+                // Which keys it held newer records of is unknown: serve
+                // none of this directory, as for a corrupt meta.
+                let damaged = move_aside(&ents.join(journal::FILE), reason);
+                let _ = move_aside(&meta_path, "its entities' journal is corrupt".into());
+                return Loaded::Corrupt(damaged);
+            }
+        }
         self.loose = loose;
         let mut progress = Progress {
             segment: meta.segment,
@@ -424,13 +456,16 @@ impl Store {
         };
         self.entities = Some(meta.entities);
         let mut damaged = Vec::new();
-        if !bad.is_empty() {
+        if !bad.is_empty() || torn.is_some() {
             // What was lost is unknown: claim nothing about it, on disk
             // first, so that a restart before the watch has delivered it
             // again does not claim it either (the bad file is gone by then).
             progress.applied_revision = 0;
             progress.last_sync_ms = None;
             let reset = self.write_meta(&progress);
+            if let (Some(bytes), Ok(())) = (torn, &reset) {
+                damaged.push(self.cut_torn_tail(&bytes));
+            }
             for (path, reason) in bad {
                 damaged.push(match &reset {
                     Ok(()) => move_aside(&path, reason),
@@ -446,6 +481,30 @@ impl Store {
         Loaded::Ok {
             state: DiskState::from_parts(progress, records.into_values()),
             damaged,
+        }
+    }
+
+    /// Cuts the journal back to its last good record, the bytes after it
+    /// kept aside: a crash during an append that was never acked, or damage
+    /// to the last record (they look the same).
+    fn cut_torn_tail(&mut self, bytes: &[u8]) -> Damaged {
+        let reason = format!(
+            "the journal ends in {} bytes that are not a whole record (a crash during a write, or damage); cut back",
+            bytes.len()
+        );
+        let to = self
+            .dir
+            .join(format!("{}.corrupt-{}", journal::FILE, unix_ms()));
+        let kept = write_private(&to, bytes).ok().map(|()| to);
+        if let Some(j) = &self.journal
+            && let Err(e) = j.cut_back()
+        {
+            tracing::error!(error = %e, "cannot cut the journal back; the next write replaces it");
+            self.forget();
+        }
+        Damaged {
+            reason,
+            moved_to: kept,
         }
     }
 
@@ -466,56 +525,67 @@ impl Store {
         }
     }
 
-    /// Whether a batch of `changes` key files is better written as a whole
-    /// new state: when it is a bulk (a catch-up: one file beats thousands
-    /// of fsyncs), or when the key files since the last pack outnumber the
-    /// entities (compaction; its O(state) cost comes after at least
-    /// O(state) changes, so a change costs O(1) amortised).
+    /// Whether a batch of `changes` records is better written as a whole
+    /// new state: when nothing of this agent's is on disk yet, or when the
+    /// records over the pack would outnumber the entities (compaction; its
+    /// O(state) cost comes after at least O(state) records).
     pub fn wants_whole(&self, changes: usize, entities: usize) -> bool {
-        !self.is_committed()
-            || changes >= BULK_CHANGES
-            || self.loose + changes > entities.max(MIN_LOOSE)
+        !self.is_committed() || self.loose + changes > entities.max(MIN_LOOSE)
     }
 
-    /// Writes one batch: the changed keys' files, synced with their
-    /// directory. `meta.bin` is not rewritten: the watermark it holds may
-    /// lag (it is refreshed with the last sync, and a restarted agent
-    /// re-derives it from the watch), never lead, and a change then costs
-    /// one file's fsync and one directory fsync. `progress` is what the
-    /// caller will ack once this returns.
+    /// Writes one batch: the changed keys' records, appended to the journal
+    /// and synced (one `fdatasync` of a file that exists). `meta.bin` is
+    /// not rewritten: the watermark it holds may lag (it is refreshed with
+    /// the last sync, and a restarted agent re-derives it from the watch),
+    /// never lead. `progress` is what the caller will ack once this
+    /// returns.
     ///
     /// # Errors
     ///
     /// When the store is not committed (see [`Store::is_committed`]) or a
-    /// write fails; what was written before stays, and is consistent.
+    /// write fails; what was written before stays, and is consistent. A
+    /// journal that could not be cut back after a failed append is given
+    /// up: the next write is a whole one, into a fresh directory.
     pub fn write(&mut self, progress: &Progress, changes: &[FileChange]) -> Result<(), AgentError> {
+        let _ = progress;
+        if changes.is_empty() {
+            return Ok(());
+        }
         let name = self
             .entities
             .as_ref()
             .ok_or_else(|| AgentError::State("no entities directory yet".into()))?;
-        let ents = self.dir.join(name);
+        let mut frames = Vec::new();
         for c in changes {
-            // A deleted key's file says so (a tombstone over the pack).
-            let (key, record) = match c {
-                FileChange::Write(r) => (&r.key, &**r),
-                FileChange::Delete(key) => (
-                    key,
+            match c {
+                FileChange::Write(r) => journal::frame(r, &mut frames)?,
+                // A deleted key's record says so (a tombstone over the pack).
+                FileChange::Delete(key) => journal::frame(
                     &EntityRecord {
                         key: key.clone(),
                         stored: None,
                         blocked: None,
                     },
-                ),
-            };
-            let body = encode_with_limit(Encoding::MsgPack, record, MAX_ENTITY_BYTES)
-                .map_err(|e| AgentError::State(format!("{key}: {e}")))?;
-            write_file(&ents, &file_name(key), ENTITY_MAGIC, &body)?;
-            self.loose += 1;
+                    &mut frames,
+                )?,
+            }
         }
-        if !changes.is_empty() {
-            sync_dir(&ents);
+        let journal = match &mut self.journal {
+            Some(j) => j,
+            None => {
+                let ents = self.dir.join(name);
+                let j = Journal::create(&ents)?;
+                sync_dir(&ents);
+                self.journal.insert(j)
+            }
+        };
+        if let Err(failed) = journal.append(&frames) {
+            if !failed.cut_back {
+                self.forget();
+            }
+            return Err(failed.error);
         }
-        let _ = progress;
+        self.loose += changes.len();
         Ok(())
     }
 
@@ -561,11 +631,13 @@ impl Store {
         let body = encode_with_limit(Encoding::MsgPack, &records, legacy::MAX_STATE_BYTES)
             .map_err(|e| AgentError::State(e.to_string()))?;
         write_file(&ents, PACK, PACK_MAGIC, &body)?;
+        let journal = Journal::create(&ents)?;
         sync_dir(&ents);
         let fresh = Self {
             dir: self.dir.clone(),
             entities: Some(name),
             loose: 0,
+            journal: Some(journal),
         };
         fresh.write_meta(&state.progress())?;
         *self = fresh;
@@ -614,9 +686,7 @@ fn read_entity(path: &Path, name: &str) -> Result<EntityRecord, String> {
 /// into the state directory, kept for inspection and private whatever mode
 /// it had.
 fn move_aside(p: &Path, reason: String) -> Damaged {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let now = unix_ms();
     let name = p
         .file_name()
         .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
@@ -641,6 +711,22 @@ fn move_aside(p: &Path, reason: String) -> Damaged {
         Err(_) => None,
     };
     Damaged { reason, moved_to }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Writes `bytes` to a new file `path`, mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// The body of a checksummed file, decoded.
@@ -845,8 +931,8 @@ mod tests {
         assert_eq!(state, sample());
         assert_eq!(
             names(&entities_dir(dir.path())),
-            [PACK],
-            "a whole write is one file"
+            [journal::FILE, PACK],
+            "a whole write is one pack, and an empty journal"
         );
     }
 
@@ -859,8 +945,15 @@ mod tests {
         names
     }
 
-    /// `sample()` with every key in its own file over an empty pack.
-    fn in_key_files(dir: &Path) -> Store {
+    /// Writes `r` as the per-key layout did, before journals.
+    fn key_file(ents: &Path, r: &EntityRecord) {
+        let body = encode_with_limit(Encoding::MsgPack, r, MAX_ENTITY_BYTES).unwrap();
+        write_file(ents, &file_name(&r.key), ENTITY_MAGIC, &body).unwrap();
+    }
+
+    /// `sample()` with every key in its own file over an empty pack, as the
+    /// per-key layout wrote it (no journal).
+    fn in_key_files(dir: &Path) {
         let (mut store, _) = open(dir);
         let s = sample();
         store
@@ -870,13 +963,13 @@ mod tests {
                 ..s.clone()
             })
             .unwrap();
-        let changes: Vec<FileChange> = s
-            .records()
-            .map(|r| FileChange::Write(Box::new(r)))
-            .collect();
-        store.write(&s.progress(), &changes).unwrap();
+        let ents = entities_dir(dir);
+        std::fs::remove_file(ents.join(journal::FILE)).unwrap();
+        for r in s.records() {
+            key_file(&ents, &r);
+        }
         assert_eq!(
-            names(&entities_dir(dir)),
+            names(&ents),
             [
                 "%4Fdd%2F%4Bey.entity",
                 "gate.b.entity",
@@ -884,7 +977,27 @@ mod tests {
                 PACK
             ]
         );
-        store
+    }
+
+    #[test]
+    fn key_files_of_the_per_key_layout_are_read_and_the_journal_comes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        in_key_files(dir.path());
+        let (state, damaged) = loaded_ok(dir.path());
+        assert!(damaged.is_empty());
+        assert_eq!(state, sample());
+        // The first write creates the journal; its records win.
+        let (mut store, _) = open(dir.path());
+        let newer = FileChange::Write(Box::new(EntityRecord {
+            key: "gate.g".into(),
+            stored: Some(desired("g", 8)),
+            blocked: None,
+        }));
+        store.write(&sample().progress(), std::slice::from_ref(&newer)).unwrap();
+        let mut want = sample();
+        want.apply(newer);
+        assert_eq!(loaded_ok(dir.path()).0, want);
+        assert_eq!(open(dir.path()).0.loose, 4, "three key files, one record");
     }
 
     #[test]
@@ -899,7 +1012,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_writes_its_key_only() {
+    fn a_change_appends_its_records_only() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = open(dir.path());
         let mut state = sample();
@@ -909,7 +1022,8 @@ mod tests {
         let inode = |n: &str| {
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(ents.join(n)).unwrap())
         };
-        let pack = inode(PACK);
+        let len = |n: &str| std::fs::metadata(ents.join(n)).unwrap().len();
+        let (pack, journal, empty) = (inode(PACK), inode(journal::FILE), len(journal::FILE));
         // gate.b unblocked at a new revision; Odd/Key deleted; gate.n new.
         let changes = vec![
             FileChange::Write(Box::new(EntityRecord {
@@ -930,16 +1044,25 @@ mod tests {
         state.applied_revision = 9;
         store.write(&state.progress(), &changes).unwrap();
         assert_eq!(inode(PACK), pack, "the pack is not rewritten");
+        assert_eq!(inode(journal::FILE), journal, "the journal is appended to");
+        let mut frames = Vec::new();
+        for c in &changes {
+            let r = match c {
+                FileChange::Write(r) => (**r).clone(),
+                FileChange::Delete(key) => EntityRecord {
+                    key: key.clone(),
+                    stored: None,
+                    blocked: None,
+                },
+            };
+            journal::frame(&r, &mut frames).unwrap();
+        }
         assert_eq!(
-            names(&ents),
-            [
-                "%4Fdd%2F%4Bey.entity",
-                "gate.b.entity",
-                "gate.n.entity",
-                PACK
-            ],
-            "one file per changed key, a deleted one included"
+            len(journal::FILE),
+            empty + frames.len() as u64,
+            "one record per changed key, a deleted one included, and nothing else"
         );
+        assert_eq!(names(&ents), [journal::FILE, PACK]);
         let (loaded, _) = loaded_ok(dir.path());
         // The entities are on disk; the watermark on disk lags (meta.bin is
         // not rewritten per batch) and catches up with the last sync.
@@ -948,7 +1071,7 @@ mod tests {
         store.write_meta(&state.progress()).unwrap();
         let (loaded, _) = loaded_ok(dir.path());
         assert_eq!(loaded, state);
-        // A key written again is rewritten in place.
+        // A key written again is appended again.
         let again = FileChange::Write(Box::new(EntityRecord {
             key: "gate.n".into(),
             stored: Some(desired("n", 10)),
@@ -996,24 +1119,28 @@ mod tests {
         assert_eq!(again, want);
     }
 
-    /// The sample written whole, then `gate.g` at revision 8 in its own file.
-    fn pack_then_newer_g(dir: &Path) {
-        let (mut store, _) = open(dir);
-        let mut state = sample();
-        store.replace(&state).unwrap();
-        let newer = FileChange::Write(Box::new(EntityRecord {
+    fn newer_g() -> FileChange {
+        FileChange::Write(Box::new(EntityRecord {
             key: "gate.g".into(),
             stored: Some(desired("g", 8)),
             blocked: None,
-        }));
-        state.apply(newer.clone());
-        store.write(&state.progress(), &[newer]).unwrap();
+        }))
+    }
+
+    /// The sample written whole, then `gate.g` at revision 8 in the journal.
+    fn pack_then_newer_g(dir: &Path) -> Store {
+        let (mut store, _) = open(dir);
+        let state = sample();
+        store.replace(&state).unwrap();
+        store.write(&state.progress(), &[newer_g()]).unwrap();
+        store
     }
 
     #[test]
     fn a_corrupt_key_file_does_not_uncover_the_packs_older_record() {
         let dir = tempfile::tempdir().unwrap();
-        pack_then_newer_g(dir.path());
+        let (mut store, _) = open(dir.path());
+        store.replace(&sample()).unwrap();
         std::fs::write(entities_dir(dir.path()).join("gate.g.entity"), b"junk").unwrap();
         let (loaded, damaged) = loaded_ok(dir.path());
         assert_eq!(damaged.len(), 1);
@@ -1022,6 +1149,66 @@ mod tests {
             "revision 7 must not come back"
         );
         assert!(loaded.entities.contains_key("gate.b"));
+    }
+
+    #[test]
+    fn a_torn_journal_tail_serves_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = pack_then_newer_g(dir.path());
+        let j = entities_dir(dir.path()).join(journal::FILE);
+        let one = std::fs::metadata(&j).unwrap().len();
+        let newest = FileChange::Write(Box::new(EntityRecord {
+            key: "gate.g".into(),
+            stored: Some(desired("g", 9)),
+            blocked: None,
+        }));
+        store.write(&sample().progress(), &[newest]).unwrap();
+        // A crash in the middle of the last batch's append.
+        let bytes = std::fs::read(&j).unwrap();
+        std::fs::write(&j, &bytes[..bytes.len() - 7]).unwrap();
+        let (loaded, damaged) = loaded_ok(dir.path());
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        let kept = damaged[0].moved_to.as_ref().unwrap();
+        assert_eq!(
+            std::fs::read(kept).unwrap(),
+            bytes[one as usize..bytes.len() - 7]
+        );
+        assert_eq!(mode(kept), 0o600);
+        let mut want = sample();
+        want.apply(newer_g());
+        // Revision 8, the last whole record; and since a torn tail may as
+        // well be damage to an acked record, nothing is claimed about sync.
+        want.applied_revision = 0;
+        want.last_sync_ms = None;
+        assert_eq!(loaded, want);
+        assert_eq!(std::fs::metadata(&j).unwrap().len(), one, "cut back");
+        let (again, damaged) = loaded_ok(dir.path());
+        assert!(damaged.is_empty());
+        assert_eq!(again, want);
+    }
+
+    #[test]
+    fn a_corrupt_journal_serves_nothing_of_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = pack_then_newer_g(dir.path());
+        store.write(&sample().progress(), &[newer_g()]).unwrap();
+        let j = entities_dir(dir.path()).join(journal::FILE);
+        let mut bytes = std::fs::read(&j).unwrap();
+        // A bit of the first record, with a good one after it.
+        let at = bytes.len() / 2 - 20;
+        bytes[at] ^= 1;
+        std::fs::write(&j, &bytes).unwrap();
+        let (store, loaded) = open(dir.path());
+        match loaded {
+            Loaded::Corrupt(d) => {
+                assert!(d.moved_to.unwrap().exists());
+                assert!(d.reason.contains("checksum"), "{}", d.reason);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!store.is_committed() && !j.exists());
+        // Nor does a restart serve the pack's older records.
+        assert!(matches!(open(dir.path()).1, Loaded::Missing));
     }
 
     #[test]
@@ -1040,13 +1227,14 @@ mod tests {
     }
 
     #[test]
-    fn bulks_and_many_key_files_are_written_whole() {
+    fn many_records_over_the_pack_are_written_whole() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = open(dir.path());
         assert!(store.wants_whole(1, 0), "nothing on disk yet");
         store.replace(&sample()).unwrap();
         assert!(!store.wants_whole(1, 10_000));
-        assert!(store.wants_whole(BULK_CHANGES, 10_000));
+        assert!(!store.wants_whole(5_000, 10_000), "a catch-up is appended");
+        assert!(store.wants_whole(MIN_LOOSE + 1, 3), "more than there is");
         // Compaction once the key files outnumber the entities.
         let p = sample().progress();
         let one = |i: u64| {
@@ -1061,9 +1249,9 @@ mod tests {
             store.write(&p, &one(i as u64)).unwrap();
         }
         assert!(store.wants_whole(1, 3));
-        // Counted again at start, from the files there (one, rewritten).
+        // Counted again at start, from the journal's records.
         let (store, _) = open(dir.path());
-        assert_eq!(store.loose, 1);
+        assert_eq!(store.loose, MIN_LOOSE);
     }
 
     #[test]
@@ -1207,19 +1395,17 @@ mod tests {
         let ents = entities_dir(&dir);
         assert_eq!(mode(&ents), 0o700);
         assert_eq!(mode(&ents.join(PACK)), 0o600);
+        assert_eq!(mode(&ents.join(journal::FILE)), 0o600);
         // A stale temporary file with a loose mode is tightened when reused.
-        let tmp = ents.join("gate.g.entity.tmp");
+        let tmp = dir.join("meta.bin.tmp");
         std::fs::write(&tmp, b"old").unwrap();
         std::fs::set_permissions(&tmp, Permissions::from_mode(0o644)).unwrap();
-        let rec = EntityRecord {
-            key: "gate.g".into(),
-            stored: Some(desired("g", 8)),
-            blocked: None,
-        };
-        store
-            .write(&sample().progress(), &[FileChange::Write(Box::new(rec))])
-            .unwrap();
-        assert_eq!(mode(&ents.join("gate.g.entity")), 0o600);
+        store.write_meta(&sample().progress()).unwrap();
+        assert_eq!(mode(&dir.join(META)), 0o600);
+        // So is a journal with a loose mode, when it is read.
+        std::fs::set_permissions(ents.join(journal::FILE), Permissions::from_mode(0o644)).unwrap();
+        let _ = open(&dir);
+        assert_eq!(mode(&ents.join(journal::FILE)), 0o600);
         // A corrupt meta moved aside is private too.
         std::fs::write(dir.join(META), b"garbage").unwrap();
         std::fs::set_permissions(dir.join(META), Permissions::from_mode(0o644)).unwrap();

@@ -290,7 +290,7 @@ impl SyncState {
                 .store
                 .wants_whole(plan.files.len(), self.disk.entities.len())
             {
-                // A bulk, or time to compact: O(state), once in a while.
+                // Time to compact: O(state), after as many records.
                 let mut next = self.disk.clone();
                 plan.apply_to(&mut next);
                 next.last_sync_ms = progress.last_sync_ms;

@@ -42,10 +42,16 @@ struct Heard {
     applied: HashMap<String, u64>,
     /// Since the current sample began: (arrival, agent, applied revision).
     report_log: Vec<(Instant, String, u64)>,
+    /// Since the current sample began: when a desired-state write was
+    /// heard (the stream's own subject, on core NATS).
+    desired_log: Vec<Instant>,
 }
 
 /// One sample's figures.
 struct Sample {
+    /// Until the desired state of the phase was written (the coordinator's
+    /// share before the fan-out).
+    desired: Duration,
     /// Until the last agent's report acked the phase's revision.
     agents: Duration,
     /// Until the coordinator recorded `phase_applied`.
@@ -89,10 +95,15 @@ pub(crate) async fn run(s: &Settings, n: usize) -> anyhow::Result<()> {
     fleet.stop().await;
 
     let pick = |f: fn(&Sample) -> Duration| samples.iter().map(f).collect::<Vec<_>>();
-    let (agents, applied, completed) = (
+    let (desired, agents, applied, completed) = (
+        pick(|x| x.desired),
         pick(|x| x.agents),
         pick(|x| x.applied),
         pick(|x| x.completed),
+    );
+    println!(
+        "  put → desired state written              {}",
+        p50_p99(&desired)
     );
     println!(
         "  put → every agent acked (their reports)   {}",
@@ -148,7 +159,15 @@ async fn sample(
         let d = (e.at_ms as f64 - t0_ms).max(0.0);
         Ok(Duration::from_secs_f64(d / 1e3))
     };
+    let desired = {
+        let h = heard.lock().expect("heard");
+        h.desired_log
+            .iter()
+            .find(|at| **at >= t0)
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(t0))
+    };
     Ok(Sample {
+        desired,
         agents: agents_acked(heard, before, t0, n).await?,
         applied: at(HistoryType::PhaseApplied)?,
         completed: at(HistoryType::Completed)?,
@@ -183,6 +202,7 @@ async fn settle(heard: &Mutex<Heard>, latest: u64, n: usize) -> anyhow::Result<(
                 + n.saturating_sub(h.applied.len());
             if behind == 0 {
                 h.report_log.clear();
+                h.desired_log.clear();
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -233,10 +253,18 @@ async fn listen(nats: &NatsServer) -> anyhow::Result<(Arc<Mutex<Heard>>, Kv)> {
     let mut reports = client
         .subscribe_payloads(subjects.all_agent_reports())
         .await?;
-    let desired = client
-        .kv_existing(&subjects.bucket(Bucket::Desired))
+    let desired_bucket = subjects.bucket(Bucket::Desired);
+    let mut writes = client
+        .subscribe_payloads(format!("$KV.{desired_bucket}.>"))
         .await?;
+    let desired = client.kv_existing(&desired_bucket).await?;
     client.ping().await?;
+    let h = heard.clone();
+    tokio::spawn(async move {
+        while writes.next().await.is_some() {
+            h.lock().expect("heard").desired_log.push(Instant::now());
+        }
+    });
     let h = heard.clone();
     tokio::spawn(async move {
         // The connection lives as long as this task.
