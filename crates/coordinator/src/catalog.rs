@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use phasegate_model::{self as model, Action, PutKind, PutRequest};
+use phasegate_model::{self as model, PutOutcome, PutRequest};
 use phasegate_proto::{
     ActionRequest, ApiError, EntityGetRequest, EntityKind, EntityListResult, EntityPutRequest,
     EntityResult, EntitySpec, Pipeline, PipelineDeleteRequest, PipelineName, PipelinePutRequest,
-    StoredEntity, Trigger, TriggerId, TriggerListRequest, TriggerListResult, TriggerRecord,
-    TriggerStatus, TriggerSummary, entity_key,
+    StoredEntity, Trigger, TriggerAction, TriggerId, TriggerListRequest, TriggerListResult,
+    TriggerRecord, TriggerStatus, TriggerSummary, entity_key,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::clock::{new_trigger_id, now_ms};
+use crate::clock::new_trigger_id;
 use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
 use crate::page::{Page, PageRequest, page};
@@ -58,7 +58,7 @@ pub(crate) enum CatalogMsg {
         PageRequest<TriggerOrder>,
         ReplyTo<TriggerListResult>,
     ),
-    TriggerAct(Action, ActionRequest, ReplyTo<Trigger>),
+    TriggerAct(TriggerAction, ActionRequest, ReplyTo<Trigger>),
     /// Periodic: retries failed publishes and trigger actors that did not start.
     Maintain,
     /// Active triggers by phase state and paused, for metrics.
@@ -124,7 +124,7 @@ struct PutAnswer {
     spec: Box<EntitySpec>,
     created: Option<Box<Trigger>>,
     actor: phasegate_proto::Actor,
-    change: PutKind,
+    change: &'static str,
 }
 
 /// The catalog's arguments.
@@ -302,8 +302,7 @@ impl Actor for Catalog {
                     let st = a
                         .trigger
                         .phase_state
-                        .and_then(|p| serde_json_word(&p))
-                        .unwrap_or_default();
+                        .map_or(String::new(), |p| p.as_str().to_owned());
                     *counts.entry((st, a.trigger.paused)).or_default() += 1;
                 }
                 let _ = reply.send(counts.into_iter().map(|((s, p), n)| (s, p, n)).collect());
@@ -373,13 +372,6 @@ impl Actor for Catalog {
         }
         Ok(())
     }
-}
-
-/// The wire word of a unit enum value (`applying`).
-fn serde_json_word<T: serde::Serialize>(v: &T) -> Option<String> {
-    let bytes = phasegate_proto::encode(phasegate_proto::Encoding::Json, v).ok()?;
-    let s = String::from_utf8(bytes).ok()?;
-    Some(s.trim_matches('"').to_owned())
 }
 
 fn store_err(e: impl Into<CoordinatorError>) -> ApiError {
@@ -740,7 +732,7 @@ impl CatalogState {
                 0,
             ),
         };
-        let now = now_ms();
+        let now = phasegate_proto::now_ms();
         let pipelines = self.pipelines.clone();
         let actor = req.actor.clone();
         let outcome = model::put(
@@ -756,13 +748,26 @@ impl CatalogState {
             new_trigger_id(now),
             now,
         )?;
-        if outcome.kind == PutKind::NoOp {
-            return Ok(Prepared::Done(Box::new(EntityResult {
-                spec: outcome.spec,
-                trigger: None,
-            })));
-        }
-        let mut created = outcome.created.clone();
+        let change = outcome.change();
+        let (record, spec, mut created, aborted) = match outcome {
+            PutOutcome::NoOp { spec } => {
+                return Ok(Prepared::Done(Box::new(EntityResult {
+                    spec,
+                    trigger: None,
+                })));
+            }
+            PutOutcome::Immediate { record, spec } => (record, spec, None, None),
+            PutOutcome::KillSwitch {
+                record,
+                spec,
+                aborted,
+            } => (record, spec, None, aborted),
+            PutOutcome::Triggered {
+                record,
+                spec,
+                created,
+            } => (record, spec, Some(created), None),
+        };
         if let Some(rec) = created.as_mut() {
             self.show_fleet(rec).await;
             // The trigger's own trace starts here, under the command's span;
@@ -782,10 +787,10 @@ impl CatalogState {
         // aborted trigger is kept beside the entity in the same write (the
         // commit point), then archived so it stays readable by id.
         let stored = StoredEntity {
-            record: outcome.record,
+            record,
             active: created.clone(),
             // A finished trigger still waiting for its archive stays.
-            finished: outcome.aborted.clone().or(current.finished),
+            finished: aborted.or(current.finished),
         };
         let key = entity_key(kind, &stored.record.name);
         // Without a trigger, agents are told at once; with one, its actor
@@ -805,10 +810,10 @@ impl CatalogState {
         Ok(Prepared::Write(Box::new((
             write,
             PutAnswer {
-                spec: Box::new(outcome.spec),
+                spec: Box::new(spec),
                 created: created.map(|c| Box::new(c.trigger)),
                 actor,
-                change: outcome.kind,
+                change,
             },
         ))))
     }
@@ -1354,10 +1359,8 @@ impl CatalogState {
         })
     }
 
-    fn trigger_act(&mut self, action: Action, req: ActionRequest, reply: ReplyTo<Trigger>) {
-        if matches!(action, Action::Approve | Action::Skip | Action::Rollout)
-            && req.phase_id.is_none()
-        {
+    fn trigger_act(&mut self, action: TriggerAction, req: ActionRequest, reply: ReplyTo<Trigger>) {
+        if action.needs_phase_id() && req.phase_id.is_none() {
             reply.send(Err(ApiError::invalid(format!(
                 "phase_id is required for {}: name the phase you act on",
                 action.as_str()

@@ -18,10 +18,10 @@ use phasegate_model::fleet::{Changes, Persist, SegmentStats};
 use phasegate_model::{Fleet, FleetView};
 use phasegate_proto::{
     AgentId, AgentInfo, AgentRecord, AgentReport, ApiError, Segment, SegmentPattern, TriggerId,
+    now_ms,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::clock::now_ms;
 use crate::registry::Registry;
 use crate::store::{load_all, to_bytes};
 use crate::trigger::TriggerMsg;

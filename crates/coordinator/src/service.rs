@@ -9,14 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use phasegate_bus::{Client, Service, encode_reply};
-use phasegate_model::Action;
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
     ActionRequest, AgentForgetRequest, AgentInfo, AgentListRequest, AgentListResult, ApiError,
-    Command, Empty, Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult,
+    Command, Empty, Encoding, EntityDeleteRequest, EntityGetRequest, EntityListResult,
     EntityPutRequest, ErrorCode, ListRequest, PipelineDeleteRequest, PipelineGetRequest,
-    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerGetRequest,
-    TriggerListRequest, TriggerListResult, TriggerResult, decode,
+    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerAction,
+    TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult, decode,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -280,18 +279,6 @@ where
     envelope(encoding, result)
 }
 
-fn action_of(command: Command) -> Option<Action> {
-    Some(match command {
-        Command::TriggerApprove => Action::Approve,
-        Command::TriggerPause => Action::Pause,
-        Command::TriggerResume => Action::Resume,
-        Command::TriggerSkip => Action::Skip,
-        Command::TriggerRollout => Action::Rollout,
-        Command::TriggerAbort => Action::Abort,
-        _ => return None,
-    })
-}
-
 async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
     let (command, enc) = (cx.command, cx.enc);
     if !h.lease.holds() {
@@ -305,14 +292,7 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
         );
     }
     let c = &h.catalog;
-    let kind = |g: &str| {
-        if g == "config" {
-            EntityKind::Config
-        } else {
-            EntityKind::Gate
-        }
-    };
-    if let Some(action) = action_of(command) {
+    if let Some(action) = TriggerAction::of_command(command) {
         return run(cx, body, |req: ActionRequest| async move {
             let trigger = ask(c, |r| CatalogMsg::TriggerAct(action, req, r)).await?;
             Ok(TriggerResult { trigger })
@@ -354,7 +334,7 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             .await
         }
         Command::GatePut | Command::ConfigPut => {
-            let k = kind(command.group());
+            let k = command.entity_kind().unwrap_or_default();
             run(cx, body, |req: EntityPutRequest| async move {
                 // A trigger this put starts joins the command's trace.
                 let trace = phasegate_bus::trace::traceparent_of(&tracing::Span::current());
@@ -363,14 +343,14 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             .await
         }
         Command::GateGet | Command::ConfigGet => {
-            let k = kind(command.group());
+            let k = command.entity_kind().unwrap_or_default();
             run(cx, body, |req: EntityGetRequest| async move {
                 ask(c, |r| CatalogMsg::EntityGet(k, req, r)).await
             })
             .await
         }
         Command::GateList | Command::ConfigList => {
-            let k = kind(command.group());
+            let k = command.entity_kind().unwrap_or_default();
             run(cx, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
                 let r = ask(c, |r| CatalogMsg::EntityList(k, page, r)).await?;
@@ -387,7 +367,7 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             .await
         }
         Command::GateDelete | Command::ConfigDelete => {
-            let k = kind(command.group());
+            let k = command.entity_kind().unwrap_or_default();
             run(cx, body, |req: EntityDeleteRequest| async move {
                 ask(c, |r| CatalogMsg::EntityDelete(k, req, r)).await?;
                 Ok(Empty {})

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phasegate_model::{self as model, Action, FleetView, PutKind, PutRequest};
+use phasegate_model::{self as model, FleetView, PutOutcome, PutRequest};
 use phasegate_proto::{
     ActionRequest, ApiError, EntityPutRequest, EntityResult, PhaseState, StoredEntity, Trigger,
-    TriggerId,
+    TriggerAction, TriggerId, now_ms,
 };
 use phasegate_telemetry::metrics::Registry;
 use ractor::concurrency::JoinHandle;
@@ -19,7 +19,7 @@ use crate::reply::ReplyTo;
 use tracing::Instrument;
 
 use crate::catalog::{CatalogMsg, Pipelines};
-use crate::clock::{new_trigger_id, now_ms};
+use crate::clock::new_trigger_id;
 use crate::directory::DirectoryMsg;
 use crate::store::{Store, to_bytes};
 
@@ -27,7 +27,7 @@ use crate::store::{Store, to_bytes};
 pub(crate) enum TriggerMsg {
     /// An operator action.
     Act {
-        action: Action,
+        action: TriggerAction,
         req: ActionRequest,
         reply: ReplyTo<Trigger>,
     },
@@ -322,25 +322,6 @@ fn without_trace(mut d: phasegate_proto::DesiredEntity) -> phasegate_proto::Desi
     d
 }
 
-/// The wire name of a history type (`phase_applied`).
-fn serde_kind(k: phasegate_proto::HistoryType) -> &'static str {
-    use phasegate_proto::HistoryType as H;
-    match k {
-        H::Started => "started",
-        H::Approved => "approved",
-        H::PhaseStarted => "phase_started",
-        H::PhaseApplied => "phase_applied",
-        H::Paused => "paused",
-        H::Resumed => "resumed",
-        H::Skipped => "skipped",
-        H::Rollout => "rollout",
-        H::Aborted => "aborted",
-        H::HealthDegraded => "health_degraded",
-        H::HealthRecovered => "health_recovered",
-        H::Completed => "completed",
-    }
-}
-
 /// True when `next` differs from `prev` in more than live agent counts.
 /// Compares in place, without copying either record: progress counts and
 /// `updated_at_ms` are set aside for the comparison and put back.
@@ -576,7 +557,7 @@ impl TriggerState {
     ) {
         let now = now_ms();
         for h in t.history.iter().skip(seen) {
-            let kind = serde_kind(h.kind);
+            let kind = h.kind.as_str();
             let phase = h.phase_id.as_ref().map_or("", |p| p.as_str());
             let span = tracing::info_span!(
                 "phasegate.step",
@@ -668,13 +649,17 @@ impl TriggerState {
             new_trigger_id(now),
             now,
         )?;
-        match outcome.kind {
-            PutKind::NoOp => Ok(EntityResult {
-                spec: outcome.spec,
+        match outcome {
+            PutOutcome::NoOp { spec } => Ok(EntityResult {
+                spec,
                 trigger: None,
             }),
-            PutKind::KillSwitch => {
-                let aborted = outcome.aborted.ok_or_else(|| {
+            PutOutcome::KillSwitch {
+                record,
+                spec,
+                aborted,
+            } => {
+                let aborted = aborted.ok_or_else(|| {
                     ApiError::new(
                         phasegate_proto::ErrorCode::Internal,
                         "kill switch without trigger",
@@ -685,19 +670,19 @@ impl TriggerState {
                 // (settling is a no-op once the trigger is detached), with
                 // the aborted trigger beside it.
                 self.commit(StoredEntity {
-                    record: outcome.record,
+                    record,
                     active: Some(aborted),
                     finished: self.stored.finished.clone(),
                 })
                 .await?;
                 tracing::warn!(trigger_id = %self.id, "kill switch: trigger aborted, entity disabled everywhere");
                 Ok(EntityResult {
-                    spec: outcome.spec,
+                    spec,
                     trigger: None,
                 })
             }
             // The model refuses every other put while a trigger runs.
-            PutKind::Immediate | PutKind::Triggered => {
+            PutOutcome::Immediate { .. } | PutOutcome::Triggered { .. } => {
                 Err(ApiError::conflict("the entity has an active trigger"))
             }
         }

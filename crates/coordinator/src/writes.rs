@@ -38,7 +38,8 @@ pub(crate) enum AfterWrite {
         spec: Box<EntitySpec>,
         created: Option<Box<Trigger>>,
         actor: Actor,
-        change: phasegate_model::PutKind,
+        /// What the put did, for the log ([`phasegate_model::PutOutcome::change`]).
+        change: &'static str,
         reply: ReplyTo<EntityResult>,
     },
     /// Answer a delete.

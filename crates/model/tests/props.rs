@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use phasegate_model::desired::{phase_rollout, trigger_state};
-use phasegate_model::{Action, FleetView, SegmentFleet, act, observe, tick};
+use phasegate_model::{FleetView, SegmentFleet, act, observe, tick};
 use phasegate_proto::*;
 use proptest::prelude::*;
 
@@ -81,13 +81,13 @@ fn arb_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-const ACTIONS: [Action; 6] = [
-    Action::Approve,
-    Action::Pause,
-    Action::Resume,
-    Action::Skip,
-    Action::Rollout,
-    Action::Abort,
+const ACTIONS: [TriggerAction; 6] = [
+    TriggerAction::Approve,
+    TriggerAction::Pause,
+    TriggerAction::Resume,
+    TriggerAction::Skip,
+    TriggerAction::Rollout,
+    TriggerAction::Abort,
 ];
 
 fn rules_of(rec: &TriggerRecord, segment: &str) -> Vec<(usize, f64)> {

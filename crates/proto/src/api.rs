@@ -8,44 +8,27 @@ use serde::{Deserialize, Serialize};
 use crate::entity::{EntityKind, EntitySpec, User, ValueMap};
 use crate::names::{Actor, AgentId, EntityName, PhaseId, PipelineName, Segment, TriggerId};
 use crate::pipeline::Pipeline;
+use crate::subjects::Command;
 use crate::trigger::{Trigger, TriggerStatus};
 
-/// Error codes of the contract, in the order of precedence used when
-/// several apply (`invalid` first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed body, unknown field value, failed validation.
-    Invalid,
-    /// The named thing does not exist.
-    NotFound,
-    /// The current state does not allow it.
-    Conflict,
-    /// The actor may not do it.
-    Forbidden,
-    /// Not ready or not the leader: retry.
-    Unavailable,
-    /// A fault of the service.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Invalid => "invalid",
-            Self::NotFound => "not_found",
-            Self::Conflict => "conflict",
-            Self::Forbidden => "forbidden",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::wire_enum! {
+    /// Error codes of the contract, in the order of precedence used when
+    /// several apply (`invalid` first).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorCode as "error code" {
+        /// Malformed body, unknown field value, failed validation.
+        Invalid => "invalid",
+        /// The named thing does not exist.
+        NotFound => "not_found",
+        /// The current state does not allow it.
+        Conflict => "conflict",
+        /// The actor may not do it.
+        Forbidden => "forbidden",
+        /// Not ready or not the leader: retry.
+        Unavailable => "unavailable",
+        /// A fault of the service.
+        Internal => "internal",
     }
 }
 
@@ -294,6 +277,71 @@ pub struct TriggerListResult {
     /// Where the next page starts; nil on the last page.
     #[serde(default)]
     pub next_cursor: Option<String>,
+}
+
+/// The operator actions on a trigger (SPEC.md §4). Each is sent as its own
+/// command, `trigger.<verb>`, with an [`ActionRequest`]; the verb is the
+/// action's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerAction {
+    /// Approve the current phase.
+    Approve,
+    /// Stop all progress.
+    Pause,
+    /// Continue after a pause, whoever or whatever paused.
+    Resume,
+    /// End the current phase now.
+    Skip,
+    /// Full roll-out now: every remaining phase at once.
+    Rollout,
+    /// Roll back, irreversibly.
+    Abort,
+}
+
+impl TriggerAction {
+    /// Every action, in contract order.
+    pub const ALL: [Self; 6] = [
+        Self::Approve,
+        Self::Pause,
+        Self::Resume,
+        Self::Skip,
+        Self::Rollout,
+        Self::Abort,
+    ];
+
+    /// The command it is sent as.
+    pub fn command(self) -> Command {
+        match self {
+            Self::Approve => Command::TriggerApprove,
+            Self::Pause => Command::TriggerPause,
+            Self::Resume => Command::TriggerResume,
+            Self::Skip => Command::TriggerSkip,
+            Self::Rollout => Command::TriggerRollout,
+            Self::Abort => Command::TriggerAbort,
+        }
+    }
+
+    /// The action `command` asks for; `None` for a command that is no action.
+    pub fn of_command(command: Command) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.command() == command)
+    }
+
+    /// The verb (`approve`): its command's verb.
+    pub fn as_str(self) -> &'static str {
+        self.command().verb()
+    }
+
+    /// Whether the contract requires `phase_id`: the actions that move
+    /// forward must name the phase they move past.
+    pub fn needs_phase_id(self) -> bool {
+        matches!(self, Self::Approve | Self::Skip | Self::Rollout)
+    }
+}
+
+impl fmt::Display for TriggerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `trigger.approve|pause|resume|skip|rollout|abort`.

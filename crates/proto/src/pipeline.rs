@@ -90,17 +90,19 @@ impl ApprovalPolicy {
     }
 }
 
-/// What to do when health falls below the bar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnhealthy {
-    /// Pause the trigger until health recovers.
-    #[default]
-    Pause,
-    /// Abort the trigger, rolling back.
-    Abort,
-    /// Record it and go on.
-    Ignore,
+crate::wire_enum! {
+    /// What to do when health falls below the bar.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum OnUnhealthy as "on_unhealthy value" {
+        /// Pause the trigger until health recovers.
+        #[default]
+        Pause => "pause",
+        /// Abort the trigger, rolling back.
+        Abort => "abort",
+        /// Record it and go on.
+        Ignore => "ignore",
+    }
 }
 
 fn default_min_healthy_ratio() -> f64 {

@@ -17,16 +17,18 @@ pub struct EntityRef {
     pub name: EntityName,
 }
 
-/// Overall status of a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerStatus {
-    /// Walking through its phases.
-    InProgress,
-    /// The new version is the base everywhere.
-    Completed,
-    /// Rolled back; irreversible.
-    Aborted,
+crate::wire_enum! {
+    /// Overall status of a trigger.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum TriggerStatus as "trigger status" {
+        /// Walking through its phases.
+        InProgress => "in_progress",
+        /// The new version is the base everywhere.
+        Completed => "completed",
+        /// Rolled back; irreversible.
+        Aborted => "aborted",
+    }
 }
 
 impl TriggerStatus {
@@ -36,28 +38,32 @@ impl TriggerStatus {
     }
 }
 
-/// Where the current phase stands while the trigger is in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhaseState {
-    /// Waiting for approvals; nothing of the phase is applied yet.
-    AwaitingApproval,
-    /// Published; waiting for every live agent of its segments to apply it.
-    Applying,
-    /// Applied; the bake timer runs.
-    Baking,
+crate::wire_enum! {
+    /// Where the current phase stands while the trigger is in progress.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PhaseState as "phase state" {
+        /// Waiting for approvals; nothing of the phase is applied yet.
+        AwaitingApproval => "awaiting_approval",
+        /// Published; waiting for every live agent of its segments to apply it.
+        Applying => "applying",
+        /// Applied; the bake timer runs.
+        Baking => "baking",
+    }
 }
 
-/// Why a trigger is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PausedReason {
-    /// An operator paused it.
-    Manual,
-    /// Health fell below the phase's bar with `on_unhealthy = pause`.
-    Health,
-    /// The phase stayed `applying` longer than its `apply_timeout_ms`.
-    ApplyTimeout,
+crate::wire_enum! {
+    /// Why a trigger is paused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PausedReason as "paused reason" {
+        /// An operator paused it.
+        Manual => "manual",
+        /// Health fell below the phase's bar with `on_unhealthy = pause`.
+        Health => "health",
+        /// The phase stayed `applying` longer than its `apply_timeout_ms`.
+        ApplyTimeout => "apply_timeout",
+    }
 }
 
 /// One recorded approval of the current phase.
@@ -88,34 +94,36 @@ pub struct SegmentProgress {
     pub agents_healthy: u32,
 }
 
-/// The kind of a history entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HistoryType {
-    /// The trigger was created.
-    Started,
-    /// An actor approved the current phase.
-    Approved,
-    /// A phase began (awaiting approval or applying).
-    PhaseStarted,
-    /// Every live agent of the phase applied it.
-    PhaseApplied,
-    /// Progress stopped.
-    Paused,
-    /// Progress continued.
-    Resumed,
-    /// A phase was ended early.
-    Skipped,
-    /// Full roll-out was ordered.
-    Rollout,
-    /// The trigger was aborted.
-    Aborted,
-    /// Health fell below the bar.
-    HealthDegraded,
-    /// Health rose back.
-    HealthRecovered,
-    /// The trigger completed.
-    Completed,
+crate::wire_enum! {
+    /// The kind of a history entry.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum HistoryType as "history type" {
+        /// The trigger was created.
+        Started => "started",
+        /// An actor approved the current phase.
+        Approved => "approved",
+        /// A phase began (awaiting approval or applying).
+        PhaseStarted => "phase_started",
+        /// Every live agent of the phase applied it.
+        PhaseApplied => "phase_applied",
+        /// Progress stopped.
+        Paused => "paused",
+        /// Progress continued.
+        Resumed => "resumed",
+        /// A phase was ended early.
+        Skipped => "skipped",
+        /// Full roll-out was ordered.
+        Rollout => "rollout",
+        /// The trigger was aborted.
+        Aborted => "aborted",
+        /// Health fell below the bar.
+        HealthDegraded => "health_degraded",
+        /// Health rose back.
+        HealthRecovered => "health_recovered",
+        /// The trigger completed.
+        Completed => "completed",
+    }
 }
 
 /// One entry of a trigger's history.
