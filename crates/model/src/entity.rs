@@ -3,8 +3,8 @@
 //! trigger settles into its entity.
 
 use phasegate_proto::{
-    Actor, ApiError, EntityKind, EntityRecord, EntitySpec, EntityState, Pipeline, PipelineName,
-    TriggerId, TriggerRecord, TriggerStatus,
+    Actor, ApiError, EntityKind, EntityPutRequest, EntityRecord, EntitySpec, EntityState, Pipeline,
+    PipelineName, TriggerId, TriggerRecord, TriggerStatus,
 };
 
 use crate::behaviour::{is_kill_switch, normalize, same_behaviour};
@@ -21,20 +21,6 @@ pub fn new_record(kind: EntityKind, name: phasegate_proto::EntityName) -> Entity
         last_version: 0,
         active_trigger: None,
     }
-}
-
-/// A put, as received.
-#[derive(Debug, Clone)]
-pub struct PutRequest {
-    /// The spec; `kind` is overwritten by the subject's kind, `version` ignored.
-    pub spec: EntitySpec,
-    /// Who asks: the creator of a new trigger, or who aborted the active one
-    /// with the kill switch.
-    pub actor: Actor,
-    /// Recorded on the trigger's `started` entry.
-    pub comment: Option<String>,
-    /// Must equal the latest version when given.
-    pub expected_version: Option<u64>,
 }
 
 /// What a put decided, with what the caller carries out: write `record`
@@ -110,19 +96,22 @@ impl PutOutcome {
     }
 }
 
-/// Decides a put, pure. `pipelines` looks up a pipeline by name; `active`
-/// is the entity's active trigger, if any; `new_id` names a trigger if one
-/// is created. Errors follow the contract's precedence: `invalid`, then
+/// Decides a put, pure. The spec's `kind` is taken from `current` and its
+/// `version` is assigned; the actor creates the trigger (or aborts the
+/// active one with the kill switch) and the comment is recorded on its
+/// `started` entry. `pipelines` looks up a pipeline by name; `active` is
+/// the entity's active trigger, if any; `new_id` names a trigger if one is
+/// created. Errors follow the contract's precedence: `invalid`, then
 /// `not_found`, then `conflict`.
 pub fn put(
     current: &EntityRecord,
     active: Option<&TriggerRecord>,
-    req: PutRequest,
+    req: EntityPutRequest,
     pipelines: &dyn Fn(&PipelineName) -> Option<Pipeline>,
     new_id: TriggerId,
     now_ms: u64,
 ) -> Result<PutOutcome, ApiError> {
-    let PutRequest {
+    let EntityPutRequest {
         mut spec,
         actor,
         comment,

@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use phasegate_model::{
-    PutOutcome, PutRequest, delete, entity_state, new_record, observe, put, settle,
-};
+use phasegate_model::{PutOutcome, delete, entity_state, new_record, observe, put, settle};
 use phasegate_proto::*;
 use serde_json::json;
 
@@ -44,7 +42,7 @@ impl World {
         let out = put(
             &self.entity,
             self.active.as_ref(),
-            PutRequest {
+            EntityPutRequest {
                 spec: serde_json::from_value(spec).unwrap(),
                 actor: actor("carol"),
                 comment: None,

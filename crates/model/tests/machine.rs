@@ -9,15 +9,6 @@ use phasegate_model::{FleetView, act, next_deadline_ms, observe, tick};
 use phasegate_proto::HistoryType as H;
 use phasegate_proto::*;
 
-const ALL: [TriggerAction; 6] = [
-    TriggerAction::Approve,
-    TriggerAction::Pause,
-    TriggerAction::Resume,
-    TriggerAction::Skip,
-    TriggerAction::Rollout,
-    TriggerAction::Abort,
-];
-
 /// Builds a trigger in each state the table covers.
 fn in_state(name: &str) -> TriggerRecord {
     let p = pipeline(vec![
@@ -83,7 +74,7 @@ fn every_action_in_every_state() {
         ("aborted", ["conflict"; 6]),
     ];
     for (state, expected) in table {
-        for (action, want) in ALL.iter().zip(expected) {
+        for (action, want) in TriggerAction::ALL.iter().zip(expected) {
             let mut rec = in_state(state);
             let before = rec.clone();
             let got = code(run(&mut rec, *action, "op2", 20));

@@ -81,15 +81,6 @@ fn arb_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-const ACTIONS: [TriggerAction; 6] = [
-    TriggerAction::Approve,
-    TriggerAction::Pause,
-    TriggerAction::Resume,
-    TriggerAction::Skip,
-    TriggerAction::Rollout,
-    TriggerAction::Abort,
-];
-
 fn rules_of(rec: &TriggerRecord, segment: &str) -> Vec<(usize, f64)> {
     phase_rollout(rec, segment)
         .map(|r| {
@@ -119,7 +110,7 @@ proptest! {
                         2 => None,
                         _ => Some(PhaseId::new("elsewhere").unwrap()),
                     };
-                    let res = act(&mut rec, ACTIONS[*action], &r, now);
+                    let res = act(&mut rec, TriggerAction::ALL[*action], &r, now);
                     if res.is_err() {
                         prop_assert_eq!(&rec, &before, "a refused action changed the trigger");
                     }

@@ -31,6 +31,16 @@ pub struct EntityRecord {
     pub active_trigger: Option<TriggerId>,
 }
 
+impl EntityRecord {
+    /// Which entity this is.
+    pub fn entity(&self) -> crate::EntityRef {
+        crate::EntityRef {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// A trigger and what its rollout needs beyond the contract's view of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {

@@ -8,13 +8,28 @@ use crate::entity::EntityKind;
 use crate::names::{Actor, EntityName, PhaseId, PipelineName, TriggerId};
 use crate::pipeline::Pipeline;
 
-/// Which entity a trigger changes.
+/// Which entity: what a trigger changes, and the key of an entity in
+/// memory (ordered by kind, then name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
-    /// Gate or config.
+    /// Gate or config: names are unique per kind.
     pub kind: EntityKind,
     /// Its name.
     pub name: EntityName,
+}
+
+impl EntityRef {
+    /// Its key in the entity and desired-state buckets: `<kind>.<name>`.
+    pub fn key(&self) -> String {
+        crate::entity_key(self.kind, &self.name)
+    }
+}
+
+impl std::fmt::Display for EntityRef {
+    /// `<kind> <name>`, as messages name an entity (`gate checkout`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
 }
 
 crate::wire_enum! {
