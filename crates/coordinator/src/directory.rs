@@ -23,7 +23,6 @@ use crate::msg::{DirectoryMsg, TriggerMsg};
 use crate::registry::Registry;
 use crate::store::{load_all, to_bytes};
 
-/// The directory's arguments.
 pub(crate) struct DirectoryArgs {
     pub(crate) agents_kv: Kv,
     pub(crate) sweep_ms: u64,

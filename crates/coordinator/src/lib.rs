@@ -45,7 +45,9 @@ use crate::directory::{Directory, DirectoryArgs};
 use crate::msg::{CatalogMsg, DirectoryMsg};
 use crate::supervisor::{Supervisor, SupervisorMsg};
 
-/// A running coordinator.
+/// A running coordinator: it holds the leadership lease, answers the
+/// command API and drives every active trigger until [`Coordinator::stop`],
+/// or until a core actor fails ([`Coordinator::failed`]).
 pub struct Coordinator {
     lease: leader::Lease,
     actors: Actors,

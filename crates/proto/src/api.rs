@@ -128,9 +128,10 @@ pub struct Empty {}
 /// `pipeline.put`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelinePutRequest {
-    /// The definition.
+    /// The whole definition: it replaces the stored one.
     pub pipeline: Pipeline,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -153,7 +154,8 @@ pub struct PipelineGetRequest {
 pub struct PipelineDeleteRequest {
     /// Which pipeline.
     pub name: PipelineName,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -190,7 +192,8 @@ pub struct PipelineListResult {
 pub struct EntityPutRequest {
     /// The definition (`kind` and `version` are ignored).
     pub spec: EntitySpec,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
     /// Optional remark, recorded in the trigger's history.
     #[serde(default)]
@@ -221,7 +224,8 @@ pub struct EntityGetRequest {
 pub struct EntityDeleteRequest {
     /// Which entity.
     pub name: EntityName,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -261,7 +265,7 @@ pub struct TriggerListRequest {
     /// Only this status.
     #[serde(default)]
     pub status: Option<TriggerStatus>,
-    /// Items per page.
+    /// Items per page: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
     #[serde(default)]
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
@@ -352,7 +356,8 @@ pub struct ActionRequest {
     /// Must equal the current phase; required for approve, skip, rollout.
     #[serde(default)]
     pub phase_id: Option<PhaseId>,
-    /// Who acts.
+    /// Who acts, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
     /// Optional remark, recorded in history.
     #[serde(default)]
@@ -365,7 +370,7 @@ pub struct AgentListRequest {
     /// Only agents of this segment.
     #[serde(default)]
     pub segment: Option<Segment>,
-    /// Items per page.
+    /// Items per page: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
     #[serde(default)]
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
@@ -378,7 +383,8 @@ pub struct AgentListRequest {
 pub struct AgentForgetRequest {
     /// The agent to forget.
     pub agent_id: AgentId,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -420,7 +426,7 @@ pub struct AgentListResult {
 /// `POST /v1/check_gate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckGateRequest {
-    /// The gate.
+    /// The gate to evaluate.
     pub gate: EntityName,
     /// The user; absent or null = a user with no fields.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -439,9 +445,9 @@ where
 /// Reply of `POST /v1/check_gate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckGateResponse {
-    /// The gate.
+    /// The gate evaluated, as asked.
     pub gate: EntityName,
-    /// Pass or fail.
+    /// Whether the user passes; `false` for an unknown gate.
     pub value: bool,
     /// The version that answered (0 for unknown).
     pub version: u64,
@@ -458,7 +464,7 @@ pub struct CheckGateResponse {
 /// `POST /v1/get_config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetConfigRequest {
-    /// The config.
+    /// The config to evaluate.
     pub config: EntityName,
     /// The user; absent or null = a user with no fields.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -468,9 +474,10 @@ pub struct GetConfigRequest {
 /// Reply of `POST /v1/get_config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetConfigResponse {
-    /// The config.
+    /// The config evaluated, as asked.
     pub config: EntityName,
-    /// The value.
+    /// The passing rule's value, else the default value; `{}` for an
+    /// unknown config.
     pub value: ValueMap,
     /// The version that answered (0 for unknown).
     pub version: u64,
@@ -506,7 +513,7 @@ pub struct EntityView {
 pub struct Healthz {
     /// The segment served.
     pub segment: Segment,
-    /// This agent.
+    /// This agent, as its reports name it.
     pub agent_id: AgentId,
     /// Connected to NATS now.
     pub connected: bool,
@@ -525,6 +532,6 @@ pub struct Healthz {
 /// The body of an HTTP error reply: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpError {
-    /// The error.
+    /// The same code and message a command reply would carry.
     pub error: ApiError,
 }

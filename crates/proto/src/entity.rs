@@ -56,7 +56,7 @@ pub struct EntitySpec {
     /// The attached release pipeline, if any.
     #[serde(default)]
     pub pipeline: Option<PipelineName>,
-    /// Free text.
+    /// For people; a change of it alone is applied everywhere at once.
     #[serde(default)]
     pub description: String,
 }
@@ -117,7 +117,7 @@ impl Rule {
 /// A predicate on one field of the user or of the evaluating agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
-    /// What is tested.
+    /// The user's (or the agent's) field it reads.
     pub field: Field,
     /// How it is tested.
     pub op: Op,
@@ -194,7 +194,7 @@ impl<'de> Deserialize<'de> for Field {
 }
 
 crate::wire_enum! {
-    /// Condition operators.
+    /// How a condition compares its field with its values (SPEC.md §2).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]
     pub enum Op as "condition operator" {
@@ -287,13 +287,14 @@ pub struct User {
     /// The unit of bucketing.
     #[serde(default)]
     pub user_id: serde_json::Value,
-    /// E-mail address.
+    /// Read by `email` conditions.
     #[serde(default)]
     pub email: serde_json::Value,
-    /// Country code.
+    /// Read by `country` conditions.
     #[serde(default)]
     pub country: serde_json::Value,
-    /// Application version.
+    /// Read by `app_version` conditions, as a version by the `version_*`
+    /// operators.
     #[serde(default)]
     pub app_version: serde_json::Value,
     /// Free attributes, read by `custom.<key>` conditions.

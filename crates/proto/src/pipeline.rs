@@ -8,9 +8,9 @@ use crate::names::{Actor, PhaseId, PipelineName, SegmentPattern};
 /// An ordered list of phases that a change walks through.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
-    /// Unique name.
+    /// Unique; what entities attach it by.
     pub name: PipelineName,
-    /// Free text.
+    /// For people.
     #[serde(default)]
     pub description: String,
     /// 1 to 50 phases.

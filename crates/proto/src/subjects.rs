@@ -161,7 +161,7 @@ impl Subjects {
         }
     }
 
-    /// The prefix.
+    /// The prefix every subject and bucket name starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

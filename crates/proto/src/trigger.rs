@@ -14,7 +14,7 @@ use crate::pipeline::Pipeline;
 pub struct EntityRef {
     /// Gate or config: names are unique per kind.
     pub kind: EntityKind,
-    /// Its name.
+    /// Unique per kind.
     pub name: EntityName,
 }
 
@@ -84,11 +84,11 @@ crate::wire_enum! {
 /// One recorded approval of the current phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
-    /// Who approved.
+    /// Who approved: counted once per phase.
     pub actor: Actor,
     /// When, in Unix-epoch milliseconds.
     pub at_ms: u64,
-    /// Optional remark.
+    /// The approval's comment, as sent.
     #[serde(default)]
     pub comment: Option<String>,
 }
@@ -122,9 +122,11 @@ crate::wire_enum! {
         PhaseStarted => "phase_started",
         /// Every live agent of the phase applied it.
         PhaseApplied => "phase_applied",
-        /// Progress stopped.
+        /// Progress stopped: by an operator, health or an apply timeout
+        /// (the comment says which).
         Paused => "paused",
-        /// Progress continued.
+        /// Progress continued: by an operator, or health recovering from a
+        /// pause it made.
         Resumed => "resumed",
         /// A phase was ended early.
         Skipped => "skipped",
@@ -134,7 +136,7 @@ crate::wire_enum! {
         Aborted => "aborted",
         /// Health fell below the bar.
         HealthDegraded => "health_degraded",
-        /// Health rose back.
+        /// Health rose back to the bar.
         HealthRecovered => "health_recovered",
         /// The trigger completed.
         Completed => "completed",
@@ -144,7 +146,7 @@ crate::wire_enum! {
 /// One entry of a trigger's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// What happened.
+    /// What happened; `type` on the wire.
     #[serde(rename = "type")]
     pub kind: HistoryType,
     /// The phase it concerns, if any.
@@ -154,7 +156,8 @@ pub struct HistoryEntry {
     pub actor: Actor,
     /// When, in Unix-epoch milliseconds.
     pub at_ms: u64,
-    /// Optional remark.
+    /// The action's comment, or why an automatic step was taken
+    /// (`health`, `apply_timeout`, `kill switch`).
     #[serde(default)]
     pub comment: Option<String>,
 }
@@ -162,7 +165,7 @@ pub struct HistoryEntry {
 /// One rollout of one change through a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
-    /// Opaque, unique forever.
+    /// Opaque, unique forever: never reused, even after deletes.
     pub id: TriggerId,
     /// The entity being changed.
     pub entity: EntityRef,
@@ -174,17 +177,18 @@ pub struct Trigger {
     pub from_version: u64,
     /// The version being rolled out.
     pub to_version: u64,
-    /// Overall status.
+    /// In progress until completed or aborted; never changes after.
     pub status: TriggerStatus,
     /// Index of the current phase.
     pub current_phase: u32,
     /// Id of the current phase.
     pub current_phase_id: Option<PhaseId>,
-    /// Nil once finished.
+    /// Where the current phase stands; nil once finished.
     pub phase_state: Option<PhaseState>,
     /// Whether progress is stopped.
     pub paused: bool,
-    /// Why, while paused.
+    /// Why it is paused; nil while not paused. Only a pause health made
+    /// is lifted by health recovering.
     pub paused_reason: Option<PausedReason>,
     /// End of the bake: set only while baking and not paused.
     pub phase_ends_at_ms: Option<u64>,
@@ -193,14 +197,16 @@ pub struct Trigger {
     /// Approvals of the current phase.
     #[serde(default)]
     pub approvals: Vec<ApprovalRecord>,
-    /// Progress per segment.
+    /// Progress per segment: every segment the pipeline names literally,
+    /// and those its globs match that have known agents.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentProgress>,
     /// Who made the change.
     pub created_by: Actor,
-    /// Creation time.
+    /// When the put that started it was accepted, Unix-epoch ms: the
+    /// order of `trigger.list`, newest first.
     pub created_at_ms: u64,
-    /// Last change.
+    /// When anything shown here last changed, progress counts included.
     pub updated_at_ms: u64,
     /// Every action and automatic step, oldest first.
     #[serde(default)]
@@ -212,7 +218,7 @@ pub struct Trigger {
 /// triggers' histories (SPEC.md §6). `trigger.get` answers the whole one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerSummary {
-    /// Unique id.
+    /// Opaque, unique forever: never reused, even after deletes.
     pub id: TriggerId,
     /// The entity being changed.
     pub entity: EntityRef,
@@ -222,30 +228,33 @@ pub struct TriggerSummary {
     pub from_version: u64,
     /// The version being rolled out.
     pub to_version: u64,
-    /// Overall status.
+    /// In progress until completed or aborted; never changes after.
     pub status: TriggerStatus,
     /// Index of the current phase.
     pub current_phase: u32,
     /// Id of the current phase.
     pub current_phase_id: Option<PhaseId>,
-    /// Nil once finished.
+    /// Where the current phase stands; nil once finished.
     pub phase_state: Option<PhaseState>,
     /// Whether progress is stopped.
     pub paused: bool,
-    /// Why, while paused.
+    /// Why it is paused; nil while not paused. Only a pause health made
+    /// is lifted by health recovering.
     pub paused_reason: Option<PausedReason>,
     /// End of the bake: set only while baking and not paused.
     pub phase_ends_at_ms: Option<u64>,
     /// Bake time left: set only while paused in `baking`.
     pub remaining_wait_ms: Option<u64>,
-    /// Progress per segment.
+    /// Progress per segment: every segment the pipeline names literally,
+    /// and those its globs match that have known agents.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentProgress>,
     /// Who made the change.
     pub created_by: Actor,
-    /// Creation time.
+    /// When the put that started it was accepted, Unix-epoch ms: the
+    /// order of `trigger.list`, newest first.
     pub created_at_ms: u64,
-    /// Last change.
+    /// When anything shown here last changed, progress counts included.
     pub updated_at_ms: u64,
 }
 

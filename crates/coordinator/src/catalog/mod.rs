@@ -29,7 +29,6 @@ use crate::store::Store;
 use crate::writes::Queued;
 use triggers::FinishedEntry;
 
-/// The catalog's arguments.
 pub(crate) struct CatalogArgs {
     pub(crate) store: Store,
     pub(crate) directory: ActorRef<DirectoryMsg>,

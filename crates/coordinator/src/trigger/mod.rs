@@ -24,7 +24,6 @@ use crate::clock::new_trigger_id;
 use crate::msg::{CatalogMsg, DirectoryMsg, Pipelines, TriggerMsg};
 use crate::store::Store;
 
-/// What a trigger actor starts from.
 pub(crate) struct TriggerArgs {
     pub(crate) entity: EntityRef,
     pub(crate) stored: StoredEntity,
