@@ -24,6 +24,7 @@ use phasegate_proto::{
     ApiError, CheckGateRequest, CheckGateResponse, EntityKind, EntityView, ErrorCode,
     GetConfigRequest, GetConfigResponse, Healthz, HttpError,
 };
+use phasegate_telemetry::metrics::write_sample;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -151,36 +152,24 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
 }
 
-fn answer_parts<'a>(
-    a: &Answer<'a>,
-) -> (
-    u64,
-    String,
-    Option<phasegate_proto::TriggerId>,
-    Option<phasegate_proto::PhaseId>,
-) {
-    (
-        a.version,
-        a.reason.to_string(),
-        a.trigger_id.cloned(),
-        a.phase_id.cloned(),
-    )
-}
-
-/// Evaluates `name` for `user` against the snapshot, and counts it.
-fn evaluate<'a>(
-    served: &'a crate::served::Served,
-    shared: &Shared,
+/// Evaluates `name` for `user` against the current snapshot, counts it,
+/// and answers 200 with what `respond` makes of the answer and of whether
+/// the agent is stale.
+fn evaluate<T: Serialize>(
+    h: &Http,
     kind: EntityKind,
     name: &str,
     user: &phasegate_proto::User,
-) -> Answer<'a> {
+    respond: impl FnOnce(&Answer<'_>, bool) -> T,
+) -> Response {
+    let served = h.shared.served.load();
+    let stale = h.shared.stale();
     let answer = match served.get(kind, name) {
-        Some(state) => state.evaluate(user, &shared.context),
+        Some(state) => state.evaluate(user, &h.shared.context),
         None => unknown_answer(kind),
     };
-    shared.count(kind, &answer);
-    answer
+    h.shared.count(kind, &answer);
+    json(StatusCode::OK, &respond(&answer, stale))
 }
 
 async fn check_gate(State(h): State<Http>, req: Request) -> Response {
@@ -188,30 +177,21 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let served = h.shared.served.load();
-    let stale = h.shared.stale();
-    let respond = |a: Answer<'_>| {
-        let (version, reason, trigger_id, phase_id) = answer_parts(&a);
-        json(
-            StatusCode::OK,
-            &CheckGateResponse {
-                gate: r.gate.clone(),
-                value: matches!(a.value, Value::Gate(true)),
-                version,
-                reason,
-                trigger_id,
-                phase_id,
-                stale,
-            },
-        )
-    };
-    respond(evaluate(
-        &served,
-        &h.shared,
+    evaluate(
+        &h,
         EntityKind::Gate,
         r.gate.as_str(),
         &r.user,
-    ))
+        |a, stale| CheckGateResponse {
+            gate: r.gate.clone(),
+            value: matches!(a.value, Value::Gate(true)),
+            version: a.version,
+            reason: a.reason.to_string(),
+            trigger_id: a.trigger_id.cloned(),
+            phase_id: a.phase_id.cloned(),
+            stale,
+        },
+    )
 }
 
 async fn get_config(State(h): State<Http>, req: Request) -> Response {
@@ -219,34 +199,24 @@ async fn get_config(State(h): State<Http>, req: Request) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let served = h.shared.served.load();
-    let stale = h.shared.stale();
-    let respond = |a: Answer<'_>| {
-        let (version, reason, trigger_id, phase_id) = answer_parts(&a);
-        let value = match a.value {
-            Value::Config(m) => m.clone(),
-            Value::Gate(_) => phasegate_proto::ValueMap::new(),
-        };
-        json(
-            StatusCode::OK,
-            &GetConfigResponse {
-                config: r.config.clone(),
-                value,
-                version,
-                reason,
-                trigger_id,
-                phase_id,
-                stale,
-            },
-        )
-    };
-    respond(evaluate(
-        &served,
-        &h.shared,
+    evaluate(
+        &h,
         EntityKind::Config,
         r.config.as_str(),
         &r.user,
-    ))
+        |a, stale| GetConfigResponse {
+            config: r.config.clone(),
+            value: match a.value {
+                Value::Config(m) => m.clone(),
+                Value::Gate(_) => phasegate_proto::ValueMap::new(),
+            },
+            version: a.version,
+            reason: a.reason.to_string(),
+            trigger_id: a.trigger_id.cloned(),
+            phase_id: a.phase_id.cloned(),
+            stale,
+        },
+    )
 }
 
 async fn entities(State(h): State<Http>) -> Response {
@@ -293,17 +263,38 @@ async fn healthz(State(h): State<Http>) -> Response {
 
 /// Prometheus text of the agent.
 async fn metrics(State(h): State<Http>) -> Response {
-    use phasegate_telemetry::metrics::write_sample;
     let s = &h.shared;
     let mut out = String::new();
-    let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    let seg = s.segment.as_str();
-    let id = s.agent_id.as_str();
+    write_evaluations(&mut out, s);
+    let agent = labels(&[
+        ("segment", s.segment.as_str()),
+        ("agent_id", s.agent_id.as_str()),
+    ]);
+    out.push_str("# HELP phasegate_agent_http_connections_refused_total HTTP connections closed at accept because max_connections were open\n# TYPE phasegate_agent_http_connections_refused_total counter\n");
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let refused = s.http.refused.load(Ordering::Relaxed) as f64;
+    write_sample(
+        &mut out,
+        "phasegate_agent_http_connections_refused_total",
+        &agent,
+        refused,
+    );
+    for (name, help, v) in gauges(s) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        write_sample(&mut out, name, &agent, v);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The evaluation counters, one sample per kind × reason × source.
+fn write_evaluations(out: &mut String, s: &Shared) {
     out.push_str("# HELP phasegate_agent_evaluations_total evaluations answered, by kind, reason and whether the rollout snapshot answered\n# TYPE phasegate_agent_evaluations_total counter\n");
     for (k, kind) in ["gate", "config"].iter().enumerate() {
         for (r, reason) in crate::served::REASONS.iter().enumerate() {
@@ -311,10 +302,10 @@ async fn metrics(State(h): State<Http>) -> Response {
                 #[allow(clippy::cast_precision_loss)] // a counter read as f64 for the text format
                 let v = s.evaluations[k][r][src].load(Ordering::Relaxed) as f64;
                 write_sample(
-                    &mut out,
+                    out,
                     "phasegate_agent_evaluations_total",
-                    &l(&[
-                        ("segment", seg),
+                    &labels(&[
+                        ("segment", s.segment.as_str()),
                         ("kind", kind),
                         ("reason", reason),
                         ("source", source),
@@ -324,19 +315,13 @@ async fn metrics(State(h): State<Http>) -> Response {
             }
         }
     }
+}
+
+/// The gauges: name, help, value.
+fn gauges(s: &Shared) -> [(&'static str, &'static str, f64); 6] {
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    let (open, refused) = (
-        s.http.open.load(Ordering::Relaxed) as f64,
-        s.http.refused.load(Ordering::Relaxed) as f64,
-    );
-    out.push_str("# HELP phasegate_agent_http_connections_refused_total HTTP connections closed at accept because max_connections were open\n# TYPE phasegate_agent_http_connections_refused_total counter\n");
-    write_sample(
-        &mut out,
-        "phasegate_agent_http_connections_refused_total",
-        &l(&[("segment", seg), ("agent_id", id)]),
-        refused,
-    );
-    let gauges: [(&str, &str, f64); 6] = [
+    let open = s.http.open.load(Ordering::Relaxed) as f64;
+    [
         (
             "phasegate_agent_http_connections",
             "HTTP connections open now",
@@ -374,10 +359,5 @@ async fn metrics(State(h): State<Http>) -> Response {
                 age
             }),
         ),
-    ];
-    for (name, help, v) in gauges {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        write_sample(&mut out, name, &l(&[("segment", seg), ("agent_id", id)]), v);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ]
 }

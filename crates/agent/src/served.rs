@@ -80,6 +80,26 @@ pub(crate) struct Shared {
 pub(crate) const REASONS: [&str; 4] = ["disabled", "rule", "default", "unknown"];
 
 impl Shared {
+    /// The state of an agent with these settings that has served nothing
+    /// yet: healthy until a probe says otherwise, never synchronised.
+    pub(crate) fn new(config: &crate::AgentConfig) -> Self {
+        Self {
+            segment: config.segment.clone(),
+            agent_id: config.agent_id.clone(),
+            context: AgentContext::new(config.segment.to_string(), config.tier.clone()),
+            served: ArcSwap::from_pointee(Served::default()),
+            last_sync_ms: AtomicU64::new(0),
+            stale_after_ms: config.stale_after_ms,
+            healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
+            current: AtomicBool::new(false),
+            applied_revision: AtomicU64::new(0),
+            blocked: ArcSwap::from_pointee(Vec::new()),
+            evaluations: Default::default(),
+            http: crate::serve::ConnStats::default(),
+        }
+    }
+
     /// Not synchronised for longer than the bound (or never).
     pub(crate) fn stale(&self) -> bool {
         let last = self.last_sync_ms.load(Ordering::Relaxed);
