@@ -7,6 +7,7 @@ mod auth;
 mod demo;
 mod ops;
 mod output;
+mod render;
 mod servers;
 mod watch;
 
