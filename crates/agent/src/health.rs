@@ -91,9 +91,10 @@ pub(crate) struct HealthState {
     verdict: Hysteresis,
 }
 
-pub(crate) struct Health;
+/// The actor that runs the probe rounds.
+pub(crate) struct HealthActor;
 
-impl Actor for Health {
+impl Actor for HealthActor {
     type Msg = HealthMsg;
     type State = HealthState;
     type Arguments = HealthArgs;

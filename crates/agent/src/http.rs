@@ -30,8 +30,10 @@ use serde::de::DeserializeOwned;
 
 use crate::served::Shared;
 
+/// What every handler reads: the snapshot and counters, and the limits
+/// on request bodies.
 #[derive(Clone)]
-pub(crate) struct Http {
+pub(crate) struct ApiState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) max_body_bytes: usize,
     /// How long a client may take to send a body.
@@ -39,7 +41,7 @@ pub(crate) struct Http {
 }
 
 /// The router of the agent's API.
-pub(crate) fn router(state: Http) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/check_gate", post(check_gate))
         .route("/v1/get_config", post(get_config))
@@ -113,8 +115,8 @@ fn closing(status: StatusCode, message: String) -> Response {
 
 /// Reads and parses a JSON body, refusing oversized ones (413, at once
 /// when `Content-Length` says so) and slow ones (408).
-async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response> {
-    let limit = h.max_body_bytes;
+async fn body<T: DeserializeOwned>(req: Request, api: &ApiState) -> Result<T, Response> {
+    let limit = api.max_body_bytes;
     let too_large = || {
         closing(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,7 +132,7 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
         return Err(too_large());
     }
     let read = Limited::new(req.into_body(), limit).collect();
-    let bytes: Bytes = match tokio::time::timeout(h.body_read_timeout, read).await {
+    let bytes: Bytes = match tokio::time::timeout(api.body_read_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Ok(Err(e)) => {
@@ -144,7 +146,7 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "body not received within {} ms",
-                    h.body_read_timeout.as_millis()
+                    api.body_read_timeout.as_millis()
                 ),
             ));
         }
@@ -156,29 +158,29 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
 /// and answers 200 with what `respond` makes of the answer and of whether
 /// the agent is stale.
 fn evaluate<T: Serialize>(
-    h: &Http,
+    api: &ApiState,
     kind: EntityKind,
     name: &str,
     user: &phasegate_proto::User,
     respond: impl FnOnce(&Answer<'_>, bool) -> T,
 ) -> Response {
-    let served = h.shared.served.load();
-    let stale = h.shared.stale();
+    let served = api.shared.served.load();
+    let stale = api.shared.stale();
     let answer = match served.get(kind, name) {
-        Some(state) => state.evaluate(user, &h.shared.context),
+        Some(state) => state.evaluate(user, &api.shared.context),
         None => unknown_answer(kind),
     };
-    h.shared.count(kind, &answer);
+    api.shared.count(kind, &answer);
     json(StatusCode::OK, &respond(&answer, stale))
 }
 
-async fn check_gate(State(h): State<Http>, req: Request) -> Response {
-    let r: CheckGateRequest = match body(req, &h).await {
+async fn check_gate(State(api): State<ApiState>, req: Request) -> Response {
+    let r: CheckGateRequest = match body(req, &api).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     evaluate(
-        &h,
+        &api,
         EntityKind::Gate,
         r.gate.as_str(),
         &r.user,
@@ -194,13 +196,13 @@ async fn check_gate(State(h): State<Http>, req: Request) -> Response {
     )
 }
 
-async fn get_config(State(h): State<Http>, req: Request) -> Response {
-    let r: GetConfigRequest = match body(req, &h).await {
+async fn get_config(State(api): State<ApiState>, req: Request) -> Response {
+    let r: GetConfigRequest = match body(req, &api).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     evaluate(
-        &h,
+        &api,
         EntityKind::Config,
         r.config.as_str(),
         &r.user,
@@ -219,8 +221,8 @@ async fn get_config(State(h): State<Http>, req: Request) -> Response {
     )
 }
 
-async fn entities(State(h): State<Http>) -> Response {
-    let served = h.shared.served.load();
+async fn entities(State(api): State<ApiState>) -> Response {
+    let served = api.shared.served.load();
     let mut rows: Vec<EntityView> = served
         .values()
         .filter_map(|s| {
@@ -245,8 +247,8 @@ async fn entities(State(h): State<Http>) -> Response {
     json(StatusCode::OK, &rows)
 }
 
-async fn healthz(State(h): State<Http>) -> Response {
-    let s = &h.shared;
+async fn healthz(State(api): State<ApiState>) -> Response {
+    let s = &api.shared;
     json(
         StatusCode::OK,
         &Healthz {
@@ -262,8 +264,8 @@ async fn healthz(State(h): State<Http>) -> Response {
 }
 
 /// Prometheus text of the agent.
-async fn metrics(State(h): State<Http>) -> Response {
-    let s = &h.shared;
+async fn metrics(State(api): State<ApiState>) -> Response {
+    let s = &api.shared;
     let mut out = String::new();
     write_evaluations(&mut out, s);
     let agent = labels(&[

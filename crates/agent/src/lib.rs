@@ -104,7 +104,7 @@ impl Agent {
         .await?;
         let actors = Actors::spawn(&config, &shared, &client).await?;
         let (listener, addr) = listen(config.listen).await?;
-        let app = http::router(http::Http {
+        let app = http::router(http::ApiState {
             shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
@@ -192,7 +192,7 @@ impl Actors {
         .map_err(actor_err)?;
         let (health, _) = Actor::spawn(
             None,
-            health::Health,
+            health::HealthActor,
             health::HealthArgs {
                 shared: shared.clone(),
                 urls: config.health_urls.clone(),

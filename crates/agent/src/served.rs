@@ -24,21 +24,22 @@ pub(crate) struct Served {
     maps: [HashMap<String, Arc<CompiledState>>; 2],
 }
 
-fn slot(kind: EntityKind) -> usize {
+/// Where `kind` sits in the per-kind arrays: gate 0, config 1.
+fn kind_index(kind: EntityKind) -> usize {
     usize::from(kind == EntityKind::Config)
 }
 
 impl Served {
     pub(crate) fn get(&self, kind: EntityKind, name: &str) -> Option<&Arc<CompiledState>> {
-        self.maps[slot(kind)].get(name)
+        self.maps[kind_index(kind)].get(name)
     }
 
     pub(crate) fn insert(&mut self, kind: EntityKind, name: String, state: Arc<CompiledState>) {
-        self.maps[slot(kind)].insert(name, state);
+        self.maps[kind_index(kind)].insert(name, state);
     }
 
     pub(crate) fn remove(&mut self, kind: EntityKind, name: &str) {
-        self.maps[slot(kind)].remove(name);
+        self.maps[kind_index(kind)].remove(name);
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<CompiledState>> {
@@ -108,7 +109,7 @@ impl Shared {
 
     /// Counts one evaluation.
     pub(crate) fn count(&self, kind: EntityKind, a: &phasegate_eval::Answer<'_>) {
-        let k = usize::from(kind == EntityKind::Config);
+        let k = kind_index(kind);
         let r = match a.reason {
             phasegate_eval::Reason::Disabled => 0,
             phasegate_eval::Reason::Rule(_) => 1,
