@@ -147,9 +147,7 @@ pub(crate) async fn pipeline(g: &Global, cmd: PipelineCmd) -> anyhow::Result<()>
         PipelineCmd::Put { file } => {
             let p: Pipeline = read_doc(&file)?;
             let p = c.pipeline_put(p, g.actor()?).await?;
-            show(g.output, &p, |p| {
-                say!("pipeline {} stored ({} phases)", p.name, p.phases.len())
-            })
+            show(g.output, &p, render::pipeline_stored)
         }
         PipelineCmd::Get { name } => {
             let p = c.pipeline_get(PipelineName::new(name)?).await?;

@@ -66,6 +66,11 @@ fn phase_row(ph: &Phase) -> Vec<String> {
     ]
 }
 
+/// `pipeline put`: what was stored.
+pub(crate) fn pipeline_stored(p: &Pipeline) {
+    say!("pipeline {} stored ({} phases)", p.name, p.phases.len());
+}
+
 /// `pipeline get`: the pipeline and its phases.
 pub(crate) fn pipeline(p: &Pipeline) {
     say!(
