@@ -186,7 +186,7 @@ pub(crate) fn trigger_state(t: &Trigger) -> String {
 }
 
 /// The state column of a trigger summary.
-pub(crate) fn summary_state(t: &TriggerSummary) -> String {
+fn summary_state(t: &TriggerSummary) -> String {
     match t.status {
         TriggerStatus::InProgress => {
             let state = t.phase_state.map(|s| word(&s)).unwrap_or_default();
