@@ -21,7 +21,7 @@
 //!   connection can pin is small and the cap bounds the total.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -51,15 +51,6 @@ pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
     /// Most connections open at once.
     pub(crate) max_connections: usize,
-}
-
-/// Connection counters, shown by `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct ConnStats {
-    /// Connections open now.
-    pub(crate) open: AtomicU64,
-    /// Connections closed at accept because every slot was taken.
-    pub(crate) refused: AtomicU64,
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then lets requests in

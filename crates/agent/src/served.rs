@@ -51,6 +51,16 @@ impl Served {
     }
 }
 
+/// Connection counters of the HTTP server (`serve.rs`), shown by
+/// `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnStats {
+    /// Connections open now.
+    pub(crate) open: AtomicU64,
+    /// Connections closed at accept because every slot was taken.
+    pub(crate) refused: AtomicU64,
+}
+
 /// State shared by the actors and the HTTP handlers.
 pub(crate) struct Shared {
     pub(crate) segment: Segment,
@@ -74,7 +84,7 @@ pub(crate) struct Shared {
     /// default, unknown) × source (base, rollout).
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
     /// HTTP connections open and refused.
-    pub(crate) http: crate::serve::ConnStats,
+    pub(crate) http: ConnStats,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].
@@ -97,7 +107,7 @@ impl Shared {
             applied_revision: AtomicU64::new(0),
             blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
-            http: crate::serve::ConnStats::default(),
+            http: ConnStats::default(),
         }
     }
 

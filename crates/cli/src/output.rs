@@ -6,8 +6,8 @@
 //! terminal as control characters (an escape sequence can clear the
 //! screen, rewrite earlier lines, set the window title, or hide text), so
 //! every table cell and every line for people goes through [`sanitize`]:
-//! the cells in [`Table::row`], the lines in [`say!`] and
-//! [`history_line`](crate::render::history_line). JSON goes through
+//! the cells in [`Table::row`], the lines in [`say!`] (and the history
+//! lines the renderers build). JSON goes through
 //! [`json`], which escapes what serde leaves raw.
 
 use std::borrow::Cow;
