@@ -298,7 +298,8 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The evaluation counters, one sample per kind × reason × source.
 fn write_evaluations(out: &mut String, s: &Shared) {
     out.push_str("# HELP phasegate_agent_evaluations_total evaluations answered, by kind, reason and whether the rollout snapshot answered\n# TYPE phasegate_agent_evaluations_total counter\n");
-    for (k, kind) in ["gate", "config"].iter().enumerate() {
+    for kind in EntityKind::ALL {
+        let k = crate::served::kind_index(*kind);
         for (r, reason) in crate::served::REASONS.iter().enumerate() {
             for (src, source) in ["base", "rollout"].iter().enumerate() {
                 #[allow(clippy::cast_precision_loss)] // a counter read as f64 for the text format
@@ -308,7 +309,7 @@ fn write_evaluations(out: &mut String, s: &Shared) {
                     "phasegate_agent_evaluations_total",
                     &labels(&[
                         ("segment", s.segment.as_str()),
-                        ("kind", kind),
+                        ("kind", kind.as_str()),
                         ("reason", reason),
                         ("source", source),
                     ]),

@@ -4,18 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use phasegate_eval::{AgentContext, CompiledState};
 use phasegate_proto::{AgentId, BlockedEntity, EntityKind, Segment};
 
-/// Now, in Unix-epoch milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use phasegate_proto::now_ms;
 
 /// Compiled entities by kind and name: one map per kind, so a lookup
 /// borrows the requested name instead of building a key.
@@ -25,7 +19,7 @@ pub(crate) struct Served {
 }
 
 /// Where `kind` sits in the per-kind arrays: gate 0, config 1.
-fn kind_index(kind: EntityKind) -> usize {
+pub(crate) fn kind_index(kind: EntityKind) -> usize {
     usize::from(kind == EntityKind::Config)
 }
 

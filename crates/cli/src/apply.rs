@@ -131,11 +131,7 @@ impl Bundle {
                 self.pipelines.push((at, p));
             }
             "gate" | "config" => {
-                let kind = if key == "gate" {
-                    EntityKind::Gate
-                } else {
-                    EntityKind::Config
-                };
+                let kind: EntityKind = key.parse()?;
                 let mut s: EntitySpec = strict(json, &at)?;
                 s.kind = kind;
                 phasegate_model::validate_spec(&s)

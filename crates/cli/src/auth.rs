@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use nkeys::KeyPair;
+use phasegate_coordinator::auth::Role;
 use phasegate_proto::{Bucket, Segment, Subjects};
 
 /// The account of the coordinator and the agents.
@@ -53,33 +54,6 @@ pub(crate) struct InitArgs {
     /// editor or admin; repeat for several.
     #[arg(long = "operator", value_name = "NAME[:ROLE]")]
     operators: Vec<String>,
-}
-
-/// What an operator may do (SPEC.md §8), enforced by the coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Role {
-    Viewer,
-    Editor,
-    Admin,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Editor => "editor",
-            Self::Admin => "admin",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "viewer" => Some(Self::Viewer),
-            "editor" => Some(Self::Editor),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
 }
 
 /// One operator: name, role, keypair.
@@ -223,7 +197,7 @@ fn operators(
 fn parse_operator(spec: &str) -> anyhow::Result<(String, Option<Role>)> {
     let (name, role) = match spec.split_once(':') {
         Some((name, role)) => {
-            let role = Role::parse(role).with_context(|| {
+            let role = role.parse::<Role>().ok().with_context(|| {
                 format!("--operator {spec:?}: role {role:?} is not viewer, editor or admin")
             })?;
             (name, Some(role))
@@ -276,7 +250,7 @@ fn existing_roles(table: &toml::Table) -> BTreeMap<String, Option<Role>> {
         .filter(|(name, _)| check_operator_name(name).is_ok())
         .map(|(name, op)| {
             let role = op.get("role").and_then(toml::Value::as_str);
-            (name.clone(), role.and_then(Role::parse))
+            (name.clone(), role.and_then(|r| r.parse().ok()))
         })
         .collect()
 }

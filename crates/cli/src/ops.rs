@@ -75,7 +75,7 @@ pub(crate) enum TriggerCmd {
     /// List rollouts, newest first.
     List {
         /// Only gates or configs.
-        #[arg(long, value_parser = ["gate", "config"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(EntityKind::WORDS))]
         kind: Option<String>,
         /// Only this entity.
         #[arg(long)]
@@ -239,13 +239,7 @@ fn trigger_filter(
     status: Option<String>,
 ) -> anyhow::Result<TriggerListRequest> {
     Ok(TriggerListRequest {
-        entity_kind: kind.map(|k| {
-            if k == "config" {
-                EntityKind::Config
-            } else {
-                EntityKind::Gate
-            }
-        }),
+        entity_kind: kind.map(|k| k.parse::<EntityKind>()).transpose()?,
         entity_name: entity.map(EntityName::new).transpose()?,
         status: status
             .map(|s| serde_json::from_value(serde_json::Value::String(s)))

@@ -12,18 +12,8 @@ use phasegate_proto::{
     AgentInfo, Condition, EntityKind, EntityResult, EntitySpec, HistoryEntry, Phase, PhaseState,
     Pipeline, SegmentProgress, Trigger, TriggerStatus, TriggerSummary,
 };
-use serde::Serialize;
 
 use crate::output::{Table, bar, clock, dur, or_dash, sanitize, say};
-
-/// The wire word of a snake_case enum (`baking`, `str_matches` …), as
-/// serde writes it; empty for anything else.
-fn word<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
 
 /// The columns a phase shows wherever it is listed.
 const PHASE_HEAD: [&str; 6] = [
@@ -60,7 +50,7 @@ fn phase_row(ph: &Phase) -> Vec<String> {
         approval,
         format!(
             "{} <{}",
-            word(&ph.health.on_unhealthy),
+            ph.health.on_unhealthy.to_string(),
             ph.health.min_healthy_ratio
         ),
     ]
@@ -160,7 +150,7 @@ fn condition(c: &Condition) -> String {
     format!(
         "{} {} {}",
         c.field,
-        word(&c.op),
+        c.op,
         serde_json::to_string(&c.values).unwrap_or_default()
     )
 }
@@ -189,14 +179,14 @@ pub(crate) fn trigger_state(t: &Trigger) -> String {
 fn summary_state(t: &TriggerSummary) -> String {
     match t.status {
         TriggerStatus::InProgress => {
-            let state = t.phase_state.map(|s| word(&s)).unwrap_or_default();
+            let state = t.phase_state.map(|s| s.to_string()).unwrap_or_default();
             match (t.paused, t.paused_reason) {
-                (true, Some(r)) => format!("{state}, paused ({})", word(&r)),
+                (true, Some(r)) => format!("{state}, paused ({})", r),
                 (true, None) => format!("{state}, paused"),
                 _ => state,
             }
         }
-        s => word(&s),
+        s => s.to_string(),
     }
 }
 
@@ -304,7 +294,7 @@ pub(crate) fn history_line(h: &HistoryEntry) -> String {
     let line = format!(
         "{}  {:<16} {:<14} {}{}",
         clock(h.at_ms),
-        word(&h.kind),
+        h.kind.to_string(),
         or_dash(h.phase_id.as_ref()),
         h.actor,
         h.comment

@@ -18,11 +18,7 @@ use crate::render::{history_line, trigger_state, watch_screen};
 /// Exit code of a watch that saw the trigger aborted.
 pub(crate) const EXIT_ABORTED: u8 = 20;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
-}
+use phasegate_proto::now_ms;
 
 /// Polls `id` every `interval_ms` and shows each change: the screen on a
 /// terminal, new history lines otherwise, a JSON document per change with
