@@ -41,25 +41,21 @@ pub async fn wait_trigger(
     what: &str,
     cond: impl Fn(&Trigger) -> bool,
 ) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!(
-                    "phase {:?} state {:?} status {:?} paused {:?}",
-                    t.current_phase_id.as_ref().map(PhaseId::as_str),
-                    t.phase_state,
-                    t.status,
-                    t.paused_reason
-                ))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
+    Ok(wait_for(what, PATIENCE, || async {
+        let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
+        if cond(&t) {
+            Ok(t)
+        } else {
+            Err(format!(
+                "phase {:?} state {:?} status {:?} paused {:?}",
+                t.current_phase_id.as_ref().map(PhaseId::as_str),
+                t.phase_state,
+                t.status,
+                t.paused_reason
+            ))
+        }
+    })
+    .await?)
 }
 
 /// True when the trigger is in phase `id`, state `state`.

@@ -49,18 +49,14 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     let url = env.nats.url();
     let _dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
     let staging = FakeAgent::start(&url, "staging-1", "staging", 100).await?;
-    wait_for(
-        || async {
-            let n = c.agents(None).await.map_err(|e| e.to_string())?.len();
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("{n} agents"))
-            }
-        },
-        PATIENCE,
-        "both agents to register",
-    )
+    wait_for("both agents to register", PATIENCE, || async {
+        let n = c.agents(None).await.map_err(|e| e.to_string())?.len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} agents"))
+        }
+    })
     .await?;
     put_pipeline(
         c,
@@ -409,6 +405,8 @@ async fn apply_timeout_pauses_and_silent_agents_block_until_forgotten() -> anyho
     // keeps blocking; the apply timeout pauses the trigger again.
     stuck.stop();
     wait_for(
+        "the stopped agent to be listed, unreachable",
+        PATIENCE,
         || async {
             let a = c.agents(None).await.map_err(|e| e.to_string())?;
             if a.len() == 1 && !a[0].live {
@@ -417,8 +415,6 @@ async fn apply_timeout_pauses_and_silent_agents_block_until_forgotten() -> anyho
                 Err(format!("{a:?}"))
             }
         },
-        PATIENCE,
-        "the stopped agent to be listed, unreachable",
     )
     .await?;
     let t = act(c, TriggerAction::Resume, &t, "op").await?;
@@ -510,10 +506,12 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
     let mut env = CoordEnv::start().await?;
     let (id, t) = baking_in_phase_one(&env, 400).await?;
     let ends = t.phase_ends_at_ms.expect("deadline");
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // The passing of time while the coordinator is down is the behaviour
     // under test: wait until the wall clock is past the deadline.
     wait_for(
+        "the deadline to pass while the coordinator is down",
+        PATIENCE,
         || async {
             if now_ms() > ends + 50 {
                 Ok(())
@@ -521,8 +519,6 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
                 Err("deadline not passed")
             }
         },
-        PATIENCE,
-        "the deadline to pass while the coordinator is down",
     )
     .await?;
     env.coord.restart()?;

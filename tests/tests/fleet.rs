@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
 
 use phasegate_proto::*;
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::rollout::{phase_is, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
@@ -25,28 +26,23 @@ async fn one_phase(
 
 /// Waits until `agent.list` shows exactly `ids`, with their liveness.
 async fn wait_agents(env: &CoordEnv, want: &[(&str, bool)], what: &str) -> anyhow::Result<()> {
-    wait_for(
-        || async {
-            let got: Vec<(String, bool)> = env
-                .client
-                .agents(None)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|a| (a.agent_id.to_string(), a.live))
-                .collect();
-            let want: Vec<(String, bool)> =
-                want.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect();
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
+    Ok(wait_for(what, PATIENCE, || async {
+        let got: Vec<(String, bool)> = env
+            .client
+            .agents(None)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|a| (a.agent_id.to_string(), a.live))
+            .collect();
+        let want: Vec<(String, bool)> = want.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,22 +192,18 @@ async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase
     let mut env = CoordEnv::start().await?;
     let (dev, id) = applying_without_ack(&env, 1500).await?;
     let c = env.client.clone();
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // While the coordinator is down the agent applies, and the apply
     // timeout passes.
     dev.set_acking(true);
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1600);
-    wait_for(
-        || async {
-            if std::time::Instant::now() >= deadline {
-                Ok(())
-            } else {
-                Err("not yet")
-            }
-        },
-        PATIENCE,
-        "the apply timeout to pass",
-    )
+    wait_for("the apply timeout to pass", PATIENCE, || async {
+        if std::time::Instant::now() >= deadline {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
     .await?;
     env.coord.restart()?;
     env.wait_ready().await?;
@@ -287,7 +279,7 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
         &conf,
         "metrics_listen = \"off\"\nmax_agents = 200\nmax_agents_per_segment = 50\nmax_segments = 10\n",
     )?;
-    let coord = phasegate_tests::Proc::spawn(
+    let coord = phasegate_tests::spawn_phasegate(
         "coordinator",
         &[
             "coordinator",
@@ -303,11 +295,9 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
         std::time::Duration::from_secs(5),
     )
     .await?;
-    wait_for(
-        || async { c.pipeline_list().await },
-        PATIENCE,
-        "the coordinator",
-    )
+    wait_for("the coordinator", PATIENCE, || async {
+        c.pipeline_list().await
+    })
     .await?;
     // A real agent first, whose change after the flood marks its end.
     let real = FakeAgent::start(&url, "real-1", "real", 100).await?;
@@ -342,21 +332,17 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
     flood.flush().await;
     let sent = started.elapsed();
     real.set_healthy(false);
-    wait_for(
-        || async {
-            let a = c
-                .agents(Some(Segment::new("real").map_err(|e| e.to_string())?))
-                .await
-                .map_err(|e| e.to_string())?;
-            if a.first().is_some_and(|a| !a.healthy) {
-                Ok(())
-            } else {
-                Err(format!("{a:?}"))
-            }
-        },
-        PATIENCE,
-        "the flood to be taken in",
-    )
+    wait_for("the flood to be taken in", PATIENCE, || async {
+        let a = c
+            .agents(Some(Segment::new("real").map_err(|e| e.to_string())?))
+            .await
+            .map_err(|e| e.to_string())?;
+        if a.first().is_some_and(|a| !a.healthy) {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
     .await?;
     let taken = started.elapsed();
     let listed = c.agents(None).await?.len();
