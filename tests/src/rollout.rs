@@ -1,7 +1,7 @@
 //! Helpers to drive rollouts through the typed client.
 
 use phasegate_client::PhasegateClient;
-use phasegate_proto::{Actor, EntityKind, EntityResult, PhaseId, PhaseState, Trigger, TriggerId};
+use phasegate_proto::{Actor, EntityKind, EntityResult, PhaseId, Trigger, TriggerId};
 
 use crate::{PATIENCE, wait_for};
 
@@ -56,9 +56,4 @@ pub async fn wait_trigger(
         }
     })
     .await?)
-}
-
-/// True when the trigger is in phase `id`, state `state`.
-pub fn phase_is(t: &Trigger, id: &str, state: PhaseState) -> bool {
-    t.current_phase_id.as_ref().map(PhaseId::as_str) == Some(id) && t.phase_state == Some(state)
 }

@@ -8,7 +8,7 @@
 
 use phasegate_client::{PhasegateClient, TriggerAction};
 use phasegate_proto::*;
-use phasegate_tests::rollout::{actor, phase_is, put_gate, put_pipeline, wait_trigger};
+use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
 
@@ -74,7 +74,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     let t = r.trigger.expect("a trigger");
     assert_eq!((t.from_version, t.to_version), (0, 1));
     let t = wait_trigger(c, &t.id, "dev baking", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     let ends = t.phase_ends_at_ms.expect("deadline while baking");
@@ -89,7 +89,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
         .unwrap_or(0);
     assert_eq!(ends, applied_at + 300);
     let t = wait_trigger(c, &t.id, "staging awaiting approval", |t| {
-        phase_is(t, "staging", PhaseState::AwaitingApproval)
+        t.is_at("staging", PhaseState::AwaitingApproval)
     })
     .await?;
     assert!(now_ms() + 5 >= ends, "the bake was not cut short");
@@ -152,7 +152,7 @@ async fn pause_resume_skip_rollout_abort_and_conflicts() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "slow"})).await?;
     let t = wait_trigger(c, &r.trigger.expect("trigger").id, "baking", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     // Frozen pipeline, one active trigger per entity.
@@ -233,7 +233,7 @@ async fn pause_resume_skip_rollout_abort_and_conflicts() -> anyhow::Result<()> {
     // Skip ends the phase now; the next requires approval.
     let t = act(c, TriggerAction::Skip, &resumed, "op").await?;
     assert!(
-        phase_is(&t, "two", PhaseState::AwaitingApproval),
+        t.is_at("two", PhaseState::AwaitingApproval),
         "{:?}",
         t.phase_state
     );
@@ -348,7 +348,7 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
     let r = put_gate(c, json!({"name": "g", "pipeline": "careful"})).await?;
     let id = r.trigger.expect("trigger").id;
     wait_trigger(c, &id, "baking with both agents", |t| {
-        phase_is(t, "eu", PhaseState::Baking)
+        t.is_at("eu", PhaseState::Baking)
             && t.segments
                 .get("prod-eu")
                 .is_some_and(|s| s.agents_live == 2)
@@ -370,7 +370,7 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
 
     let r = put_gate(c, json!({"name": "h", "pipeline": "strict"})).await?;
     let id = r.trigger.expect("trigger").id;
-    wait_trigger(c, &id, "baking", |t| phase_is(t, "eu", PhaseState::Baking)).await?;
+    wait_trigger(c, &id, "baking", |t| t.is_at("eu", PhaseState::Baking)).await?;
     a1.set_healthy(false);
     let t = wait_trigger(c, &id, "aborted by health", |t| {
         t.status == TriggerStatus::Aborted
@@ -461,7 +461,7 @@ async fn baking_in_phase_one(env: &CoordEnv, wait_ms: u64) -> anyhow::Result<(Tr
     let r = put_gate(&env.client, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
     let t = wait_trigger(&env.client, &id, "baking", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     Ok((id, t))
@@ -475,7 +475,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
     env.crash_and_restart().await?;
     let after = env.client.trigger_get(id.clone()).await?;
     assert!(
-        phase_is(&after, "one", PhaseState::Baking),
+        after.is_at("one", PhaseState::Baking),
         "same phase after restart: {after:?}"
     );
     assert_eq!(

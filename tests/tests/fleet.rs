@@ -7,7 +7,7 @@
 
 use phasegate_proto::*;
 use phasegate_tests::NatsServerExt as _;
-use phasegate_tests::rollout::{phase_is, put_gate, put_pipeline, wait_trigger};
+use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
 
@@ -70,7 +70,7 @@ async fn a_segment_with_a_dot_is_seen_and_waited_for() -> anyhow::Result<()> {
     assert_eq!(t.phase_state, Some(PhaseState::Applying), "{t:?}");
     eu.set_acking(true);
     wait_trigger(c, &id, "baking once eu.prod acked", |t| {
-        phase_is(t, "eu", PhaseState::Baking)
+        t.is_at("eu", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -148,10 +148,7 @@ async fn applying_without_ack(
         .trigger
         .expect("trigger")
         .id;
-    wait_trigger(c, &id, "applying", |t| {
-        phase_is(t, "one", PhaseState::Applying)
-    })
-    .await?;
+    wait_trigger(c, &id, "applying", |t| t.is_at("one", PhaseState::Applying)).await?;
     Ok((dev, id))
 }
 
@@ -180,7 +177,7 @@ async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<(
     // It comes back and acks: the phase is applied.
     let _dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
     wait_trigger(&c, &id, "baking once dev-1 acked", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -211,7 +208,7 @@ async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase
         t.phase_state != Some(PhaseState::Applying)
     })
     .await?;
-    assert!(phase_is(&t, "one", PhaseState::Baking), "{t:?}");
+    assert!(t.is_at("one", PhaseState::Baking), "{t:?}");
     assert!(
         !t.paused,
         "the timeout must not pause an applied phase: {t:?}"
@@ -239,7 +236,7 @@ async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow
         .id;
     // The other entity's rollout goes on through the same agent...
     wait_trigger(c, &fine, "fine baking", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     // ...while the blocked one waits, with the reason listed.
@@ -250,7 +247,7 @@ async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow
     assert_eq!(listed[0].blocked[0].key, "gate.broken");
     dev.set_blocked(None);
     wait_trigger(c, &broken, "broken baking once unblocked", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -384,7 +381,7 @@ async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
         json!({"id": "dev", "segments": ["dev"], "wait_ms": 3600000}),
     )
     .await?;
-    wait_trigger(c, &id, "baking", |t| phase_is(t, "dev", PhaseState::Baking)).await?;
+    wait_trigger(c, &id, "baking", |t| t.is_at("dev", PhaseState::Baking)).await?;
     let entities = env
         .nats
         .client("inspector")
@@ -400,7 +397,7 @@ async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
             .is_some_and(|s| s.agents_known == 2 && s.agents_applied == 2)
     })
     .await?;
-    assert!(phase_is(&t, "dev", PhaseState::Baking));
+    assert!(t.is_at("dev", PhaseState::Baking));
     let after = entities.get("gate.g").await?.expect("stored").revision;
     assert_eq!(before, after, "a counts-only view was written");
     Ok(())
