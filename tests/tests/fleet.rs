@@ -85,6 +85,18 @@ async fn an_agent_that_leaves_cleanly_is_forgotten_at_once() -> anyhow::Result<(
     wait_agents(&env, &[("dev-1", true), ("dev-2", true)], "both agents").await?;
     a.leave().await?;
     wait_agents(&env, &[("dev-2", true)], "dev-1 gone after saying so").await?;
+    // Its record goes next (leaving has no reply that promises durability:
+    // wait for the delete before crashing).
+    let kv = env
+        .nats
+        .client("observer")
+        .await?
+        .kv_existing(&Subjects::default().bucket(Bucket::Agents))
+        .await?;
+    phasegate_tests::wait_until("dev-1's record deleted", PATIENCE, || async {
+        matches!(kv.get("dev-1").await, Ok(None))
+    })
+    .await?;
     // And a restart does not bring it back.
     let mut env = env;
     env.crash_and_restart().await?;
