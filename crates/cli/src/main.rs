@@ -4,6 +4,7 @@
 
 mod apply;
 mod auth;
+mod dashboard;
 mod demo;
 mod ops;
 mod output;
@@ -139,6 +140,9 @@ enum Cmd {
     /// Secured installations: NATS accounts, users and credentials.
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// A web console over the command API, with your credentials:
+    /// rollouts live, actions, gates, configs, pipelines and agents.
+    Dashboard(dashboard::DashboardArgs),
     /// The whole system on one machine: a rollout that bakes, waits for
     /// approval, pauses on a health failure and completes, and one that is
     /// rolled back.
@@ -225,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
         Cmd::Auth(c) => auth::run(c, g.prefix.as_deref())?,
+        Cmd::Dashboard(args) => dashboard::run(&g, args).await?,
         Cmd::Demo { secured } => return demo::run(&g, secured).await,
     }
     Ok(0)
@@ -278,6 +283,7 @@ fn logging(cli: &Cli) -> (&'static str, &'static str) {
     match cli.command {
         Cmd::Coordinator { .. } => ("phasegate-coordinator", "info"),
         Cmd::Agent(_) => ("phasegate-agent", "info"),
+        Cmd::Dashboard(_) => ("phasegate-dashboard", "info"),
         _ => (
             OPERATOR_SERVICE,
             match cli.global.verbose {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what the dashboard's browser tests drive (tests/tests/dashboard.rs,
+# tests/browser/): Debian's `chromium` package when it is missing, and a
+# pinned Playwright for Python in the project-local, git-ignored
+# .tools/playwright venv. Playwright drives the system browser through
+# `executable_path`; its own browser downloads are never used (an
+# air-gapped machine has none), so they are skipped.
+#
+# Idempotent: does nothing when both are there in the right version.
+#
+# Usage: scripts/install-chromium.sh   (or: make tools)
+set -euo pipefail
+
+playwright_version=1.65.2
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/.tools"
+venv="$tools/playwright"
+
+if command -v chromium >/dev/null 2>&1; then
+    echo "chromium already installed: $(chromium --version 2>/dev/null || echo '?')"
+else
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: chromium is missing; install Debian's package: sudo apt-get install -y chromium" >&2
+        exit 1
+    fi
+    # The package lists may be missing or old on a fresh machine.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    echo "installed $(chromium --version)"
+fi
+
+# Prints the version of Playwright the venv holds, or nothing.
+installed_playwright() {
+    "$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("playwright"))' 2>/dev/null || true
+}
+
+if [[ -x "$venv/bin/python" && "$(installed_playwright)" == "$playwright_version" ]]; then
+    echo "playwright $playwright_version already installed in ${venv#"$root"/}"
+    exit 0
+fi
+
+# Build the venv beside the stable path and swap it in only once it works,
+# so an interrupted run never leaves a half-installed one behind.
+mkdir -p "$tools"
+stage=$(mktemp -d "$tools/playwright.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+python3 -m venv "$stage"
+PIP_ROOT_USER_ACTION=ignore "$stage/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-input "playwright==$playwright_version"
+rm -rf "$venv"
+mv "$stage" "$venv"
+trap - EXIT
+# A venv records its own path in its scripts: rewrite it after the move.
+# Only `bin/python` is used, which resolves its prefix at run time, so the
+# scripts' shebangs going stale does not matter; say which one to use.
+echo "installed playwright $(installed_playwright) in ${venv#"$root"/} (use ${venv#"$root"/}/bin/python)"
