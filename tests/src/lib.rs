@@ -18,6 +18,7 @@
 //! of its log is printed with the test's output.
 
 pub mod agent_proc;
+pub mod browser;
 pub mod coord;
 pub mod fake_agent;
 pub mod faults;

@@ -184,12 +184,14 @@
     return h('span', { class: `badge ${kind || ''}`, text });
   }
 
+  /** The status, or the current phase's state; `data-state` says which. */
   function statusBadge(t) {
-    if (t.status === 'completed') return badge('completed', 'ok');
-    if (t.status === 'aborted') return badge('aborted', 'bad');
+    if (t.status !== 'in_progress') {
+      return h('span', { class: 'state', 'data-state': t.status }, badge(t.status, t.status === 'completed' ? 'ok' : 'bad'));
+    }
     const parts = [badge(words(t.phase_state || 'in progress'), t.phase_state === 'awaiting_approval' ? 'warn' : '')];
     if (t.paused) parts.push(' ', badge(`paused: ${words(t.paused_reason || 'manual')}`, 'warn'));
-    return h('span', { class: 'state', 'data-state': t.phase_state || t.status }, parts);
+    return h('span', { class: 'state', 'data-state': t.phase_state || t.status, 'data-paused': t.paused ? 'true' : null }, parts);
   }
 
   function entityLink(t) {
