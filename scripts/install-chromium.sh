@@ -26,7 +26,7 @@ else
     # The package lists may be missing or old on a fresh machine.
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
-    echo "installed $(chromium --version)"
+    echo "installed $(chromium --version 2>/dev/null)"
 fi
 
 # Prints the version of Playwright the venv holds, or nothing.

@@ -65,6 +65,17 @@ impl Http {
             .await
     }
 
+    /// `GET path`, the body as text (a page, Prometheus metrics).
+    pub async fn get_text(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+        let req = hyper::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.client.request(req).await.context("http request")?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// `GET path`.
     pub async fn get(
         &self,

@@ -20,7 +20,9 @@ use phasegate_tests::browser::{Browser, DashboardProc};
 use phasegate_tests::faults::install::signal;
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::AuthDir;
-use phasegate_tests::{AgentProc, PATIENCE, spawn_phasegate, wait_for, workspace_root};
+use phasegate_tests::{
+    AgentProc, CoordEnv, PATIENCE, free_port, spawn_phasegate, wait_for, workspace_root,
+};
 use serde_json::json;
 
 /// The consoles poll the coordinator this often: fast enough that each
@@ -205,6 +207,121 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
         shots.join("rollouts.png").exists(),
         "screenshots in {}",
         shots.display()
+    );
+    Ok(())
+}
+
+/// Sends `request` as it is and answers the status code and the body.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    Ok((status, body.unwrap_or_default()))
+}
+
+/// An action as a cross-site page could send it, with `headers`.
+fn post_action(headers: &str) -> String {
+    format!(
+        "POST /api/triggers/t-1/abort HTTP/1.1\r\nhost: console\r\nconnection: close\r\n{headers}content-length: 2\r\n\r\n{{}}"
+    )
+}
+
+/// The console's own API refuses what another site's page could send, and
+/// answers errors with the command API's codes.
+#[tokio::test]
+async fn actions_come_only_from_the_console_itself() -> anyhow::Result<()> {
+    let env = CoordEnv::start().await?;
+    let console = DashboardProc::start("dashboard", &env.nats.url(), None, POLL_MS).await?;
+    // A form or text/plain POST needs no preflight: refused.
+    let (status, body) = raw(console.addr, &post_action("content-type: text/plain\r\n")).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"invalid\""), "{body}");
+    // JSON from another origin: refused.
+    let (status, body) = raw(
+        console.addr,
+        &post_action("content-type: application/json\r\norigin: http://elsewhere.example\r\n"),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    // From the console's own origin, the coordinator answers.
+    let (status, body) = raw(
+        console.addr,
+        &post_action("content-type: application/json\r\norigin: http://console\r\n"),
+    )
+    .await?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"not_found\""), "{body}");
+    // The page may load nothing from elsewhere.
+    let (status, page) = raw(
+        console.addr,
+        "GET / HTTP/1.1\r\nhost: console\r\nconnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"/app.js\""), "{page}");
+    Ok(())
+}
+
+/// Twenty tabs open the event stream; the coordinator still sees one
+/// poller: `trigger.list` arrives at most once per poll period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tabs_cost_the_coordinator_one_poller() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let env = CoordEnv::start_with(&metrics.to_string(), &[]).await?;
+    let console = DashboardProc::start("dashboard", &env.nats.url(), None, POLL_MS).await?;
+    let mut tabs = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(console.addr).await?;
+        s.write_all(b"GET /api/events HTTP/1.1\r\nhost: console\r\n\r\n")
+            .await?;
+        // Connected once the first event (the clock) has arrived.
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("event: rollouts") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await??;
+            anyhow::ensure!(n > 0, "the event stream closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        tabs.push(s);
+    }
+    let http = phasegate_tests::http::Http::default();
+    let lists = || async {
+        let (_, text) = http.get_text(metrics, "/metrics").await?;
+        let n: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("phasegate_commands_total{command=\"trigger.list\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        anyhow::Ok(n)
+    };
+    let before = lists().await?;
+    let start = std::time::Instant::now();
+    let polls = 10.0;
+    wait_for("ten more trigger.list commands", PATIENCE, || async {
+        let n = lists().await.map_err(|e| e.to_string())?;
+        if n >= before + polls {
+            Ok(())
+        } else {
+            Err(format!("{} so far", n - before))
+        }
+    })
+    .await?;
+    let elapsed = start.elapsed();
+    // Twenty pollers would send ten in half a period; one needs nine
+    // periods at least (the first may come at once).
+    assert!(
+        elapsed >= Duration::from_millis(POLL_MS * 9),
+        "ten trigger.list commands in {elapsed:?} with {} tabs open: more than one poller",
+        tabs.len()
     );
     Ok(())
 }
