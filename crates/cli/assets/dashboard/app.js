@@ -43,6 +43,14 @@
     return `${seconds}s`;
   }
 
+  /** A configured duration, short: 600000 → "10m", 5400000 → "1h 30m", 2500 → "2.5s". */
+  function span(ms) {
+    if (ms < 60000) return `${Math.round(ms / 100) / 10}s`;
+    const s = Math.round(ms / 1000);
+    const parts = [[Math.floor(s / 86400), 'd'], [Math.floor((s % 86400) / 3600), 'h'], [Math.floor((s % 3600) / 60), 'm'], [s % 60, 's']];
+    return parts.filter(([n]) => n).map(([n, unit]) => `${n}${unit}`).join(' ');
+  }
+
   /** A moment as local time, with the date unless it is today. */
   function when(ms) {
     if (!ms) return '—';
@@ -242,16 +250,37 @@
     return h('span', { class: 'num approvals' }, `${got} / ${need}`);
   }
 
+  const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+  /** Whether segment `name` matches `pattern` (a name, or a glob with `*`). */
+  function globMatch(pattern, name) {
+    const source = pattern.split('*').map(escapeRegExp).join('.*');
+    return new RegExp(`^${source}$`).test(name);
+  }
+
+  /** The trigger's segments in pipeline order: by the first phase naming each. */
+  function segmentEntries(t) {
+    const phases = (t.pipeline_snapshot && t.pipeline_snapshot.phases) || [];
+    const rank = (name) => {
+      const i = phases.findIndex((p) => p.segments.some((pattern) => globMatch(pattern, name)));
+      return i < 0 ? phases.length : i;
+    };
+    return Object.entries(t.segments || {}).sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+  }
+
   function segments(t) {
-    const entries = Object.entries(t.segments || {});
+    const entries = segmentEntries(t);
     if (!entries.length) return h('span', { class: 'muted' }, '—');
     return h('div', { class: 'segs' }, entries.map(([name, s]) => {
       const unhealthy = s.version_active && s.agents_healthy < s.agents_known;
       const cls = `seg ${s.version_active ? 'active' : ''} ${unhealthy ? 'unhealthy' : ''}`;
+      // Compact: all healthy says nothing more; the title has every count.
+      const sick = s.agents_known - s.agents_healthy;
       const text = s.version_active
-        ? `${name} ${s.agents_applied}/${s.agents_known} applied · ${s.agents_healthy} healthy`
-        : `${name} not yet · ${s.agents_known} known`;
-      return h('span', { class: cls, title: `${name}: ${s.agents_known} known, ${s.agents_live} live, ${s.agents_applied} applied, ${s.agents_healthy} healthy${s.version_active ? ', new version active' : ''}` }, text, analyses(s));
+        ? `${name} ${s.agents_applied}/${s.agents_known}${sick > 0 ? ` · ${sick} unhealthy` : ''}`
+        : `${name} —`;
+      const title = `${name}: ${s.version_active ? 'new version active' : 'new version not yet active'}; ${s.agents_known} known, ${s.agents_live} live, ${s.agents_applied} applied, ${s.agents_healthy} healthy`;
+      return h('span', { class: cls, title, 'aria-label': title }, text, analyses(s));
     }));
   }
 
@@ -281,8 +310,8 @@
         return;
       }
       const rows = r.active.map((t) => h('tr', { 'data-trigger': t.id, 'data-entity': t.entity.name },
-        h('td', {}, entityLink(t), h('div', { class: 'muted mono' }, `v${t.from_version} → v${t.to_version}`)),
-        h('td', {}, t.pipeline),
+        h('td', { class: 'nowrap' }, entityLink(t), h('div', { class: 'muted mono' }, `v${t.from_version} → v${t.to_version}`)),
+        h('td', { class: 'nowrap' }, t.pipeline),
         h('td', {}, steps(t)),
         h('td', {}, statusBadge(t)),
         h('td', { class: 'num' }, bake(t)),
@@ -291,7 +320,7 @@
         h('td', { class: 'num' }, when(t.created_at_ms), h('div', { class: 'muted' }, t.created_by))));
       render(activeBox, h('table', {},
         h('caption', { class: 'sr-only' }, 'Active rollouts'),
-        h('thead', {}, h('tr', {}, ['Entity', 'Pipeline', 'Phases', 'State', 'Bake', 'Approvals', 'Segments: agents applied / known', 'Started'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Entity', 'Pipeline', 'Phases', 'State', 'Bake', 'Approvals', 'Segments: applied / known', 'Started'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows)),
       r.omitted ? h('p', { class: 'empty' }, `${r.omitted} more active rollouts are not shown.`) : null);
     }
@@ -484,7 +513,7 @@
       const current = cls.startsWith('current');
       const meta = [`segments ${p.segments.join(', ')}`];
       if (p.pass_percentage !== 100) meta.push(`${p.pass_percentage}% of units`);
-      if (p.wait_ms) meta.push(`bake ${duration(p.wait_ms)}`);
+      if (p.wait_ms) meta.push(`bake ${span(p.wait_ms)}`);
       if (p.approval && p.approval.required) {
         const who = p.approval.approvers && p.approval.approvers.length ? p.approval.approvers.join(', ') : 'anyone';
         meta.push(`approval: ${p.approval.min_approvals} of ${who}`);
@@ -499,7 +528,7 @@
     }
 
     function segmentTable(t) {
-      const entries = Object.entries(t.segments || {});
+      const entries = segmentEntries(t);
       if (!entries.length) return h('p', { class: 'empty' }, 'No segment with agents.');
       return h('table', {},
         h('thead', {}, h('tr', {}, ['Segment', 'New version', 'Known', 'Live', 'Applied', 'Healthy'].map((c) => h('th', { scope: 'col' }, c)))),
@@ -652,7 +681,7 @@
       ['Name', (p) => h('strong', {}, p.name)],
       ['Phases', (p) => h('ol', { class: 'steps', 'aria-label': 'phases' }, p.phases.map((ph) => h('li', { title: `${ph.id}: ${ph.segments.join(', ')}` }, ph.id)))],
       ['Segments, bake and approval', (p) => p.phases.map((ph) => h('div', { class: 'mono' },
-        `${ph.id}: ${ph.segments.join(', ')}${ph.pass_percentage !== 100 ? ` ${ph.pass_percentage}%` : ''}${ph.wait_ms ? `, bake ${duration(ph.wait_ms)}` : ''}${ph.approval && ph.approval.required ? `, approval ${ph.approval.min_approvals} of ${ph.approval.approvers.length ? ph.approval.approvers.join('|') : 'anyone'}` : ''}`))],
+        `${ph.id}: ${ph.segments.join(', ')}${ph.pass_percentage !== 100 ? ` ${ph.pass_percentage}%` : ''}${ph.wait_ms ? `, bake ${span(ph.wait_ms)}` : ''}${ph.approval && ph.approval.required ? `, approval ${ph.approval.min_approvals} of ${ph.approval.approvers.length ? ph.approval.approvers.join('|') : 'anyone'}` : ''}`))],
       ['Description', (p) => p.description],
     ];
   }
