@@ -271,13 +271,14 @@ async fn actions_come_only_from_the_console_itself() -> anyhow::Result<()> {
 }
 
 /// Twenty tabs open the event stream; the coordinator still sees one
-/// poller: `trigger.list` arrives at most once per poll period.
+/// poller: `trigger.list` arrives at most once per poll period. SIGTERM
+/// then stops the console cleanly, streams open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tabs_cost_the_coordinator_one_poller() -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let env = CoordEnv::start_with(&metrics.to_string(), &[]).await?;
-    let console = DashboardProc::start("dashboard", &env.nats.url(), None, POLL_MS).await?;
+    let mut console = DashboardProc::start("dashboard", &env.nats.url(), None, POLL_MS).await?;
     let mut tabs = Vec::new();
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(console.addr).await?;
@@ -323,5 +324,8 @@ async fn twenty_tabs_cost_the_coordinator_one_poller() -> anyhow::Result<()> {
         "ten trigger.list commands in {elapsed:?} with {} tabs open: more than one poller",
         tabs.len()
     );
+    // SIGTERM with every stream open: the streams end, the console exits.
+    let status = console.proc.terminate(PATIENCE).await?;
+    assert!(status.success(), "the console exited with {status}");
     Ok(())
 }

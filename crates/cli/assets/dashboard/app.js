@@ -613,8 +613,9 @@
       if (!t || !state.rollouts) return;
       const live = state.rollouts.active.find((x) => x.id === t.id);
       if (live) show(live);
-      // It finished: read it once more, as it ended.
-      else if (t.status === 'in_progress') load(false);
+      // It finished: read it once more, as it ended. (Past the most the
+      // poller details, absence says nothing: the page stays as it is.)
+      else if (t.status === 'in_progress' && !state.rollouts.omitted) load(false);
     };
     return view;
   }
