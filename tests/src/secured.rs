@@ -10,7 +10,7 @@ use phasegate_bus::async_nats;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
-use crate::{NatsServer, PATIENCE, phasegate_binary};
+use crate::{ChildProcess, NatsServer, PATIENCE, phasegate_binary, spawn_phasegate};
 
 /// The output of `phasegate auth init` in a temporary directory.
 pub struct AuthDir {
@@ -67,6 +67,25 @@ impl AuthDir {
     /// A server running the generated configuration.
     pub async fn serve(&self) -> anyhow::Result<NatsServer> {
         Ok(NatsServer::start_with_config(&self.server_conf()).await?)
+    }
+
+    /// A coordinator on `url` configured by the generated
+    /// `coordinator.toml`: its credentials, and every operator's role
+    /// (actors are identities).
+    pub fn coordinator(&self, url: &str) -> anyhow::Result<ChildProcess> {
+        let conf = self.file("coordinator.toml").display().to_string();
+        spawn_phasegate(
+            "coordinator",
+            &[
+                "coordinator",
+                "--nats-url",
+                url,
+                "--config",
+                &conf,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+        )
     }
 }
 

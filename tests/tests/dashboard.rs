@@ -20,9 +20,7 @@ use phasegate_tests::browser::{Browser, DashboardProc};
 use phasegate_tests::faults::install::signal;
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::AuthDir;
-use phasegate_tests::{
-    AgentProc, CoordEnv, PATIENCE, free_port, spawn_phasegate, wait_for, workspace_root,
-};
+use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, free_port, wait_for, workspace_root};
 use serde_json::json;
 
 /// The consoles poll the coordinator this often: fast enough that each
@@ -42,19 +40,7 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
     let auth = AuthDir::init(&["dev", "staging"], &["alice:admin", "carol:editor"])?;
     let nats = auth.serve().await?;
     let url = nats.url();
-    let conf = auth.file("coordinator.toml").display().to_string();
-    let _coord = spawn_phasegate(
-        "coordinator",
-        &[
-            "coordinator",
-            "--nats-url",
-            &url,
-            "--config",
-            &conf,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let _coord = auth.coordinator(&url)?;
     let agent = |segment: &'static str| {
         let creds = auth.file(&format!("agent-{segment}.creds"));
         let url = url.clone();

@@ -15,8 +15,8 @@ use phasegate_proto::{Bucket, Subjects, TriggerStatus};
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::{AuthDir, Probe, Tls};
 use phasegate_tests::{
-    AgentProc, ChildProcess, NatsServer, PATIENCE, phasegate_binary, spawn_phasegate,
-    spawn_phasegate_env, wait_for, wait_live_agents,
+    AgentProc, ChildProcess, NatsServer, PATIENCE, phasegate_binary, spawn_phasegate_env, wait_for,
+    wait_live_agents,
 };
 use serde_json::json;
 
@@ -382,19 +382,7 @@ async fn actors_are_identities_and_roles_are_enforced() -> anyhow::Result<()> {
     )?;
     let nats = auth.serve().await?;
     let url = nats.url();
-    let conf = auth.file("coordinator.toml").display().to_string();
-    let coord = spawn_phasegate(
-        "coordinator",
-        &[
-            "coordinator",
-            "--nats-url",
-            &url,
-            "--config",
-            &conf,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let coord = auth.coordinator(&url)?;
     let who = |n: &str| creds(&auth.file(&format!("operator-{n}.creds")));
     let alice = operator(&url, who("alice")).await?;
     let bob = operator(&url, who("bob")).await?;
