@@ -216,12 +216,13 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> anyhow::Result<(u16, 
 /// An action as a cross-site page could send it, with `headers`.
 fn post_action(headers: &str) -> String {
     format!(
-        "POST /api/triggers/t-1/abort HTTP/1.1\r\nhost: console\r\nconnection: close\r\n{headers}content-length: 2\r\n\r\n{{}}"
+        "POST /api/triggers/t-1/abort HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n{headers}content-length: 2\r\n\r\n{{}}"
     )
 }
 
-/// The console's own API refuses what another site's page could send, and
-/// answers errors with the command API's codes.
+/// The console's own API refuses what another site's page could send (a
+/// form, a text/plain POST, another origin, a name rebound to loopback),
+/// and answers errors with the command API's codes.
 #[tokio::test]
 async fn actions_come_only_from_the_console_itself() -> anyhow::Result<()> {
     let env = CoordEnv::start().await?;
@@ -240,7 +241,7 @@ async fn actions_come_only_from_the_console_itself() -> anyhow::Result<()> {
     // From the console's own origin, the coordinator answers.
     let (status, body) = raw(
         console.addr,
-        &post_action("content-type: application/json\r\norigin: http://console\r\n"),
+        &post_action("content-type: application/json\r\norigin: http://127.0.0.1\r\n"),
     )
     .await?;
     assert_eq!(status, 404, "{body}");
@@ -248,11 +249,18 @@ async fn actions_come_only_from_the_console_itself() -> anyhow::Result<()> {
     // The page may load nothing from elsewhere.
     let (status, page) = raw(
         console.addr,
-        "GET / HTTP/1.1\r\nhost: console\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
     )
     .await?;
     assert_eq!(status, 200);
     assert!(page.contains("<script src=\"/app.js\""), "{page}");
+    // On loopback, a name rebound to 127.0.0.1 by another site is refused.
+    let (status, body) = raw(
+        console.addr,
+        "GET /api/rollouts HTTP/1.1\r\nhost: evil.example:3100\r\nconnection: close\r\n\r\n",
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
     Ok(())
 }
 
@@ -268,7 +276,7 @@ async fn twenty_tabs_cost_the_coordinator_one_poller() -> anyhow::Result<()> {
     let mut tabs = Vec::new();
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(console.addr).await?;
-        s.write_all(b"GET /api/events HTTP/1.1\r\nhost: console\r\n\r\n")
+        s.write_all(b"GET /api/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
             .await?;
         // Connected once the first event (the clock) has arrived.
         let mut seen = Vec::new();

@@ -64,8 +64,47 @@ pub(crate) fn router(console: Console) -> Router {
     }
     router
         .fallback(|| async { error(ErrorCode::NotFound, "no such page") })
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            host_guard,
+        ))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)
+}
+
+/// Whether `host` (a `Host` header: name or address, maybe a port) names
+/// this machine's loopback.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// On loopback, only requests for a loopback name are served: a site
+/// whose name the attacker rebinds to 127.0.0.1 is the same origin to the
+/// browser, and would otherwise read and act through the console.
+async fn host_guard(
+    State(c): State<Console>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if c.loopback && !loopback_host(host) {
+        return error(
+            ErrorCode::Forbidden,
+            "this console listens on loopback: open it as localhost or 127.0.0.1",
+        );
+    }
+    next.run(request).await
 }
 
 /// Every answer: no framing by other sites, no sniffing, and a policy that
@@ -502,4 +541,35 @@ async fn pipelines(State(c): State<Console>, uri: Uri) -> Answer {
             .collect();
         matches(&q, &[p.name.as_str(), &p.description]) || matches(&q, &segments)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_names_with_or_without_a_port() {
+        for host in [
+            "localhost",
+            "localhost:3100",
+            "LOCALHOST:1",
+            "127.0.0.1",
+            "127.0.0.1:3100",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:3100",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "console",
+            "evil.example:3100",
+            "10.0.0.1:3100",
+            "localhost.evil.example",
+            "[::2]:3100",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub(crate) struct Console {
     /// Ends the event streams when the server stops: a graceful shutdown
     /// waits for every open connection, and an event stream never ends.
     stopping: watch::Receiver<bool>,
+    /// Listening on loopback only: then only a loopback `Host` is served
+    /// (a page elsewhere whose name rebinds to 127.0.0.1 is no way in).
+    loopback: bool,
 }
 
 /// Runs the console until SIGINT or SIGTERM.
@@ -95,6 +98,7 @@ pub(crate) async fn run(g: &Global, args: DashboardArgs) -> anyhow::Result<()> {
         poke,
         specs,
         stopping: stopping.clone(),
+        loopback: addr.ip().is_loopback(),
     };
     tracing::info!(%addr, "dashboard listening");
     // People read this line to know where to point the browser.
