@@ -399,11 +399,13 @@
     return list;
   }
 
-  // approve, skip and rollout move forward and name the phase the page
-  // shows: a stale page gets `conflict`, never acts on another phase.
-  // pause, resume and abort stop or continue whatever the phase
-  // (SPEC §4: stopping must not lose a race with automatic progress).
-  const namesPhase = new Set(['approve', 'skip', 'rollout']);
+  // Every action that moves the rollout on names the phase the page shows,
+  // so a stale page gets `conflict` and never acts on another phase. Pause
+  // and abort stop it whatever the phase: SPEC §4 makes their phase_id
+  // optional so that stopping never loses a race with automatic progress,
+  // and an abort refused because a bake just ended would cost the
+  // operator the seconds that matter.
+  const namesPhase = new Set(['approve', 'resume', 'skip', 'rollout']);
 
   const done = {
     approve: 'Approved.',
@@ -440,6 +442,7 @@
         });
         say('ok', done[action]);
         show(r.trigger);
+        renderActions();
       } catch (e) {
         if (e.code === 'conflict') {
           say('warn', 'This rollout moved on, reload.', h('button', { type: 'button', 'data-key': 'reload', onclick: () => load(true) }, 'Reload'));
