@@ -50,7 +50,7 @@ PIP_ROOT_USER_ACTION=ignore "$stage/bin/python" -m pip install --quiet --disable
 rm -rf "$venv"
 mv "$stage" "$venv"
 trap - EXIT
-# A venv records its own path in its scripts: rewrite it after the move.
-# Only `bin/python` is used, which resolves its prefix at run time, so the
-# scripts' shebangs going stale does not matter; say which one to use.
+# The venv's scripts name the staging path in their shebangs; only
+# `bin/python` is ever run, and it finds its prefix at run time, so the
+# move is harmless.
 echo "installed playwright $(installed_playwright) in ${venv#"$root"/} (use ${venv#"$root"/}/bin/python)"

@@ -546,9 +546,10 @@
 
     function historyList(t) {
       const human = (e) => e.actor !== 'phasegate';
-      const bad = new Set(['aborted', 'health_degraded', 'paused']);
+      const bad = new Set(['aborted', 'health_degraded']);
+      const mark = (e) => (bad.has(e.type) ? 'bad' : e.type === 'paused' ? 'warn' : human(e) ? 'human' : 'auto');
       return h('ol', { class: 'timeline', id: 'history' }, (t.history || []).map((e) => h('li', {
-        class: bad.has(e.type) ? 'bad' : human(e) ? 'human' : 'auto',
+        class: mark(e),
         'data-type': e.type,
       },
       h('span', { class: 'when' }, when(e.at_ms)),
