@@ -280,15 +280,24 @@
         ? `${name} ${s.agents_applied}/${s.agents_known}${sick > 0 ? ` · ${sick} unhealthy` : ''}`
         : `${name} —`;
       const title = `${name}: ${s.version_active ? 'new version active' : 'new version not yet active'}; ${s.agents_known} known, ${s.agents_live} live, ${s.agents_applied} applied, ${s.agents_healthy} healthy`;
-      return h('span', { class: cls, title, 'aria-label': title }, text, analyses(s));
+      return h('span', { class: cls, title, 'aria-label': title }, text, analyses(t, name));
     }));
   }
 
-  /** Analysis results of a segment, when the coordinator reports them. */
-  function analyses(s) {
-    const list = s.analyses || s.analysis;
-    if (!Array.isArray(list) || !list.length) return null;
-    return list.map((a) => ` · ${a.name}: ${a.value !== undefined && a.value !== null ? a.value : words(a.outcome || a.status || '?')}`);
+  /**
+   * The latest analysis results of a segment (`trigger.analysis[segment]`,
+   * from coordinators that run metric analyses): `name value`, marked
+   * by result; none when the pipeline has no analysis.
+   */
+  function analyses(t, segment) {
+    const list = (t.analysis && t.analysis[segment]) || [];
+    if (!list.length) return null;
+    return h('span', { class: 'analyses' }, list.map((a) => {
+      const value = a.value === null || a.value === undefined ? words(a.result) : String(Math.round(a.value * 1000) / 1000);
+      const kind = a.failing ? 'bad' : a.result === 'success' ? 'ok' : a.result === 'failure' ? 'bad' : 'warn';
+      const title = `${a.name} in ${segment}: ${words(a.result)}${a.failing ? ' (failing)' : ''}, ${a.consecutive || 1} in a row, by ${a.agent_id} at ${when(a.at_ms)}${a.detail ? `: ${a.detail}` : ''}`;
+      return h('span', { class: `analysis ${kind}`, title, 'data-analysis': a.name, 'data-result': a.result }, `${a.name} ${value}`);
+    }));
   }
 
   // ----------------------------------------------------------- rollouts view
@@ -311,16 +320,15 @@
       }
       const rows = r.active.map((t) => h('tr', { 'data-trigger': t.id, 'data-entity': t.entity.name },
         h('td', { class: 'nowrap' }, entityLink(t), h('div', { class: 'muted mono' }, `v${t.from_version} → v${t.to_version}`)),
-        h('td', { class: 'nowrap' }, t.pipeline),
+        h('td', { class: 'nowrap' }, t.pipeline, h('div', { class: 'muted', title: 'started' }, `${when(t.created_at_ms)} · ${t.created_by}`)),
         h('td', {}, steps(t)),
         h('td', {}, statusBadge(t)),
         h('td', { class: 'num' }, bake(t)),
         h('td', { class: 'num' }, approvals(t)),
-        h('td', {}, segments(t)),
-        h('td', { class: 'num' }, when(t.created_at_ms), h('div', { class: 'muted' }, t.created_by))));
+        h('td', {}, segments(t))));
       render(activeBox, h('table', {},
         h('caption', { class: 'sr-only' }, 'Active rollouts'),
-        h('thead', {}, h('tr', {}, ['Entity', 'Pipeline', 'Phases', 'State', 'Bake', 'Approvals', 'Segments: applied / known', 'Started'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Entity', 'Pipeline, started', 'Phases', 'State', 'Bake', 'Approvals', 'Segments: applied / known'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows)),
       r.omitted ? h('p', { class: 'empty' }, `${r.omitted} more active rollouts are not shown.`) : null);
     }
@@ -536,7 +544,7 @@
       return h('table', {},
         h('thead', {}, h('tr', {}, ['Segment', 'New version', 'Known', 'Live', 'Applied', 'Healthy'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, entries.map(([name, s]) => h('tr', { 'data-segment': name },
-          h('td', {}, name, analyses(s) ? h('div', { class: 'muted' }, analyses(s)) : null),
+          h('td', {}, name, analyses(t, name) ? h('div', {}, analyses(t, name)) : null),
           h('td', {}, s.version_active ? badge('active', '') : badge('not yet', 'plain')),
           h('td', { class: 'num' }, s.agents_known),
           h('td', { class: 'num' }, s.agents_live),
