@@ -51,6 +51,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// The most HTTP connections open at once; more are closed at accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// The most OFREP event streams open at once; more are answered 503.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 256;
+/// How often an OFREP event stream sends a keep-alive comment, in ms.
+pub const DEFAULT_EVENT_STREAM_KEEP_ALIVE_MS: u64 = 15_000;
 
 /// The keys of an agent configuration file. Every key matches a flag of
 /// `phasegate agent`; flags given on the command line win.
@@ -127,6 +131,14 @@ pub struct AgentFile {
     /// Default 1024 (keep it below the process's file descriptor limit).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// The most OFREP event streams (server-sent events) open at once;
+    /// more are answered 503. Default 256; keep it below `max_connections`.
+    #[serde(default)]
+    pub max_event_streams: Option<usize>,
+    /// How often an OFREP event stream sends a keep-alive comment, in ms.
+    /// Default 15000.
+    #[serde(default)]
+    pub event_stream_keep_alive_ms: Option<u64>,
 }
 
 impl AgentFile {
@@ -187,6 +199,10 @@ pub struct AgentConfig {
     pub body_read_timeout_ms: u64,
     /// Most HTTP connections open at once.
     pub max_connections: usize,
+    /// Most OFREP event streams open at once.
+    pub max_event_streams: usize,
+    /// Keep-alive interval of an OFREP event stream.
+    pub event_stream_keep_alive_ms: u64,
 }
 
 impl AgentConfig {
@@ -212,6 +228,8 @@ impl AgentConfig {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            event_stream_keep_alive_ms: DEFAULT_EVENT_STREAM_KEEP_ALIVE_MS,
         }
     }
 
@@ -275,6 +293,18 @@ impl AgentConfig {
             return Err(AgentError::Config(format!(
                 "{origin}: max_connections: must be from 1 to 1000000, got {}",
                 self.max_connections
+            )));
+        }
+        if !(1..=self.max_connections).contains(&self.max_event_streams) {
+            return Err(AgentError::Config(format!(
+                "{origin}: max_event_streams: must be from 1 to max_connections ({}), got {}",
+                self.max_connections, self.max_event_streams
+            )));
+        }
+        if !(100..=600_000).contains(&self.event_stream_keep_alive_ms) {
+            return Err(AgentError::Config(format!(
+                "{origin}: event_stream_keep_alive_ms: must be from 100 to 600000 ms, got {}",
+                self.event_stream_keep_alive_ms
             )));
         }
         Ok(())

@@ -45,13 +45,14 @@ pub(crate) fn router(state: Http) -> Router {
         .route("/v1/entities", get(entities))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::ofrep::routes())
         // Must follow the routes: it is set on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         // Not reachable with the types served; still an envelope.
@@ -65,7 +66,7 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     json(
         status,
         &HttpError {
@@ -113,6 +114,13 @@ fn closing(status: StatusCode, message: String) -> Response {
 /// Reads and parses a JSON body, refusing oversized ones (413, at once
 /// when `Content-Length` says so) and slow ones (408).
 async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response> {
+    let bytes = body_bytes(req, h).await?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
+}
+
+/// Reads a body whole, under the same limits as [`body`]; what it is made
+/// of is the caller's business (OFREP answers malformed bodies its own way).
+pub(crate) async fn body_bytes(req: Request, h: &Http) -> Result<Bytes, Response> {
     let limit = h.max_body_bytes;
     let too_large = || {
         closing(
@@ -148,7 +156,7 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
+    Ok(bytes)
 }
 
 fn answer_parts<'a>(
@@ -336,11 +344,18 @@ async fn metrics(State(h): State<Http>) -> Response {
         &l(&[("segment", seg), ("agent_id", id)]),
         refused,
     );
-    let gauges: [(&str, &str, f64); 6] = [
+    #[allow(clippy::cast_precision_loss)] // at most max_event_streams
+    let streams = s.push.open() as f64;
+    let gauges: [(&str, &str, f64); 7] = [
         (
             "phasegate_agent_http_connections",
             "HTTP connections open now",
             open,
+        ),
+        (
+            "phasegate_agent_event_streams",
+            "OFREP event streams (server-sent events) open now",
+            streams,
         ),
         (
             "phasegate_agent_stale",

@@ -12,10 +12,12 @@ pub mod config;
 mod health;
 mod http;
 mod journal;
+mod ofrep;
 mod plan;
 mod report;
 mod serve;
 mod served;
+mod sse;
 pub mod state;
 mod sync;
 
@@ -76,6 +78,7 @@ pub struct Agent {
     health: ActorRef<health::HealthMsg>,
     reporter: ActorRef<report::ReportMsg>,
     client: phasegate_bus::Client,
+    shared: Arc<served::Shared>,
 }
 
 impl Agent {
@@ -103,6 +106,10 @@ impl Agent {
             blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
             http: serve::ConnStats::default(),
+            push: sse::Push::new(
+                config.max_event_streams,
+                std::time::Duration::from_millis(config.event_stream_keep_alive_ms),
+            ),
         });
         let client = phasegate_bus::connect(
             ConnectOptions::new(
@@ -173,7 +180,7 @@ impl Agent {
             max_connections: config.max_connections,
         };
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(serve::serve(listener, app, limits, shared, stopped));
+        let http = tokio::spawn(serve::serve(listener, app, limits, shared.clone(), stopped));
         tracing::info!(%addr, segment = %config.segment, agent_id = %config.agent_id, "agent serving");
         Ok(Self {
             addr,
@@ -183,6 +190,7 @@ impl Agent {
             health,
             reporter,
             client,
+            shared,
         })
     }
 
@@ -196,6 +204,9 @@ impl Agent {
     /// coordinator forgets it at once rather than wait for its silence;
     /// that takes at most [`LEAVE_TIMEOUT`].
     pub async fn stop(self) {
+        // Event streams never end by themselves: end them, so the HTTP
+        // server's graceful stop does not wait for them.
+        self.shared.push.close();
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         self.health.stop(None);

@@ -45,6 +45,17 @@ impl Served {
         self.maps.iter().flat_map(HashMap::values)
     }
 
+    /// Every entity with its kind and name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (EntityKind, &str, &Arc<CompiledState>)> {
+        [EntityKind::Gate, EntityKind::Config]
+            .into_iter()
+            .flat_map(move |kind| {
+                self.maps[slot(kind)]
+                    .iter()
+                    .map(move |(name, s)| (kind, name.as_str(), s))
+            })
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.maps.iter().map(HashMap::len).sum()
     }
@@ -74,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
     /// HTTP connections open and refused.
     pub(crate) http: crate::serve::ConnStats,
+    /// Tells the OFREP event streams that what is served changed.
+    pub(crate) push: crate::sse::Push,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].

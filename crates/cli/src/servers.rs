@@ -121,6 +121,12 @@ pub(crate) fn agent_config(
     if let Some(n) = file.max_connections {
         cfg.max_connections = n;
     }
+    if let Some(n) = file.max_event_streams {
+        cfg.max_event_streams = n;
+    }
+    if let Some(t) = file.event_stream_keep_alive_ms {
+        cfg.event_stream_keep_alive_ms = t;
+    }
     cfg.check(&origin)?;
     Ok(cfg)
 }
