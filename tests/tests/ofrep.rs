@@ -286,6 +286,64 @@ async fn http_contract_errors_etag_and_cors() -> anyhow::Result<()> {
     assert_eq!(r.json()["errorCode"], "INVALID_CONTEXT", "{}", r.body);
     assert!(r.json().get("key").is_none());
 
+    // `phasegate eval` asks the same endpoint, for operators.
+    let agent = format!("http://{addr}");
+    let eval = |args: &[&str]| {
+        let out = std::process::Command::new(phasegate_tests::phasegate_binary().unwrap())
+            .arg("eval")
+            .args(["--agent", &agent])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = eval(&[
+        "checkout",
+        "--targeting-key",
+        "u-1",
+        "--context",
+        r#"{"email": "ann@corp.io"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("FLAG "), "{out}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "checkout",
+            "true",
+            "on",
+            "TARGETING_MATCH",
+            "1",
+            "staff",
+            "-",
+            "-",
+            "dev",
+            "false"
+        ]
+    );
+    let (code, out, err) = eval(&[
+        "config:limits",
+        "--json",
+        "--context",
+        r#"{"country": "FR"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out)?;
+    assert_eq!(v["value"], json!({"max_items": 25}));
+    assert_eq!(v["metadata"]["flagSetId"], "dev");
+    let (code, _, err) = eval(&["nope"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("FLAG_NOT_FOUND"), "{err}");
+    let (code, _, err) = eval(&["dual"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = eval(&["checkout", "--context", "[1]"]);
+    assert_eq!(code, Some(1), "{err}");
+
     // CORS: a preflight is answered for every OFREP endpoint.
     for path in [
         FLAGS.to_owned(),
