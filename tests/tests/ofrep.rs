@@ -344,6 +344,37 @@ async fn http_contract_errors_etag_and_cors() -> anyhow::Result<()> {
     let (code, _, err) = eval(&["checkout", "--context", "[1]"]);
     assert_eq!(code, Some(1), "{err}");
 
+    // Evaluations are counted per flag by the OpenTelemetry conventions'
+    // attributes, whichever API asked and however the key was spelt.
+    let series = "phasegate_agent_flag_evaluations_total{feature_flag_key=\"gate:checkout\",feature_flag_version=\"1\",feature_flag_result_variant=\"on\",feature_flag_result_reason=\"TARGETING_MATCH\",feature_flag_provider_name=\"phasegate\",feature_flag_set_id=\"dev\"} ";
+    let count = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = count(&send(addr, "GET", "/metrics", &[], "").await?.body);
+    post(
+        format!("{FLAGS}/checkout"),
+        r#"{"context": {"email": "bo@corp.io"}}"#,
+    )
+    .await;
+    a.check_gate("checkout", json!({"email": "cy@corp.io"}))
+        .await?;
+    let text = send(addr, "GET", "/metrics", &[], "").await?.body;
+    assert_eq!(count(&text), before + 2.0, "{text}");
+    assert!(text.contains("phasegate_build_info{version=\""), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("phasegate_agent_last_sync_timestamp_seconds{")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|t| t > 1.7e9)
+        ),
+        "{text}"
+    );
+
     // CORS: a preflight is answered for every OFREP endpoint.
     for path in [
         FLAGS.to_owned(),

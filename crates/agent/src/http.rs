@@ -184,7 +184,11 @@ fn evaluate<'a>(
     user: &phasegate_proto::User,
 ) -> Answer<'a> {
     let answer = match served.get(kind, name) {
-        Some(state) => state.evaluate(user, &shared.context),
+        Some(state) => {
+            let answer = state.evaluate(user, &shared.context);
+            crate::flag_metrics::record(&shared.flags, kind, name, state, &answer);
+            answer
+        }
         None => unknown_answer(kind),
     };
     shared.count(kind, &answer);
@@ -381,12 +385,12 @@ async fn metrics(State(h): State<Http>) -> Response {
             },
         ),
         (
-            "phasegate_agent_last_sync_age_seconds",
-            "seconds since the agent last knew itself in sync (-1: never)",
-            s.last_sync().map_or(-1.0, |t| {
+            "phasegate_agent_last_sync_timestamp_seconds",
+            "Unix time the agent last knew itself in sync (0: never)",
+            s.last_sync().map_or(0.0, |t| {
                 #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
-                let age = crate::served::now_ms().saturating_sub(t) as f64 / 1000.0;
-                age
+                let seconds = t as f64 / 1000.0;
+                seconds
             }),
         ),
     ];
@@ -394,5 +398,7 @@ async fn metrics(State(h): State<Http>) -> Response {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         write_sample(&mut out, name, &l(&[("segment", seg), ("agent_id", id)]), v);
     }
+    s.flags.render(&mut out, seg);
+    phasegate_telemetry::metrics::write_build_info(&mut out, "agent");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

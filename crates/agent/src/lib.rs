@@ -9,6 +9,7 @@
 //! has not first written to its state directory.
 
 pub mod config;
+mod flag_metrics;
 mod health;
 mod http;
 mod journal;
@@ -110,6 +111,7 @@ impl Agent {
                 config.max_event_streams,
                 std::time::Duration::from_millis(config.event_stream_keep_alive_ms),
             ),
+            flags: flag_metrics::FlagMetrics::default(),
         });
         let client = phasegate_bus::connect(
             ConnectOptions::new(

@@ -195,15 +195,15 @@ fn exists(state: &CompiledState) -> bool {
 ///
 /// `FLAG_NOT_FOUND` when none does, `GENERAL` for a bare name both kinds
 /// have.
-pub(crate) fn resolve<'s>(
+pub(crate) fn resolve<'s, 'k>(
     served: &'s Served,
-    key: &str,
-) -> Result<(EntityKind, &'s Arc<CompiledState>), Failure> {
-    let found = |kind: EntityKind, name: &str| {
+    key: &'k str,
+) -> Result<(EntityKind, &'k str, &'s Arc<CompiledState>), Failure> {
+    let found = |kind: EntityKind, name: &'k str| {
         served
             .get(kind, name)
             .filter(|s| exists(s))
-            .map(|s| (kind, s))
+            .map(|s| (kind, name, s))
     };
     let not_found = || Failure::new(ErrorCode::FlagNotFound, format!("no flag {key:?} here"));
     if let Some(name) = key.strip_prefix("gate:") {
@@ -283,6 +283,17 @@ pub(crate) enum Variant {
     Version(u64),
 }
 
+impl Variant {
+    /// The variant of an answer.
+    pub(crate) fn of(answer: &Answer<'_>) -> Self {
+        match answer.value {
+            Value::Gate(true) => Self::On,
+            Value::Gate(false) => Self::Off,
+            Value::Config(_) => Self::Version(answer.version),
+        }
+    }
+}
+
 impl Serialize for Variant {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -334,11 +345,11 @@ pub(crate) fn evaluation<'a>(
     stale: bool,
 ) -> Option<Evaluation<'a>> {
     let reason = reason(state, answer)?;
-    let (value, variant) = match answer.value {
-        Value::Gate(true) => (FlagValue::Bool(true), Variant::On),
-        Value::Gate(false) => (FlagValue::Bool(false), Variant::Off),
-        Value::Config(m) => (FlagValue::Object(m), Variant::Version(answer.version)),
+    let value = match answer.value {
+        Value::Gate(b) => FlagValue::Bool(b),
+        Value::Config(m) => FlagValue::Object(m),
     };
+    let variant = Variant::of(answer);
     let rule = match answer.reason {
         Reason::Rule(id) => Some(id),
         _ => None,
@@ -410,12 +421,13 @@ async fn single(State(h): State<Http>, Path(key): Path<String>, req: Request) ->
         Err(f) => return failure(Some(&key), &f),
     };
     let served = h.shared.served.load();
-    let (kind, state) = match resolve(&served, &key) {
+    let (kind, name, state) = match resolve(&served, &key) {
         Ok(found) => found,
         Err(f) => return failure(Some(&key), &f),
     };
     let answer = state.evaluate(&user, &h.shared.context);
     h.shared.count(kind, &answer);
+    crate::flag_metrics::record(&h.shared.flags, kind, name, state, &answer);
     let segment = h.shared.segment.as_str();
     match evaluation(&key, state, &answer, segment, h.shared.stale()) {
         Some(e) => cors(json(StatusCode::OK, &e)),
@@ -448,8 +460,8 @@ struct Bulk<'a> {
 
 /// The keys of the bulk answer: bare names, prefixed only where a name
 /// exists as both kinds; sorted, so equal answers are equal bytes.
-fn listed(served: &Served) -> Vec<(String, &Arc<CompiledState>)> {
-    let mut keys: Vec<(String, &Arc<CompiledState>)> = served
+fn listed(served: &Served) -> Vec<Listed<'_>> {
+    let mut keys: Vec<Listed<'_>> = served
         .iter()
         .filter(|(_, _, s)| exists(s))
         .map(|(kind, name, s)| {
@@ -463,11 +475,24 @@ fn listed(served: &Served) -> Vec<(String, &Arc<CompiledState>)> {
             } else {
                 name.to_owned()
             };
-            (key, s)
+            Listed {
+                key,
+                kind,
+                name,
+                state: s,
+            }
         })
         .collect();
-    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
     keys
+}
+
+/// One entity of the bulk answer.
+struct Listed<'s> {
+    key: String,
+    kind: EntityKind,
+    name: &'s str,
+    state: &'s Arc<CompiledState>,
 }
 
 /// The weak entity tag of a bulk answer: a digest of its bytes, so it
@@ -521,10 +546,11 @@ async fn bulk(State(h): State<Http>, req: Request) -> Response {
     let stale = h.shared.stale();
     let answers: Vec<_> = keys
         .iter()
-        .map(|(key, state)| {
-            let answer = state.evaluate(&user, &h.shared.context);
-            h.shared.count(state.kind(), &answer);
-            (key.as_str(), state, answer)
+        .map(|l| {
+            let answer = l.state.evaluate(&user, &h.shared.context);
+            h.shared.count(l.kind, &answer);
+            crate::flag_metrics::record(&h.shared.flags, l.kind, l.name, l.state, &answer);
+            (l.key.as_str(), l.state, answer)
         })
         .collect();
     let flags = answers
@@ -668,6 +694,7 @@ mod tests {
             Arc::new(CompiledState::new(EntityKind::Config, &EntityState::default()).unwrap()),
         );
         assert_eq!(resolve(&served, "checkout").unwrap().0, EntityKind::Gate);
+        assert_eq!(resolve(&served, "gate:checkout").unwrap().1, "checkout");
         assert_eq!(
             resolve(&served, "gate:checkout").unwrap().0,
             EntityKind::Gate
@@ -688,7 +715,7 @@ mod tests {
             resolve(&served, "nope").unwrap_err().code,
             ErrorCode::FlagNotFound
         );
-        let keys: Vec<String> = listed(&served).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = listed(&served).into_iter().map(|l| l.key).collect();
         assert_eq!(keys, ["checkout", "config:limits", "gate:limits"]);
     }
 

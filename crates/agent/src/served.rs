@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) http: crate::serve::ConnStats,
     /// Tells the OFREP event streams that what is served changed.
     pub(crate) push: crate::sse::Push,
+    /// Evaluations per flag, version, variant and reason.
+    pub(crate) flags: crate::flag_metrics::FlagMetrics,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].

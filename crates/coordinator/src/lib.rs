@@ -327,6 +327,7 @@ async fn render_metrics(
     }
     let mut out = String::new();
     metrics.render(&mut out);
+    phasegate_telemetry::metrics::write_build_info(&mut out, "coordinator");
     (
         [(
             axum::http::header::CONTENT_TYPE,
