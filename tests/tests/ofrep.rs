@@ -768,3 +768,59 @@ async fn real_openfeature_sdks_evaluate_through_the_stock_providers() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_evaluation_is_a_span_with_the_feature_flag_attributes() -> anyhow::Result<()> {
+    let otlp = phasegate_tests::otlp::OtlpReceiver::start().await?;
+    let endpoint = otlp.endpoint();
+    let envs = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ];
+    let env = CoordEnv::start().await?;
+    let a = AgentProc::start_env(&env.nats.url(), "dev-1", "dev", &[], &envs).await?;
+    put_gate(
+        &env.client,
+        json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
+    wait_gate_version(&a, "g", 1).await?;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = send(
+        a.addr,
+        "POST",
+        &format!("{FLAGS}/g"),
+        &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+        r#"{"context": {"targetingKey": "u-1"}}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let span = wait_for(
+        || async {
+            otlp.spans()
+                .into_iter()
+                .find(|s| s.name == "feature_flag.evaluation")
+                .ok_or("no span yet")
+        },
+        PATIENCE,
+        "the evaluation's span",
+    )
+    .await?;
+    assert_eq!(span.trace_id, trace);
+    assert_eq!(span.parent_span_id, "00f067aa0ba902b7");
+    for (k, v) in [
+        ("feature_flag.key", "g"),
+        ("feature_flag.result.variant", "on"),
+        ("feature_flag.result.reason", "TARGETING_MATCH"),
+        ("feature_flag.provider.name", "phasegate"),
+        ("feature_flag.set.id", "dev"),
+        ("feature_flag.version", "1"),
+    ] {
+        assert_eq!(
+            span.attrs.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {span:?}"
+        );
+    }
+    Ok(())
+}

@@ -410,8 +410,32 @@ pub(crate) async fn preflight(headers: HeaderMap) -> Response {
     cors(r)
 }
 
+/// Traces an evaluation for a caller that sent W3C trace context: a
+/// `feature_flag.evaluation` span under the caller's span, with the
+/// attributes of the OpenTelemetry feature-flag semantic conventions.
+/// Requests without `traceparent` pay one header lookup, nothing more;
+/// the span holds no event, so it is exported (when an OTLP endpoint is
+/// set) but never logged.
+fn trace_evaluation(traceparent: Option<&HeaderValue>, key: &str, e: &Evaluation<'_>) {
+    let Some(tp) = traceparent.and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "feature_flag.evaluation",
+        otel.name = "feature_flag.evaluation",
+        feature_flag.key = key,
+        feature_flag.result.variant = %e.variant,
+        feature_flag.result.reason = e.reason,
+        feature_flag.provider.name = "phasegate",
+        feature_flag.set.id = e.metadata.flag_set_id,
+        feature_flag.version = e.metadata.version,
+    );
+    phasegate_bus::trace::continue_from_traceparent(&span, Some(tp));
+}
+
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 async fn single(State(h): State<Http>, Path(key): Path<String>, req: Request) -> Response {
+    let traceparent = req.headers().get("traceparent").cloned();
     let bytes = match body_bytes(req, &h).await {
         Ok(b) => b,
         Err(r) => return cors(r),
@@ -430,7 +454,10 @@ async fn single(State(h): State<Http>, Path(key): Path<String>, req: Request) ->
     crate::flag_metrics::record(&h.shared.flags, kind, name, state, &answer);
     let segment = h.shared.segment.as_str();
     match evaluation(&key, state, &answer, segment, h.shared.stale()) {
-        Some(e) => cors(json(StatusCode::OK, &e)),
+        Some(e) => {
+            trace_evaluation(traceparent.as_ref(), &key, &e);
+            cors(json(StatusCode::OK, &e))
+        }
         None => failure(
             Some(&key),
             &Failure::new(
