@@ -15,7 +15,7 @@
 //! any number of them); `phasegate_agent_evaluations_total` counts those
 //! by kind under `reason="unknown"`.
 //!
-//! The hot path takes two read locks and increments one atomic: a write
+//! The hot path takes one read lock and increments one atomic: a write
 //! lock is taken only the first time a series is seen. Series stay for the
 //! life of the process (a flag's versions seen since it started).
 
@@ -55,7 +55,7 @@ struct Series {
 /// The counters of every flag, by kind then name.
 #[derive(Debug, Default)]
 pub(crate) struct FlagMetrics {
-    maps: [RwLock<HashMap<String, RwLock<Vec<Series>>>>; 2],
+    maps: [RwLock<HashMap<String, Vec<Series>>>; 2],
 }
 
 fn slot(kind: EntityKind) -> usize {
@@ -94,7 +94,6 @@ impl FlagMetrics {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             if let Some(series) = flags.get(name) {
-                let series = series.read().unwrap_or_else(PoisonError::into_inner);
                 if let Some(s) = series.iter().find(|s| matches(s)) {
                     s.count.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -106,11 +105,7 @@ impl FlagMetrics {
         let mut flags = self.maps[slot(kind)]
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let series = flags
-            .entry(name.to_owned())
-            .or_default()
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let series = flags.entry(name.to_owned()).or_default();
         match series.iter().find(|s| matches(s)) {
             Some(s) => {
                 s.count.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +127,6 @@ impl FlagMetrics {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             for (name, series) in flags.iter() {
-                let series = series.read().unwrap_or_else(PoisonError::into_inner);
                 out.extend(series.iter().map(|s| Sample {
                     key: format!("{kind}:{name}"),
                     version: s.version,
