@@ -132,7 +132,8 @@ pub struct AgentFile {
     #[serde(default)]
     pub max_connections: Option<usize>,
     /// The most OFREP event streams (server-sent events) open at once;
-    /// more are answered 503. Default 256; keep it below `max_connections`.
+    /// more are answered 503. Default 256; each is also a connection, so
+    /// keep it below `max_connections` to leave room for evaluations.
     #[serde(default)]
     pub max_event_streams: Option<usize>,
     /// How often an OFREP event stream sends a keep-alive comment, in ms.
@@ -295,10 +296,13 @@ impl AgentConfig {
                 self.max_connections
             )));
         }
-        if !(1..=self.max_connections).contains(&self.max_event_streams) {
+        // Above max_connections it changes nothing (each stream is a
+        // connection), so it is not refused: a small max_connections
+        // alone stays a valid configuration.
+        if !(1..=1_000_000).contains(&self.max_event_streams) {
             return Err(AgentError::Config(format!(
-                "{origin}: max_event_streams: must be from 1 to max_connections ({}), got {}",
-                self.max_connections, self.max_event_streams
+                "{origin}: max_event_streams: must be from 1 to 1000000, got {}",
+                self.max_event_streams
             )));
         }
         if !(100..=600_000).contains(&self.event_stream_keep_alive_ms) {
