@@ -93,11 +93,12 @@ impl FlagMetrics {
             let flags = self.maps[slot(kind)]
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some(series) = flags.get(name) {
-                if let Some(s) = series.iter().find(|s| matches(s)) {
-                    s.count.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+            if let Some(s) = flags
+                .get(name)
+                .and_then(|series| series.iter().find(|s| matches(s)))
+            {
+                s.count.fetch_add(1, Ordering::Relaxed);
+                return;
             }
         }
         // A new series: rare, under the write lock (checked again, since
