@@ -57,7 +57,8 @@ pub(crate) fn routes() -> Router<Http> {
 /// What the streams watch.
 #[derive(Debug)]
 struct Announced {
-    /// The applied revision of the last change announced.
+    /// The applied revision when the served snapshot last changed: the
+    /// stream's position, and the id of its last event.
     revision: u64,
     /// The snapshot announced last, to tell a change from a watermark
     /// move (weak: the hub keeps no snapshot alive, and while this points
@@ -99,8 +100,9 @@ impl Push {
     pub(crate) fn announce(&self, revision: u64, served: &Arc<Served>) {
         self.tx.send_if_modified(|a| {
             if a.closed || std::ptr::eq(a.served.as_ptr(), Arc::as_ptr(served)) {
-                // Only the watermark moved: every answer is the same.
-                a.revision = a.revision.max(revision);
+                // Only the watermark moved: every answer is the same, and
+                // the stream's position stays the last change's revision,
+                // so a client that saw that change is not sent it again.
                 return false;
             }
             a.revision = revision;
@@ -233,9 +235,11 @@ mod tests {
         push.announce(5, &a);
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().revision, 5);
-        // The same snapshot under a higher watermark: no event.
+        // The same snapshot under a higher watermark: no event, and the
+        // position stays the change's.
         push.announce(9, &a);
         assert!(!rx.has_changed().unwrap());
+        assert_eq!(rx.borrow().revision, 5);
         let b = Arc::new(Served::default());
         push.announce(12, &b);
         assert_eq!(rx.borrow_and_update().revision, 12);
