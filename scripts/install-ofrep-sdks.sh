@@ -15,19 +15,24 @@
 # Usage: scripts/install-ofrep-sdks.sh   (or: make tools)
 set -euo pipefail
 
-# Python: the SDK, the provider, and the provider's one dependency pinned.
+# Python: the SDK, the provider, and everything they pull in, pinned.
 py_pins=(
     "openfeature-sdk==0.10.0"
     "openfeature-provider-ofrep==0.3.0"
     "requests==2.32.5"
+    "urllib3==2.8.0"
+    "certifi==2026.10.19.post1"
+    "charset-normalizer==3.5.3"
+    "idna==3.20"
 )
-# JavaScript: the server SDK, the stock server provider and the peers they
-# need, pinned exactly (npm --save-exact).
+# JavaScript: the server SDK, the stock server provider, the peers they
+# need and their one dependency, pinned exactly (npm --save-exact).
 js_pins=(
     "@openfeature/server-sdk@1.23.0"
     "@openfeature/core@1.12.0"
     "@openfeature/ofrep-provider@0.1.3"
     "@openfeature/ofrep-core@0.1.4"
+    "tslib@2.9.1"
 )
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,21 +54,24 @@ install_py() {
         echo "Python OFREP SDK already installed at ${dest#"$root"/}"
         return
     fi
-    if ! python3 -m venv --help >/dev/null 2>&1; then
-        echo "error: python3 with the venv module is needed for the Python OFREP SDK" >&2
-        exit 1
-    fi
     # A venv records its own path: build it where it will live, after
-    # moving any old one aside.
+    # moving any old one aside (put back if this run fails).
     local old
     old=$(mktemp -d "$tools/py-ofrep.old.XXXXXX")
-    [[ -d "$dest" ]] && mv "$dest" "$old/"
-    if ! python3 -m venv "$dest" ||
-        ! PIP_ROOT_USER_ACTION=ignore "$dest/bin/python" -m pip install --quiet \
-            --disable-pip-version-check --no-input "${py_pins[@]}"; then
+    if [[ -d "$dest" ]]; then mv "$dest" "$old/"; fi
+    restore() {
         rm -rf "$dest"
-        [[ -d "$old/py-ofrep" ]] && mv "$old/py-ofrep" "$dest"
+        if [[ -d "$old/py-ofrep" ]]; then mv "$old/py-ofrep" "$dest"; fi
         rm -rf "$old"
+    }
+    if ! python3 -m venv "$dest"; then
+        restore
+        echo "error: python3 -m venv failed: python3 with venv and ensurepip is needed (Debian: apt-get install python3-venv)" >&2
+        exit 1
+    fi
+    if ! PIP_ROOT_USER_ACTION=ignore "$dest/bin/python" -m pip install --quiet \
+        --disable-pip-version-check --no-input "${py_pins[@]}"; then
+        restore
         echo "error: could not install ${py_pins[*]} from PyPI (is the registry reachable?)" >&2
         exit 1
     fi
@@ -84,7 +92,8 @@ install_js() {
     fi
     local stage
     stage=$(mktemp -d "$tools/js-ofrep.XXXXXX")
-    trap 'rm -rf "$stage"' RETURN
+    # Removed however the function ends, a failed install included.
+    trap 'rm -rf "$stage"' EXIT
     printf '{"name": "phasegate-ofrep-conformance", "private": true}\n' >"$stage/package.json"
     if ! npm install --prefix "$stage" --save-exact --no-audit --no-fund --loglevel=error \
         "${js_pins[@]}" >/dev/null; then
@@ -94,6 +103,7 @@ install_js() {
     stamp_of "${js_pins[@]}" >"$stage/.pins"
     rm -rf "$dest"
     mv "$stage" "$dest"
+    trap - EXIT
     echo "installed ${js_pins[*]} at ${dest#"$root"/}"
 }
 

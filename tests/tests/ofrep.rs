@@ -603,7 +603,13 @@ impl Sdk {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn()?;
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {} for the {} SDK ({e}); `make tools` installs the SDKs, node and python3 must be on the machine",
+                self.program.display(),
+                self.name
+            )
+        })?;
         let input = json!({"base_url": format!("http://{addr}"), "evaluations": evaluations});
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(input.to_string().as_bytes()).await?;
