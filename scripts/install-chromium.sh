@@ -12,6 +12,8 @@
 set -euo pipefail
 
 playwright_version=1.65.2
+# Playwright and its one dependency, pinned together.
+pins=("playwright==$playwright_version" "greenlet==3.5.6")
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools"
 venv="$tools/playwright"
@@ -46,7 +48,7 @@ stage=$(mktemp -d "$tools/playwright.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 python3 -m venv "$stage"
 PIP_ROOT_USER_ACTION=ignore "$stage/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-input "playwright==$playwright_version"
+    --no-input "${pins[@]}"
 rm -rf "$venv"
 mv "$stage" "$venv"
 trap - EXIT
