@@ -116,6 +116,7 @@ def main():
         # The bake ends; the staging phase waits for approval.
         expect(state_of(page)).to_have_attribute("data-state", "awaiting_approval")
         expect(page.locator('[data-action="approve"]')).to_be_visible()
+        expect(page.locator(".approvals")).to_have_text("0 / 1")
 
         # 3. A non-approver's console: approve is refused, clearly.
         carol_ctx = browser.new_context(**laptop)
@@ -186,7 +187,9 @@ def main():
         expect(entry).to_contain_text("wrong rules, rolling back")
         shot(alice, args.shots, "trigger-aborted")
         passed("abort asked for confirmation, then aborted with the comment")
-        step("aborted")  # the test checks every agent serves the old version
+        # The test checks every agent serves the old version, then stops
+        # the staging agent.
+        step("aborted")
 
         # 8. The other views: lists with search, agents by segment.
         page.goto(args.alice + "/#/gates")
@@ -200,15 +203,16 @@ def main():
         expect(page.locator('tr[data-name="standard"]')).to_be_visible()
         shot(alice, args.shots, "pipelines")
         page.goto(args.alice + "/#/agents")
-        for segment in ("dev", "staging"):
-            card = page.locator(f'section[data-segment="{segment}"]')
-            expect(card).to_contain_text("1 live")
+        expect(page.locator('section[data-segment="dev"]')).to_contain_text("1 live")
+        staging = page.locator('section[data-segment="staging"]')
+        expect(staging).to_contain_text("1 unreachable")
+        expect(staging.locator('tr[data-agent="staging-1"]')).to_contain_text("unreachable")
         shot(alice, args.shots, "agents")
         page.goto(args.alice + "/#/")
         finished = page.locator(f'#finished tr[data-trigger="{args.trigger}"]')
         expect(finished).to_contain_text("completed")
         expect(page.locator("#active")).to_contain_text("No rollout is running")
-        passed("gates, pipelines, agents and finished rollouts are listed")
+        passed("gates, pipelines, agents (one unreachable) and finished rollouts are listed")
 
         # 9. Keyboard: the skip link comes first and lands on the content,
         #    and the next stop is in it.

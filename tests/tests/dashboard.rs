@@ -187,6 +187,8 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
         })
         .await?;
     }
+    // The agents view shows it unreachable.
+    signal(staging.proc.pid(), "STOP");
     script.go(None).await?;
     script.finish(STEP_PATIENCE).await?;
     assert!(

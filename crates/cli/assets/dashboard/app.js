@@ -738,10 +738,11 @@
           h('table', {},
             h('thead', {}, h('tr', {}, ['Agent', 'Tier', 'State', 'Applied rev.', 'Last seen', 'Blocked entities'].map((c) => h('th', { scope: 'col' }, c)))),
             h('tbody', {}, agents.map((a) => h('tr', { 'data-agent': a.agent_id },
-              h('td', { class: 'mono' }, a.agent_id),
+              h('td', { class: 'mono nowrap' }, a.agent_id),
               h('td', {}, a.tier || '—'),
               h('td', {}, a.live ? badge('live', 'ok') : badge('unreachable', 'bad'), ' ',
-                a.healthy ? null : badge('unhealthy', 'bad'), a.stale ? badge('stale', 'warn') : null),
+                // An unreachable agent counts as unhealthy; say so only of a live one.
+                a.live && !a.healthy ? badge('unhealthy', 'bad') : null, ' ', a.stale ? badge('stale', 'warn') : null),
               h('td', { class: 'num' }, a.applied_revision),
               h('td', { class: 'num' }, when(a.last_seen_ms)),
               h('td', {}, (a.blocked || []).map((b) => h('div', { class: 'mono' }, `${b.key} (rev ${b.revision}): ${b.error}`))))))));
