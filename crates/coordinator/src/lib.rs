@@ -96,7 +96,8 @@ impl Coordinator {
         // Nothing is read or served before this instance leads.
         let instance = config.instance_id.clone().unwrap_or_else(host_name);
         let lease = Duration::from_millis(config.leader_lease_ms);
-        let lease = leader::acquire(&client, &subjects, &instance, lease).await?;
+        let lease =
+            leader::acquire(&client, &subjects, &instance, lease, config.bucket_replicas).await?;
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
         let mut tasks = vec![leader::keep(lease.clone(), failed_tx.clone())];
@@ -191,6 +192,7 @@ impl Actors {
             lease.clone(),
             config.trigger_retention(),
             config.max_agents,
+            config.bucket_replicas,
         )
         .await?;
         let (supervisor, _) = Actor::spawn(None, Supervisor, failed)
