@@ -390,6 +390,26 @@ impl Kv {
         Ok(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0))
     }
 
+    /// The bucket's [generation](Kv::generation) and the revision of its
+    /// latest write (0 when nothing was ever written), in one request: a
+    /// watcher that has seen less than that for a while has lost its
+    /// feed.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when the bucket no longer exists, or on transport
+    /// or server failure.
+    pub async fn generation_and_last_revision(&self) -> Result<(u64, u64), BusError> {
+        let info = self
+            .store
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| kv_err(&self.bucket, "stream info", e))?;
+        let generation = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+        Ok((generation, info.state.last_sequence))
+    }
+
     /// How long values live in the bucket (zero: forever), as the server
     /// holds it now.
     ///
