@@ -459,3 +459,82 @@ async fn regions_on_leaf_nodes_roll_out_and_a_region_cut_off_serves_stale_then_c
     .await?;
     Ok(())
 }
+
+/// Two coordinators as the Kubernetes Deployment runs them: the leader
+/// serves metrics, the standby answers `503 standing by` on the same port
+/// (what the TCP probes see), and serves metrics once it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_coordinator_answers_on_its_metrics_port_and_serves_once_it_leads()
+-> anyhow::Result<()> {
+    let nats = phasegate_tests::NatsServer::start().await?;
+    let url = nats.url();
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("coordinator.toml");
+    std::fs::write(&conf, "leader_lease_ms = 1000\n")?;
+    let start = |id: &str, port: u16| {
+        spawn_phasegate(
+            &format!("coordinator-{id}"),
+            &[
+                "coordinator",
+                "--config",
+                &conf.display().to_string(),
+                "--nats-url",
+                &url,
+                "--instance-id",
+                id,
+                "--metrics-listen",
+                &format!("127.0.0.1:{port}"),
+            ],
+        )
+    };
+    let (port_a, port_b) = (phasegate_tests::free_port()?, phasegate_tests::free_port()?);
+    let mut a = start("a", port_a)?;
+    let status = |port: u16| async move { http_status(port, "/metrics").await };
+    wait_for("a leading, serving metrics", PATIENCE, || async {
+        match status(port_a).await? {
+            200 => Ok(()),
+            code => Err(format!("{code}")),
+        }
+    })
+    .await?;
+    let _b = start("b", port_b)?;
+    wait_for("b standing by, answering 503", PATIENCE, || async {
+        match status(port_b).await? {
+            503 => Ok(()),
+            code => Err(format!("{code}")),
+        }
+    })
+    .await?;
+    a.kill()?;
+    wait_for("b leading, serving metrics", PATIENCE, || async {
+        match status(port_b).await? {
+            200 => Ok(()),
+            code => Err(format!("{code}")),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The status code of `GET path` on a loopback port, read off the raw
+/// response (the body may be anything).
+async fn http_status(port: u16, path: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut response))
+        .await
+        .map_err(|_| "no answer in 2 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {text:?}"))
+}
