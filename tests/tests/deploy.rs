@@ -146,3 +146,123 @@ fn nats_configs_of_the_topology_are_valid() -> anyhow::Result<()> {
     assert!(checked >= 3, "hub, cluster member and leaf: {checked}");
     Ok(())
 }
+
+/// The schema validator `make tools` installs (scripts/
+/// install-kubernetes-validate.sh); its schemas ship with it, so it runs
+/// offline.
+fn kubernetes_validate() -> PathBuf {
+    let bin = workspace_root().join(".tools/bin/kubernetes-validate");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make tools` (scripts/install-kubernetes-validate.sh) to install the Kubernetes schema validator",
+        bin.display()
+    );
+    bin
+}
+
+/// Validates `files` strictly (unknown fields refused) against the
+/// Kubernetes schemas.
+fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "--quiet"])
+        .args(files)
+        .output()?;
+    assert!(out.status.success(), "{files:?}:\n{}", text(&out));
+    Ok(())
+}
+
+/// The resource files under `dir` (every YAML file but kustomizations).
+fn resources(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A YAML file as JSON, read by the validator's own Python (PyYAML is
+/// one of its dependencies).
+fn yaml(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let python = workspace_root().join(".tools/kubernetes-validate/bin/python");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(path)
+        .output()?;
+    assert!(out.status.success(), "{}: {}", path.display(), text(&out));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_schemas() -> anyhow::Result<()> {
+    let k8s = deploy().join("kubernetes");
+    let mut files = Vec::new();
+    for dir in ["base", "components/coordinator", "examples"] {
+        files.extend(resources(&k8s.join(dir))?);
+    }
+    assert!(files.len() >= 7, "{files:?}");
+    validate(&files)?;
+
+    // The settings the overlays give the programs load as the programs
+    // load them.
+    let coord =
+        phasegate_coordinator::CoordinatorConfig::load(&k8s.join("overlays/hub/coordinator.toml"))?;
+    assert_eq!(coord.bucket_replicas, 3);
+    assert_eq!(
+        coord.nats_url.as_deref().map(|u| u.split(',').count()),
+        Some(3)
+    );
+    for overlay in ["hub", "region"] {
+        phasegate_agent::AgentFile::load(&k8s.join("overlays").join(overlay).join("agent.toml"))?;
+    }
+    let region = phasegate_agent::AgentFile::load(&k8s.join("overlays/region/agent.toml"))?;
+    assert_eq!(region.nats_js_domain.as_deref(), Some("hub"));
+
+    // The NATS chart's values: a cluster of 3 with JetStream in the domain
+    // the agents name at the hub, a leaf without JetStream in a region.
+    let hub = yaml(&k8s.join("nats/hub-values.yaml"))?;
+    assert_eq!(hub["config"]["cluster"]["replicas"], 3);
+    assert_eq!(hub["config"]["jetstream"]["enabled"], true);
+    assert_eq!(hub["config"]["jetstream"]["merge"]["domain"], "hub");
+    assert_eq!(hub["config"]["leafnodes"]["enabled"], true);
+    let leaf = yaml(&k8s.join("nats/region-values.yaml"))?;
+    assert_eq!(leaf["config"]["jetstream"]["enabled"], false);
+    assert!(leaf["config"]["leafnodes"]["merge"]["remotes"][0]["urls"].is_array());
+
+    if !present("kubectl") {
+        eprintln!("SKIPPED: kubectl is not installed; the overlays are not rendered (kustomize)");
+        return Ok(());
+    }
+    let out_dir = tempfile::tempdir()?;
+    for overlay in ["hub", "region"] {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(k8s.join("overlays").join(overlay))
+            .output()?;
+        assert!(out.status.success(), "{overlay}: {}", text(&out));
+        let rendered = String::from_utf8(out.stdout)?;
+        let path = out_dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&path, &rendered)?;
+        validate(&[path])?;
+        let has = |kind: &str| rendered.contains(&format!("kind: {kind}\n"));
+        assert!(has("DaemonSet") && has("Namespace"), "{overlay}");
+        assert!(rendered.contains("image: registry.example.com/phasegate:0.1.0"));
+        if overlay == "hub" {
+            assert!(
+                has("Deployment") && has("PodDisruptionBudget"),
+                "{rendered}"
+            );
+            assert!(rendered.contains("replicas: 2"), "{rendered}");
+        } else {
+            assert!(!has("Deployment"), "no coordinator in a region: {rendered}");
+        }
+    }
+    Ok(())
+}
