@@ -379,15 +379,7 @@ impl Kv {
     /// [`BusError::Kv`] when the bucket no longer exists, or on transport
     /// or server failure.
     pub async fn generation(&self) -> Result<u64, BusError> {
-        let info = self
-            .store
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| kv_err(&self.bucket, "stream info", e))?;
-        // Before 1970 or after 2554 cannot happen for a stream created by
-        // a working server; 0 then still names one generation.
-        Ok(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0))
+        Ok(self.generation_and_last_revision().await?.0)
     }
 
     /// The bucket's [generation](Kv::generation) and the revision of its
@@ -400,14 +392,24 @@ impl Kv {
     /// [`BusError::Kv`] when the bucket no longer exists, or on transport
     /// or server failure.
     pub async fn generation_and_last_revision(&self) -> Result<(u64, u64), BusError> {
-        let info = self
-            .store
+        let info = self.stream_info("stream info").await?;
+        // Before 1970 or after 2554 cannot happen for a stream created by
+        // a working server; 0 then still names one generation.
+        let generation = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+        Ok((generation, info.state.last_sequence))
+    }
+
+    /// What the server says of the bucket's stream now; `op` names the
+    /// asking operation in errors.
+    async fn stream_info(
+        &self,
+        op: &'static str,
+    ) -> Result<async_nats::jetstream::stream::Info, BusError> {
+        self.store
             .stream
             .get_info()
             .await
-            .map_err(|e| kv_err(&self.bucket, "stream info", e))?;
-        let generation = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
-        Ok((generation, info.state.last_sequence))
+            .map_err(|e| kv_err(&self.bucket, op, e))
     }
 
     /// How long values live in the bucket (zero: forever), as the server
@@ -417,13 +419,7 @@ impl Kv {
     ///
     /// [`BusError::Kv`] on transport or server failure.
     pub async fn max_age(&self) -> Result<Duration, BusError> {
-        let info = self
-            .store
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| kv_err(&self.bucket, "status", e))?;
-        Ok(info.config.max_age)
+        Ok(self.stream_info("status").await?.config.max_age)
     }
 
     /// How many replicas the server keeps of the bucket, and which server
@@ -434,12 +430,7 @@ impl Kv {
     ///
     /// [`BusError::Kv`] on transport or server failure.
     pub async fn replicas(&self) -> Result<(usize, Option<String>), BusError> {
-        let info = self
-            .store
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| kv_err(&self.bucket, "status", e))?;
+        let info = self.stream_info("status").await?;
         let leader = info.cluster.and_then(|c| c.leader);
         Ok((info.config.num_replicas, leader))
     }
