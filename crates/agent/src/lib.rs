@@ -9,13 +9,16 @@
 //! has not first written to its state directory.
 
 pub mod config;
+mod flag_metrics;
 mod health;
 mod http;
 mod journal;
+mod ofrep;
 mod plan;
 mod report;
 mod serve;
 mod served;
+mod sse;
 pub mod state;
 mod sync;
 
@@ -73,6 +76,7 @@ pub struct Agent {
     stop_http: tokio::sync::oneshot::Sender<()>,
     actors: Actors,
     client: phasegate_bus::Client,
+    shared: Arc<served::Shared>,
 }
 
 /// The agent's actors (see the crate's documentation).
@@ -116,7 +120,7 @@ impl Agent {
             max_connections: config.max_connections,
         };
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(serve::serve(listener, app, limits, shared, stopped));
+        let http = tokio::spawn(serve::serve(listener, app, limits, shared.clone(), stopped));
         tracing::info!(%addr, segment = %config.segment, agent_id = %config.agent_id, "agent serving");
         Ok(Self {
             addr,
@@ -124,6 +128,7 @@ impl Agent {
             stop_http,
             actors,
             client,
+            shared,
         })
     }
 
@@ -137,6 +142,9 @@ impl Agent {
     /// coordinator forgets it at once rather than wait for its silence;
     /// that takes at most [`LEAVE_TIMEOUT`].
     pub async fn stop(self) {
+        // Event streams never end by themselves: end them, so the HTTP
+        // server's graceful stop does not wait for them.
+        self.shared.push.close();
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         let Actors {
