@@ -112,6 +112,7 @@ impl ReportState {
             sent_at_ms: now_ms(),
             blocked: shared.blocked.load().as_ref().clone(),
             leaving,
+            analyses: Vec::new(),
         };
         match encode(Encoding::MsgPack, &report) {
             Ok(body) => {

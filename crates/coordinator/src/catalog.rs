@@ -66,6 +66,12 @@ pub(crate) enum CatalogMsg {
     /// An entity write made off the mailbox came back (see `writes`).
     Written(Box<crate::writes::Written>),
     /// From a trigger actor: only progress counts moved (not persisted).
+    /// From a trigger actor: new analysis results (shown, not persisted).
+    TriggerAnalysis {
+        entity: (EntityKind, String),
+        id: TriggerId,
+        analysis: crate::analysis::SegmentAnalyses,
+    },
     TriggerProgress {
         entity: (EntityKind, String),
         id: TriggerId,
@@ -307,6 +313,20 @@ impl Actor for Catalog {
                     *counts.entry((st, a.trigger.paused)).or_default() += 1;
                 }
                 let _ = reply.send(counts.into_iter().map(|((s, p), n)| (s, p, n)).collect());
+            }
+            CatalogMsg::TriggerAnalysis {
+                entity,
+                id,
+                analysis,
+            } => {
+                if let Some(active) = state
+                    .entities
+                    .get_mut(&entity)
+                    .and_then(|s| s.stored.active.as_mut())
+                    .filter(|a| a.trigger.id == id)
+                {
+                    active.trigger.analysis = analysis;
+                }
             }
             CatalogMsg::TriggerProgress {
                 entity,

@@ -10,6 +10,7 @@
 //! `phasegate-bus`.
 
 pub mod auth;
+mod analysis;
 mod catalog;
 mod clock;
 pub mod config;

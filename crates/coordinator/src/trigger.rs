@@ -40,7 +40,12 @@ pub(crate) enum TriggerMsg {
     },
     /// The fleet as the directory sees it for this trigger, with acks
     /// counted against desired-state `revision`.
-    Fleet { view: FleetView, revision: u64 },
+    Fleet {
+        view: FleetView,
+        revision: u64,
+        /// The latest result of each of the trigger's analyses per segment.
+        analysis: crate::analysis::SegmentAnalyses,
+    },
     /// A deadline may have passed.
     Tick,
 }
@@ -254,7 +259,14 @@ impl Actor for TriggerActor {
                 let answer = state.put(req, &pipelines).await;
                 reply.send(answer);
             }
-            TriggerMsg::Fleet { mut view, revision } => {
+            TriggerMsg::Fleet {
+                mut view,
+                revision,
+                analysis,
+            } => {
+                // Shown at once, like counts; persisted with the next step,
+                // which reads them (the history names failing analyses).
+                crate::analysis::adopt(&mut state.stored, &state.id, analysis, &state.catalog);
                 state.fleet_settled = state
                     .active()
                     .is_none_or(|rec| model::fleet_settled(rec, &view));

@@ -6,6 +6,7 @@
 //! depend on tokio, ractor or NATS, and holds no behaviour beyond validation
 //! of names and (de)serialisation.
 
+pub mod analysis;
 pub mod api;
 pub mod codec;
 pub mod entity;
@@ -16,6 +17,7 @@ pub mod subjects;
 pub mod sync;
 pub mod trigger;
 
+pub use analysis::*;
 pub use api::*;
 pub use codec::{CodecError, Encoding, decode, encode};
 pub use entity::*;
