@@ -112,6 +112,10 @@ pub struct AgentFile {
     /// Subject prefix. Default `phasegate`.
     #[serde(default)]
     pub subject_prefix: Option<String>,
+    /// The segment's Prometheus (`http://host:port`), which the analyses of
+    /// active phases query. Without it, every analysis is inconclusive.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
     /// Largest HTTP request body, in bytes. Default 65536.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
@@ -187,6 +191,8 @@ pub struct AgentConfig {
     pub body_read_timeout_ms: u64,
     /// Most HTTP connections open at once.
     pub max_connections: usize,
+    /// The segment's Prometheus, for analyses.
+    pub prometheus_url: Option<String>,
 }
 
 impl AgentConfig {
@@ -212,6 +218,7 @@ impl AgentConfig {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            prometheus_url: None,
         }
     }
 
@@ -252,6 +259,13 @@ impl AgentConfig {
                     "{origin}: health url {url:?}: only http:// URLs are supported (probes are local)"
                 )));
             }
+        }
+        if let Some(url) = &self.prometheus_url
+            && (!url.starts_with("http://") || url.parse::<hyper::Uri>().is_err())
+        {
+            return Err(AgentError::Config(format!(
+                "{origin}: prometheus_url {url:?}: must be an http:// URL (the segment's own Prometheus)"
+            )));
         }
         phasegate_proto::Subjects::new(self.subject_prefix.clone())
             .map_err(|e| AgentError::Config(format!("{origin}: subject_prefix: {e}")))?;

@@ -283,10 +283,11 @@ async fn healthz(State(h): State<Http>) -> Response {
             segment: s.segment.clone(),
             agent_id: s.agent_id.clone(),
             connected: s.connected.load(Ordering::Relaxed),
-            healthy: s.healthy.load(Ordering::Relaxed),
+            healthy: s.healthy.load(Ordering::Relaxed) && !s.analysis.failing(),
             last_sync_ms: s.last_sync(),
             stale: s.stale(),
             blocked: s.blocked.load().as_ref().clone(),
+            analyses: s.analysis.statuses(),
         },
     )
 }
@@ -379,5 +380,6 @@ async fn metrics(State(h): State<Http>) -> Response {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         write_sample(&mut out, name, &l(&[("segment", seg), ("agent_id", id)]), v);
     }
+    s.analysis.write_metrics(&mut out, seg);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

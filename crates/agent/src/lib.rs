@@ -8,11 +8,13 @@
 //! never writes to the coordinator's state and never evaluates anything it
 //! has not first written to its state directory.
 
+mod analysis;
 pub mod config;
 mod health;
 mod http;
 mod journal;
 mod plan;
+mod prometheus;
 mod report;
 mod serve;
 mod served;
@@ -73,6 +75,7 @@ pub struct Agent {
     http: tokio::task::JoinHandle<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
     sync: ActorRef<sync::SyncMsg>,
+    analysis: ActorRef<analysis::AnalysisMsg>,
     health: ActorRef<health::HealthMsg>,
     reporter: ActorRef<report::ReportMsg>,
     client: phasegate_bus::Client,
@@ -103,6 +106,7 @@ impl Agent {
             blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
             http: serve::ConnStats::default(),
+            analysis: analysis::Board::default(),
         });
         let client = phasegate_bus::connect(
             ConnectOptions::new(
@@ -122,6 +126,17 @@ impl Agent {
                 client: client.clone(),
                 tier: config.tier.clone(),
                 heartbeat_ms: config.heartbeat_ms,
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let (analysis, _) = Actor::spawn(
+            None,
+            analysis::AnalysisActor,
+            analysis::AnalysisArgs {
+                shared: shared.clone(),
+                prometheus_url: config.prometheus_url.clone(),
+                reporter: reporter.clone(),
             },
         )
         .await
@@ -180,6 +195,7 @@ impl Agent {
             http,
             stop_http,
             sync,
+            analysis,
             health,
             reporter,
             client,
@@ -200,6 +216,7 @@ impl Agent {
         let _ = self.http.await;
         self.health.stop(None);
         self.sync.stop(None);
+        self.analysis.stop(None);
         match self
             .reporter
             .call(report::ReportMsg::Leave, Some(LEAVE_TIMEOUT))

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
     /// HTTP connections open and refused.
     pub(crate) http: crate::serve::ConnStats,
+    /// Metric analyses: latest results, counters, the running set.
+    pub(crate) analysis: crate::analysis::Board,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].

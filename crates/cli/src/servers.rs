@@ -45,6 +45,10 @@ pub(crate) struct AgentArgs {
     /// [default 2].
     #[arg(long)]
     healthy_after: Option<u32>,
+    /// The segment's Prometheus (http://host:port), which the metric
+    /// analyses of active phases query; without it they are inconclusive.
+    #[arg(long, env = "PHASEGATE_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// Configuration file (TOML); see config/agents/.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -106,6 +110,7 @@ pub(crate) fn agent_config(
     if let Some(n) = a.healthy_after.or(file.healthy_after) {
         cfg.healthy_after = n;
     }
+    cfg.prometheus_url = a.prometheus_url.or(file.prometheus_url);
     if let Some(p) = file.subject_prefix {
         cfg.subject_prefix = p;
     }

@@ -114,7 +114,7 @@ impl fmt::Display for CompareOp {
 }
 
 /// What one run of an analysis gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisResult {
     /// The sample satisfied `success`.
