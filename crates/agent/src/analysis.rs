@@ -329,6 +329,7 @@ impl AnalysisState {
             result: judged.result,
             value: judged.value,
             at_ms,
+            consecutive: r.streak.consecutive(judged.result),
             failing: r.streak.failing,
             detail: judged.detail,
         });

@@ -294,6 +294,8 @@ pub enum Turn {
 /// reaches its limit, and keeps failing it until a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Streak {
+    /// Consecutive successes.
+    pub successes: u32,
     /// Consecutive failures.
     pub failures: u32,
     /// Consecutive inconclusive results.
@@ -309,19 +311,33 @@ impl Streak {
         match result {
             AnalysisResult::Success => {
                 let was = self.failing;
-                *self = Self::default();
+                *self = Self {
+                    successes: self.successes.saturating_add(1),
+                    ..Self::default()
+                };
                 was.then_some(Turn::Recovered)
             }
             AnalysisResult::Failure => {
                 self.failures = self.failures.saturating_add(1);
+                self.successes = 0;
                 self.inconclusive = 0;
                 self.fail_if(self.failures >= analysis.failure_limit.max(1))
             }
             AnalysisResult::Inconclusive => {
                 self.inconclusive = self.inconclusive.saturating_add(1);
+                self.successes = 0;
                 self.failures = 0;
                 self.fail_if(self.inconclusive >= analysis.inconclusive_limit.max(1))
             }
+        }
+    }
+
+    /// How many results in a row were `result` (0 unless it is the last).
+    pub fn consecutive(&self, result: AnalysisResult) -> u32 {
+        match result {
+            AnalysisResult::Success => self.successes,
+            AnalysisResult::Failure => self.failures,
+            AnalysisResult::Inconclusive => self.inconclusive,
         }
     }
 
@@ -354,6 +370,7 @@ pub fn summarize<'a>(
                 result: s.result,
                 value: s.value,
                 at_ms: s.at_ms,
+                consecutive: s.consecutive,
                 failing: s.failing,
                 detail: s.detail.clone(),
             };
@@ -512,7 +529,9 @@ mod tests {
         assert_eq!(s.record(AnalysisResult::Inconclusive, &a), None);
         assert_eq!(s.record(AnalysisResult::Success, &a), Some(Turn::Recovered));
         assert_eq!(s.record(AnalysisResult::Success, &a), None);
-        assert_eq!(s, Streak::default());
+        assert_eq!(s.consecutive(AnalysisResult::Success), 2);
+        assert_eq!(s.consecutive(AnalysisResult::Failure), 0);
+        assert!(!s.failing);
     }
 
     #[test]
@@ -651,6 +670,7 @@ mod tests {
             result,
             value: Some(0.1),
             at_ms,
+            consecutive: 1,
             failing,
             detail: None,
         };

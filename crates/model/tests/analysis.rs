@@ -94,6 +94,7 @@ fn failing_in(segment: &str, value: f64, failing: bool) -> (String, Vec<SegmentA
             },
             value: Some(value),
             at_ms: 5,
+            consecutive: 1,
             failing,
             detail: None,
         }],

@@ -162,6 +162,10 @@ pub struct AnalysisStatus {
     pub value: Option<f64>,
     /// When the result was taken, Unix-epoch ms.
     pub at_ms: u64,
+    /// How many results in a row were this one (counted against
+    /// `failure_limit` / `inconclusive_limit`).
+    #[serde(default)]
+    pub consecutive: u32,
     /// The agent fails the analysis (limits reached, no success since):
     /// it reports itself unhealthy.
     #[serde(default)]
@@ -188,6 +192,9 @@ pub struct SegmentAnalysis {
     pub value: Option<f64>,
     /// When the result was taken, Unix-epoch ms.
     pub at_ms: u64,
+    /// How many results in a row were this one.
+    #[serde(default)]
+    pub consecutive: u32,
     /// The agent fails the analysis.
     #[serde(default)]
     pub failing: bool,

@@ -111,6 +111,7 @@ fn reports_without_analyses_keep_their_shape() {
             result: AnalysisResult::Failure,
             value: Some(0.2),
             at_ms: 5,
+            consecutive: 1,
             failing: true,
             detail: None,
         }],
