@@ -423,6 +423,10 @@ pub(crate) fn print_trigger(t: &Trigger) {
     }
     println!();
     segs.print();
+    if let Some(analyses) = crate::analysis::table(t) {
+        println!();
+        analyses.print();
+    }
     println!();
     for h in &t.history {
         println!("{}", history_line(h));

@@ -117,6 +117,10 @@ pub(crate) fn render(t: &Trigger, now: u64) -> String {
         ]);
     }
     out.push_str(&segs.render());
+    if let Some(analyses) = crate::analysis::table(t) {
+        out.push_str("\n\n");
+        out.push_str(&analyses.render());
+    }
     out.push_str("\n\nhistory:\n");
     for h in &t.history {
         out.push_str(&history_line(h));
@@ -134,6 +138,7 @@ pub(crate) async fn watch(
     let tty = std::io::stdout().is_terminal() && g.output == crate::Format::Table;
     let mut seen_history = 0usize;
     let mut last_state = String::new();
+    let mut analyses = crate::analysis::Seen::new();
     loop {
         let t = c.trigger_get(id.clone()).await?;
         match g.output {
@@ -153,6 +158,9 @@ pub(crate) async fn watch(
                     println!("{}", history_line(h));
                 }
                 seen_history = t.history.len();
+                for line in crate::analysis::changes(&t, &mut analyses) {
+                    println!("{line}");
+                }
             }
         }
         if t.status.is_finished() {
