@@ -91,3 +91,34 @@ pub(crate) fn changes(t: &Trigger, seen: &mut Seen) -> Vec<String> {
     }
     out
 }
+
+/// The analyses of a pipeline's phases, one row each; `None` when it has
+/// none.
+pub(crate) fn pipeline_table(p: &phasegate_proto::Pipeline) -> Option<Table> {
+    let mut table = Table::new(&[
+        "PHASE",
+        "ANALYSIS",
+        "EVERY",
+        "NEEDS",
+        "FAILS AFTER",
+        "QUERY",
+    ]);
+    let mut any = false;
+    for ph in &p.phases {
+        for a in &ph.analysis {
+            any = true;
+            table.row(vec![
+                ph.id.to_string(),
+                a.name.to_string(),
+                crate::output::dur(a.every_ms),
+                a.success.to_string(),
+                format!(
+                    "{} failed / {} inconclusive",
+                    a.failure_limit, a.inconclusive_limit
+                ),
+                a.query.clone(),
+            ]);
+        }
+    }
+    any.then_some(table)
+}

@@ -232,6 +232,10 @@ fn print_pipeline(p: &Pipeline) {
         t.row(phase_row(ph));
     }
     t.print();
+    if let Some(analyses) = crate::analysis::pipeline_table(p) {
+        println!();
+        analyses.print();
+    }
 }
 
 pub(crate) async fn entity(g: &Global, kind: EntityKind, cmd: EntityCmd) -> anyhow::Result<()> {
