@@ -153,7 +153,9 @@ struct Prometheus {
 
 impl Prometheus {
     async fn start(exporter: &Exporter) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("phasegate-prom-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("phasegate-prom-")
+            .tempdir()?;
         std::fs::write(
             dir.path().join("prometheus.yml"),
             format!(
@@ -178,7 +180,10 @@ impl Prometheus {
         let d = self.dir.path();
         let log = std::fs::File::create(d.join("prometheus.log"))?;
         let child = Command::new(prometheus_binary()?)
-            .arg(format!("--config.file={}", d.join("prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                d.join("prometheus.yml").display()
+            ))
             .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
             .arg(format!("--web.listen-address={}", self.addr))
             .arg("--log.level=warn")
@@ -230,7 +235,11 @@ impl Prometheus {
         let path = format!("/api/v1/query?query=app_error_ratio%7Bsegment%3D%22{segment}%22%7D");
         wait_for(
             || async {
-                let (_, v) = self.http.get(self.addr, &path).await.map_err(|e| e.to_string())?;
+                let (_, v) = self
+                    .http
+                    .get(self.addr, &path)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 match v["data"]["result"].as_array() {
                     Some(r) if r.len() == 1 => Ok(()),
                     _ => Err(v.to_string()),
@@ -244,9 +253,13 @@ impl Prometheus {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("prometheus log:\n{}", lines[lines.len().saturating_sub(20)..].join("\n"))
+        format!(
+            "prometheus log:\n{}",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        )
     }
 }
 
@@ -411,7 +424,10 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
     let c = &s.env.client;
     // Validation names the field.
     for (analysis, field) in [
-        (error_rate(json!({"every_ms": 10})), "pipeline.phases[0].analysis[0].every_ms"),
+        (
+            error_rate(json!({"every_ms": 10})),
+            "pipeline.phases[0].analysis[0].every_ms",
+        ),
         (
             error_rate(json!({"query": "sum(rate(x[1m])"})),
             "pipeline.phases[0].analysis[0].query: PromQL",
@@ -439,7 +455,11 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
         ]}),
     )
     .await?;
-    let r = put_gate(c, json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
+    let r = put_gate(
+        c,
+        json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
     let id = r.trigger.expect("a trigger").id;
     let t = wait_trigger(c, &id, "the analysis to succeed in prod-eu", |t| {
         !t.status.is_finished()
@@ -455,7 +475,11 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
         "{metrics}"
     );
     assert!(
-        metrics.lines().any(|l| l.starts_with("phasegate_analysis_value{") && l.contains("analysis=\"error-rate\"") && l.ends_with(" 0.01")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("phasegate_analysis_value{")
+                && l.contains("analysis=\"error-rate\"")
+                && l.ends_with(" 0.01")),
         "{metrics}"
     );
     let done = wait_trigger(c, &id, "the trigger to complete", |t| {
@@ -463,7 +487,10 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
     })
     .await?;
     assert!(
-        !done.history.iter().any(|h| h.kind == HistoryType::HealthDegraded),
+        !done
+            .history
+            .iter()
+            .any(|h| h.kind == HistoryType::HealthDegraded),
         "{:?}",
         done.history
     );
@@ -478,7 +505,11 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
     let before = results_total(&eu, "error-rate").await?;
     assert!(before >= 1.0);
     s.exporter.wait_scrapes(3).await?;
-    assert_eq!(results_total(&eu, "error-rate").await?, before, "no run after the trigger finished");
+    assert_eq!(
+        results_total(&eu, "error-rate").await?,
+        before,
+        "no run after the trigger finished"
+    );
     Ok(())
 }
 
@@ -496,11 +527,16 @@ async fn a_value_over_the_threshold_pauses_and_its_recovery_resumes() -> anyhow:
         ]}),
     )
     .await?;
-    let r = put_gate(c, json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
+    let r = put_gate(
+        c,
+        json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
     let id = r.trigger.expect("a trigger").id;
     wait_trigger(c, &id, "baking with a passing analysis", |t| {
         t.phase_state == Some(PhaseState::Baking)
-            && analysis_in(t, "prod-eu", "error-rate").is_some_and(|a| a.result == AnalysisResult::Success)
+            && analysis_in(t, "prod-eu", "error-rate")
+                .is_some_and(|a| a.result == AnalysisResult::Success)
     })
     .await?;
     s.exporter.set("prod-eu", 0.5);
@@ -517,10 +553,20 @@ async fn a_value_over_the_threshold_pauses_and_its_recovery_resumes() -> anyhow:
     assert!(a.failing && a.value == Some(0.5), "{a:?}");
     // The CLI table shows it.
     let out = Command::new(phasegate_binary()?)
-        .args(["trigger", "get", id.as_str(), "--nats-url", &s.env.nats.url()])
+        .args([
+            "trigger",
+            "get",
+            id.as_str(),
+            "--nats-url",
+            &s.env.nats.url(),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let row = text
         .lines()
         .find(|l| l.contains("error-rate"))
@@ -530,7 +576,10 @@ async fn a_value_over_the_threshold_pauses_and_its_recovery_resumes() -> anyhow:
     }
     s.exporter.set("prod-eu", 0.01);
     let t = wait_trigger(c, &id, "recovery to resume the trigger", |t| {
-        !t.paused && t.history.iter().any(|h| h.kind == HistoryType::HealthRecovered)
+        !t.paused
+            && t.history
+                .iter()
+                .any(|h| h.kind == HistoryType::HealthRecovered)
     })
     .await?;
     assert_eq!(
@@ -538,7 +587,8 @@ async fn a_value_over_the_threshold_pauses_and_its_recovery_resumes() -> anyhow:
         Some("analysis error-rate in prod-eu recovered (success value 0.01)")
     );
     assert_eq!(t.phase_state, Some(PhaseState::Baking));
-    c.act(TriggerAction::Abort, id, None, actor("carol"), None).await?;
+    c.act(TriggerAction::Abort, id, None, actor("carol"), None)
+        .await?;
     Ok(())
 }
 
@@ -559,8 +609,16 @@ async fn with_abort_a_failing_analysis_rolls_every_segment_back() -> anyhow::Res
     )
     .await?;
     // v1 everywhere at once (no pipeline yet), then v2 through it.
-    put_gate(c, json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 0}]})).await?;
-    let r = put_gate(c, json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
+    put_gate(
+        c,
+        json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 0}]}),
+    )
+    .await?;
+    let r = put_gate(
+        c,
+        json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
     let id = r.trigger.expect("a trigger").id;
     let t = wait_trigger(c, &id, "the failing analysis to abort the trigger", |t| {
         t.status == TriggerStatus::Aborted
@@ -573,7 +631,11 @@ async fn with_abort_a_failing_analysis_rolls_every_segment_back() -> anyhow::Res
     );
     let aborted = t.history.last().unwrap();
     assert_eq!(
-        (aborted.kind, aborted.actor.as_str(), aborted.comment.as_deref()),
+        (
+            aborted.kind,
+            aborted.actor.as_str(),
+            aborted.comment.as_deref()
+        ),
         (HistoryType::Aborted, "phasegate", Some("health"))
     );
     for agent in [&staging, &eu] {
@@ -615,16 +677,25 @@ async fn inconclusive_results_fail_an_analysis_only_at_the_limit() -> anyhow::Re
         ]}),
     )
     .await?;
-    let r = put_gate(c, json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]})).await?;
+    let r = put_gate(
+        c,
+        json!({"name": "g", "pipeline": "p", "rules": [{"id": "all", "pass_percentage": 100}]}),
+    )
+    .await?;
     let id = r.trigger.expect("a trigger").id;
     let (q, n, none) = tokio::join!(
         inconclusive_until_limit(&eu, "query-error", 3, "query error (bad_data)"),
         inconclusive_until_limit(&eu, "no-sample", 3, "empty vector"),
         inconclusive_until_limit(&staging, "error-rate", 2, "no --prometheus-url"),
     );
-    (q?, n?, none?);
+    q?;
+    n?;
+    none?;
     let ok = agent_analysis(&eu, "error-rate").await?.unwrap();
-    assert_eq!((ok["result"].clone(), ok["failing"].clone()), (json!("success"), json!(false)));
+    assert_eq!(
+        (ok["result"].clone(), ok["failing"].clone()),
+        (json!("success"), json!(false))
+    );
     let t = wait_trigger(c, &id, "trigger.get to show the failing analyses", |t| {
         analysis_in(t, "prod-eu", "query-error").is_some_and(|a| a.failing)
             && analysis_in(t, "staging", "error-rate").is_some_and(|a| a.failing)
@@ -649,6 +720,7 @@ async fn inconclusive_results_fail_an_analysis_only_at_the_limit() -> anyhow::Re
     .await?;
     let h = eu.healthz().await?;
     assert_eq!(h["healthy"], false, "two analyses still fail: {h}");
-    c.act(TriggerAction::Abort, id, None, actor("carol"), None).await?;
+    c.act(TriggerAction::Abort, id, None, actor("carol"), None)
+        .await?;
     Ok(())
 }

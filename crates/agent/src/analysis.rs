@@ -356,3 +356,57 @@ impl AnalysisState {
         self.shared.analysis.statuses.store(Arc::new(statuses));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use phasegate_proto::{AnalysisName, PhaseId, TriggerId};
+
+    use super::*;
+
+    fn status(
+        name: &str,
+        result: AnalysisResult,
+        value: Option<f64>,
+        failing: bool,
+    ) -> AnalysisStatus {
+        AnalysisStatus {
+            trigger_id: TriggerId::new("t-1").unwrap(),
+            phase_id: PhaseId::new("eu").unwrap(),
+            name: AnalysisName::new(name).unwrap(),
+            result,
+            value,
+            at_ms: 1,
+            consecutive: 1,
+            failing,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_board_says_failing_while_any_analysis_fails_and_renders_metrics() {
+        let b = Board::default();
+        assert!(!b.failing());
+        b.statuses.store(Arc::new(vec![
+            status("error-rate", AnalysisResult::Failure, Some(0.5), true),
+            status("latency", AnalysisResult::Inconclusive, None, false),
+        ]));
+        assert!(b.failing());
+        b.count("error-rate", AnalysisResult::Failure);
+        b.count("error-rate", AnalysisResult::Failure);
+        b.count("latency", AnalysisResult::Inconclusive);
+        let mut out = String::new();
+        b.write_metrics(&mut out, "prod-eu");
+        assert!(out.contains("phasegate_analysis_results_total{segment=\"prod-eu\",analysis=\"error-rate\",result=\"failure\"} 2"), "{out}");
+        assert!(
+            out.contains("analysis=\"latency\",result=\"inconclusive\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("phasegate_analysis_value{segment=\"prod-eu\",analysis=\"error-rate\",phase_id=\"eu\",trigger_id=\"t-1\"} 0.5"), "{out}");
+        assert!(
+            !out.contains("phasegate_analysis_value{segment=\"prod-eu\",analysis=\"latency\""),
+            "no sample, no value: {out}"
+        );
+    }
+}

@@ -318,3 +318,28 @@ fn default_agent_id(segment: &Segment) -> AgentId {
         .or_else(|_| AgentId::new(segment.as_str().to_owned()))
         .unwrap_or_else(|_| AgentId::generated_fallback())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+
+    use super::*;
+
+    #[test]
+    fn a_prometheus_url_comes_from_the_file_and_must_be_plain_http() {
+        let file: AgentFile = toml::from_str("prometheus_url = \"http://127.0.0.1:9090\"").unwrap();
+        assert_eq!(
+            file.prometheus_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+        let mut cfg = AgentConfig::new(Segment::new("dev").unwrap(), "nats://x");
+        cfg.prometheus_url = file.prometheus_url;
+        assert!(cfg.check("f").is_ok());
+        cfg.prometheus_url = Some("https://prom:9090".into());
+        let e = cfg.check("f").unwrap_err().to_string();
+        assert!(
+            e.contains("f: prometheus_url") && e.contains("http://"),
+            "{e}"
+        );
+    }
+}

@@ -175,7 +175,8 @@ mod tests {
     fn reads_one_sample_of_a_vector_or_a_scalar() {
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"x"},"value":[1700000000.5,"0.25"]}]}}"#;
         assert_eq!(value(read_answer(200, vector)), Some(0.25));
-        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
         assert_eq!(value(read_answer(200, scalar)), Some(3.0));
         let inf = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"+Inf"]}}"#;
         assert_eq!(value(read_answer(200, inf)), Some(f64::INFINITY));

@@ -993,7 +993,9 @@ mod tests {
             stored: Some(desired("g", 8)),
             blocked: None,
         }));
-        store.write(&sample().progress(), std::slice::from_ref(&newer)).unwrap();
+        store
+            .write(&sample().progress(), std::slice::from_ref(&newer))
+            .unwrap();
         let mut want = sample();
         want.apply(newer);
         assert_eq!(loaded_ok(dir.path()).0, want);

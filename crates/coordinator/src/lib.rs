@@ -9,8 +9,8 @@
 //! never evaluates gates for users and never talks to NATS except through
 //! `phasegate-bus`.
 
-pub mod auth;
 mod analysis;
+pub mod auth;
 mod catalog;
 mod clock;
 pub mod config;

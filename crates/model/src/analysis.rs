@@ -604,7 +604,8 @@ mod tests {
     fn validates_every_field_with_its_path() {
         let at = "pipeline.phases[0]";
         assert_eq!(validate_analyses(at, &[analysis(1, 3)]), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Vec<Analysis>)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Vec<Analysis>)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|v| *v = vec![analysis(1, 3); 1]),
                 "", // valid

@@ -69,8 +69,7 @@ fn agents_run_the_analyses_of_published_phases_naming_their_segment() {
     assert_eq!(dev.len(), 1);
     assert_eq!(dev[0].phase_id.as_str(), "dev");
     assert_eq!(
-        dev[0].analysis.query,
-        "sum(rate(errors{segment=\"dev\"}[1m]))",
+        dev[0].analysis.query, "sum(rate(errors{segment=\"dev\"}[1m]))",
         "{{segment}} is replaced"
     );
     assert!(active("prod-eu", [&d]).is_empty(), "prod is not published");

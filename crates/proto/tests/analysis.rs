@@ -61,7 +61,8 @@ fn every_operator_word_round_trips_and_others_are_refused() {
             "{bad} accepted"
         );
     }
-    let bad_name = json!({"name": "Error Rate", "query": "up", "success": {"op": "<", "threshold": 1}});
+    let bad_name =
+        json!({"name": "Error Rate", "query": "up", "success": {"op": "<", "threshold": 1}});
     let e = serde_json::from_value::<Analysis>(bad_name).unwrap_err();
     assert!(e.to_string().contains("invalid analysis name"), "{e}");
 }
@@ -118,5 +119,8 @@ fn reports_without_analyses_keep_their_shape() {
         ..report
     };
     let bytes = encode(Encoding::MsgPack, &with).unwrap();
-    assert_eq!(decode::<AgentReport>(Encoding::MsgPack, &bytes).unwrap(), with);
+    assert_eq!(
+        decode::<AgentReport>(Encoding::MsgPack, &bytes).unwrap(),
+        with
+    );
 }
