@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phasegate_model::analysis::{ActiveAnalysis, AnalysisKey, Sample, Streak, Turn, judge};
-use phasegate_proto::{AnalysisResult, AnalysisStatus};
+use phasegate_proto::{AnalysisResult, AnalysisStatus, now_ms};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::prometheus::Prometheus;
 use crate::report::ReportMsg;
-use crate::served::now_ms;
+
 use crate::state::DiskState;
 
 /// The longest one query may take; a shorter `every_ms` bounds it instead.

@@ -1,7 +1,8 @@
 //! The agent's settings: flags, or the same keys in a TOML file
 //! (`--config FILE`; see `config/agents/`).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use phasegate_proto::{AgentId, Segment};
@@ -9,40 +10,17 @@ use serde::Deserialize;
 
 use crate::AgentError;
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7420))
-}
-
-fn default_heartbeat_ms() -> u64 {
-    1_000
-}
-
-fn default_stale_after_ms() -> u64 {
-    30_000
-}
-
-fn default_probe_timeout_ms() -> u64 {
-    2_000
-}
-
-fn default_unhealthy_after() -> u32 {
-    3
-}
-
-fn default_healthy_after() -> u32 {
-    2
-}
-
-fn default_prefix() -> String {
-    phasegate_proto::subjects::DEFAULT_PREFIX.to_owned()
-}
+/// Where the HTTP API listens unless told: loopback, for the services on
+/// the same host.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7420));
+const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
+const DEFAULT_STALE_AFTER_MS: u64 = 30_000;
+const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+const DEFAULT_HEALTHY_AFTER: u32 = 2;
 
 /// The largest HTTP request body accepted, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-
-fn default_max_body_bytes() -> usize {
-    DEFAULT_MAX_BODY_BYTES
-}
 
 /// How long a client may take to send a whole request head (and how long
 /// an idle keep-alive connection is kept), in ms.
@@ -157,39 +135,42 @@ impl AgentFile {
 pub struct AgentConfig {
     /// The segment served.
     pub segment: Segment,
-    /// Its tier.
+    /// Free label of the segment's environment, sent in reports; rule
+    /// conditions on the `tier` field read it.
     pub tier: Option<String>,
-    /// NATS server URL(s).
+    /// NATS server URL(s), comma-separated, credentials allowed.
     pub nats_url: String,
     /// Credentials and TLS for NATS.
     pub security: phasegate_bus::Security,
-    /// HTTP listen address.
+    /// Where the HTTP API listens.
     pub listen: SocketAddr,
-    /// Where served state is kept.
+    /// Where served state is kept; created (private) when missing.
     pub state_dir: PathBuf,
-    /// This agent's id.
+    /// Names this agent in its reports.
     pub agent_id: AgentId,
-    /// Health URLs.
+    /// Healthy while every one answers GET with 2xx (http:// only).
     pub health_urls: Vec<String>,
-    /// Heartbeat and probe interval.
+    /// Heartbeat and probe-round interval, in ms.
     pub heartbeat_ms: u64,
-    /// How long one probe may take.
+    /// How long one probe may take before it counts as failed, in ms.
     pub probe_timeout_ms: u64,
-    /// Consecutive failed rounds before unhealthy.
+    /// Consecutive failed probe rounds before the agent turns unhealthy.
     pub unhealthy_after: u32,
-    /// Consecutive passing rounds before healthy again.
+    /// Consecutive passing probe rounds before it turns healthy again.
     pub healthy_after: u32,
-    /// Staleness bound.
+    /// Answers say `stale` once the agent has not known itself in sync
+    /// for this long, in ms.
     pub stale_after_ms: u64,
-    /// Subject prefix.
+    /// Prefix of the subjects and buckets; the coordinator's must match.
     pub subject_prefix: String,
-    /// Largest HTTP request body.
+    /// Largest HTTP request body, in bytes; more is answered 413.
     pub max_body_bytes: usize,
-    /// Longest wait for a request head; also the keep-alive idle time.
+    /// Longest wait for a request head, in ms; also the keep-alive idle
+    /// time.
     pub header_read_timeout_ms: u64,
-    /// Longest wait for a request body.
+    /// Longest wait for a request body, in ms; longer is answered 408.
     pub body_read_timeout_ms: u64,
-    /// Most HTTP connections open at once.
+    /// Most HTTP connections open at once; one more is closed at accept.
     pub max_connections: usize,
     /// The segment's Prometheus, for analyses.
     pub prometheus_url: Option<String>,
@@ -205,16 +186,16 @@ impl AgentConfig {
             tier: None,
             nats_url: nats_url.into(),
             security: phasegate_bus::Security::default(),
-            listen: default_listen(),
+            listen: DEFAULT_LISTEN,
             agent_id,
             health_urls: Vec::new(),
-            heartbeat_ms: default_heartbeat_ms(),
-            probe_timeout_ms: default_probe_timeout_ms(),
-            unhealthy_after: default_unhealthy_after(),
-            healthy_after: default_healthy_after(),
-            stale_after_ms: default_stale_after_ms(),
-            subject_prefix: default_prefix(),
-            max_body_bytes: default_max_body_bytes(),
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
+            unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
+            healthy_after: DEFAULT_HEALTHY_AFTER,
+            stale_after_ms: DEFAULT_STALE_AFTER_MS,
+            subject_prefix: phasegate_proto::subjects::DEFAULT_PREFIX.to_owned(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -225,74 +206,67 @@ impl AgentConfig {
     /// Checks values that parse but cannot work; `origin` names where they
     /// came from.
     pub fn check(&self, origin: &str) -> Result<(), AgentError> {
-        if !(10..=3_600_000).contains(&self.heartbeat_ms) {
-            return Err(AgentError::Config(format!(
-                "{origin}: heartbeat_ms: must be from 10 to 3600000, got {}",
-                self.heartbeat_ms
-            )));
-        }
+        self.first_problem()
+            .map_err(|problem| AgentError::Config(format!("{origin}: {problem}")))
+    }
+
+    /// The first setting that cannot work, as `key: why`.
+    fn first_problem(&self) -> Result<(), String> {
+        in_range("heartbeat_ms", self.heartbeat_ms, 10..=3_600_000, "")?;
         if self.stale_after_ms < self.heartbeat_ms {
-            return Err(AgentError::Config(format!(
-                "{origin}: stale_after_ms: must be at least heartbeat_ms ({}), got {}",
+            return Err(format!(
+                "stale_after_ms: must be at least heartbeat_ms ({}), got {}",
                 self.heartbeat_ms, self.stale_after_ms
-            )));
+            ));
         }
-        if !(10..=60_000).contains(&self.probe_timeout_ms) {
-            return Err(AgentError::Config(format!(
-                "{origin}: probe_timeout_ms: must be from 10 to 60000, got {}",
-                self.probe_timeout_ms
-            )));
-        }
+        in_range("probe_timeout_ms", self.probe_timeout_ms, 10..=60_000, "")?;
         for (key, n) in [
             ("unhealthy_after", self.unhealthy_after),
             ("healthy_after", self.healthy_after),
         ] {
-            if !(1..=1_000).contains(&n) {
-                return Err(AgentError::Config(format!(
-                    "{origin}: {key}: must be from 1 to 1000 probe rounds, got {n}"
-                )));
-            }
+            in_range(key, n.into(), 1..=1_000, " probe rounds")?;
         }
-        for url in &self.health_urls {
-            if !url.starts_with("http://") {
-                return Err(AgentError::Config(format!(
-                    "{origin}: health url {url:?}: only http:// URLs are supported (probes are local)"
-                )));
-            }
+        if let Some(url) = self.health_urls.iter().find(|u| !u.starts_with("http://")) {
+            return Err(format!(
+                "health url {url:?}: only http:// URLs are supported (probes are local)"
+            ));
         }
         if let Some(url) = &self.prometheus_url
             && (!url.starts_with("http://") || url.parse::<hyper::Uri>().is_err())
         {
-            return Err(AgentError::Config(format!(
-                "{origin}: prometheus_url {url:?}: must be an http:// URL (the segment's own Prometheus)"
-            )));
+            return Err(format!(
+                "prometheus_url {url:?}: must be an http:// URL (the segment's own Prometheus)"
+            ));
         }
         phasegate_proto::Subjects::new(self.subject_prefix.clone())
-            .map_err(|e| AgentError::Config(format!("{origin}: subject_prefix: {e}")))?;
+            .map_err(|e| format!("subject_prefix: {e}"))?;
         if self.max_body_bytes < 1024 {
-            return Err(AgentError::Config(format!(
-                "{origin}: max_body_bytes: must be at least 1024, got {}",
+            return Err(format!(
+                "max_body_bytes: must be at least 1024, got {}",
                 self.max_body_bytes
-            )));
+            ));
         }
         for (key, ms) in [
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
         ] {
-            if !(100..=600_000).contains(&ms) {
-                return Err(AgentError::Config(format!(
-                    "{origin}: {key}: must be from 100 to 600000 ms, got {ms}"
-                )));
-            }
+            in_range(key, ms, 100..=600_000, " ms")?;
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return Err(AgentError::Config(format!(
-                "{origin}: max_connections: must be from 1 to 1000000, got {}",
-                self.max_connections
-            )));
-        }
-        Ok(())
+        let connections = u64::try_from(self.max_connections).unwrap_or(u64::MAX);
+        in_range("max_connections", connections, 1..=1_000_000, "")
     }
+}
+
+/// `Ok` when `value` of `key` lies in `range`; else why, in `unit`.
+fn in_range(key: &str, value: u64, range: RangeInclusive<u64>, unit: &str) -> Result<(), String> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}: must be from {} to {}{unit}, got {value}",
+        range.start(),
+        range.end()
+    ))
 }
 
 /// `<segment>-<host>`, with characters an id may not hold replaced.

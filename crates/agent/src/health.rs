@@ -91,9 +91,10 @@ pub(crate) struct HealthState {
     verdict: Hysteresis,
 }
 
-pub(crate) struct Health;
+/// The actor that runs the probe rounds.
+pub(crate) struct HealthActor;
 
-impl Actor for Health {
+impl Actor for HealthActor {
     type Msg = HealthMsg;
     type State = HealthState;
     type Arguments = HealthArgs;
@@ -140,45 +141,57 @@ impl Actor for Health {
         match msg {
             HealthMsg::Probe => {
                 let started = tokio::time::Instant::now();
-                // Every URL at once, under one deadline.
-                let probes = state.urls.iter().map(|uri| {
-                    let client = state.client.clone();
-                    let uri = uri.clone();
-                    let timeout = state.timeout;
-                    async move {
-                        let ok = matches!(
-                            tokio::time::timeout(timeout, client.get(uri.clone())).await,
-                            Ok(Ok(resp)) if resp.status().is_success()
-                        );
-                        (uri, ok)
-                    }
-                });
-                let results = futures_util::future::join_all(probes).await;
-                let failed: Vec<String> = results
-                    .iter()
-                    .filter(|(_, ok)| !ok)
-                    .map(|(u, _)| u.to_string())
-                    .collect();
-                let passed = failed.is_empty();
-                if !passed {
-                    tracing::debug!(failing = ?failed, "health probe round failed");
-                }
-                match state.verdict.round(passed) {
-                    Some(true) => tracing::info!("healthy again"),
-                    Some(false) => {
-                        tracing::warn!(failing = ?failed, "unhealthy: health probe rounds failed in a row");
-                    }
-                    None => {}
-                }
-                state
-                    .shared
-                    .healthy
-                    .store(state.verdict.healthy(), Ordering::Relaxed);
+                let failed = state.round().await;
+                state.judge(&failed);
                 let wait = state.interval.saturating_sub(started.elapsed());
                 myself.send_after(wait, || HealthMsg::Probe);
             }
         }
         Ok(())
+    }
+}
+
+impl HealthState {
+    /// Probes every URL at once, under one deadline; returns those that
+    /// failed.
+    async fn round(&self) -> Vec<String> {
+        let probes = self.urls.iter().map(|uri| {
+            let client = self.client.clone();
+            let uri = uri.clone();
+            let timeout = self.timeout;
+            async move {
+                let ok = matches!(
+                    tokio::time::timeout(timeout, client.get(uri.clone())).await,
+                    Ok(Ok(resp)) if resp.status().is_success()
+                );
+                (uri, ok)
+            }
+        });
+        let results = futures_util::future::join_all(probes).await;
+        results
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(u, _)| u.to_string())
+            .collect()
+    }
+
+    /// Counts a round that `failed` those URLs (none: it passed) and
+    /// publishes the verdict.
+    fn judge(&mut self, failed: &[String]) {
+        let passed = failed.is_empty();
+        if !passed {
+            tracing::debug!(failing = ?failed, "health probe round failed");
+        }
+        match self.verdict.round(passed) {
+            Some(true) => tracing::info!("healthy again"),
+            Some(false) => {
+                tracing::warn!(failing = ?failed, "unhealthy: health probe rounds failed in a row");
+            }
+            None => {}
+        }
+        self.shared
+            .healthy
+            .store(self.verdict.healthy(), Ordering::Relaxed);
     }
 }
 

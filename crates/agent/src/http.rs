@@ -24,13 +24,16 @@ use phasegate_proto::{
     ApiError, CheckGateRequest, CheckGateResponse, EntityKind, EntityView, ErrorCode,
     GetConfigRequest, GetConfigResponse, Healthz, HttpError,
 };
+use phasegate_telemetry::metrics::write_sample;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::served::Shared;
 
+/// What every handler reads: the snapshot and counters, and the limits
+/// on request bodies.
 #[derive(Clone)]
-pub(crate) struct Http {
+pub(crate) struct ApiState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) max_body_bytes: usize,
     /// How long a client may take to send a body.
@@ -38,7 +41,7 @@ pub(crate) struct Http {
 }
 
 /// The router of the agent's API.
-pub(crate) fn router(state: Http) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/check_gate", post(check_gate))
         .route("/v1/get_config", post(get_config))
@@ -112,8 +115,8 @@ fn closing(status: StatusCode, message: String) -> Response {
 
 /// Reads and parses a JSON body, refusing oversized ones (413, at once
 /// when `Content-Length` says so) and slow ones (408).
-async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response> {
-    let limit = h.max_body_bytes;
+async fn body<T: DeserializeOwned>(req: Request, api: &ApiState) -> Result<T, Response> {
+    let limit = api.max_body_bytes;
     let too_large = || {
         closing(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,7 +132,7 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
         return Err(too_large());
     }
     let read = Limited::new(req.into_body(), limit).collect();
-    let bytes: Bytes = match tokio::time::timeout(h.body_read_timeout, read).await {
+    let bytes: Bytes = match tokio::time::timeout(api.body_read_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Ok(Err(e)) => {
@@ -143,7 +146,7 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "body not received within {} ms",
-                    h.body_read_timeout.as_millis()
+                    api.body_read_timeout.as_millis()
                 ),
             ));
         }
@@ -151,106 +154,75 @@ async fn body<T: DeserializeOwned>(req: Request, h: &Http) -> Result<T, Response
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
 }
 
-fn answer_parts<'a>(
-    a: &Answer<'a>,
-) -> (
-    u64,
-    String,
-    Option<phasegate_proto::TriggerId>,
-    Option<phasegate_proto::PhaseId>,
-) {
-    (
-        a.version,
-        a.reason.to_string(),
-        a.trigger_id.cloned(),
-        a.phase_id.cloned(),
-    )
-}
-
-/// Evaluates `name` for `user` against the snapshot, and counts it.
-fn evaluate<'a>(
-    served: &'a crate::served::Served,
-    shared: &Shared,
+/// Evaluates `name` for `user` against the current snapshot, counts it,
+/// and answers 200 with what `respond` makes of the answer and of whether
+/// the agent is stale.
+fn evaluate<T: Serialize>(
+    api: &ApiState,
     kind: EntityKind,
     name: &str,
     user: &phasegate_proto::User,
-) -> Answer<'a> {
+    respond: impl FnOnce(&Answer<'_>, bool) -> T,
+) -> Response {
+    let served = api.shared.served.load();
+    let stale = api.shared.stale();
     let answer = match served.get(kind, name) {
-        Some(state) => state.evaluate(user, &shared.context),
+        Some(state) => state.evaluate(user, &api.shared.context),
         None => unknown_answer(kind),
     };
-    shared.count(kind, &answer);
-    answer
+    api.shared.count(kind, &answer);
+    json(StatusCode::OK, &respond(&answer, stale))
 }
 
-async fn check_gate(State(h): State<Http>, req: Request) -> Response {
-    let r: CheckGateRequest = match body(req, &h).await {
+async fn check_gate(State(api): State<ApiState>, req: Request) -> Response {
+    let r: CheckGateRequest = match body(req, &api).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let served = h.shared.served.load();
-    let stale = h.shared.stale();
-    let respond = |a: Answer<'_>| {
-        let (version, reason, trigger_id, phase_id) = answer_parts(&a);
-        json(
-            StatusCode::OK,
-            &CheckGateResponse {
-                gate: r.gate.clone(),
-                value: matches!(a.value, Value::Gate(true)),
-                version,
-                reason,
-                trigger_id,
-                phase_id,
-                stale,
-            },
-        )
-    };
-    respond(evaluate(
-        &served,
-        &h.shared,
+    evaluate(
+        &api,
         EntityKind::Gate,
         r.gate.as_str(),
         &r.user,
-    ))
+        |a, stale| CheckGateResponse {
+            gate: r.gate.clone(),
+            value: matches!(a.value, Value::Gate(true)),
+            version: a.version,
+            reason: a.reason.to_string(),
+            trigger_id: a.trigger_id.cloned(),
+            phase_id: a.phase_id.cloned(),
+            stale,
+        },
+    )
 }
 
-async fn get_config(State(h): State<Http>, req: Request) -> Response {
-    let r: GetConfigRequest = match body(req, &h).await {
+async fn get_config(State(api): State<ApiState>, req: Request) -> Response {
+    let r: GetConfigRequest = match body(req, &api).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let served = h.shared.served.load();
-    let stale = h.shared.stale();
-    let respond = |a: Answer<'_>| {
-        let (version, reason, trigger_id, phase_id) = answer_parts(&a);
-        let value = match a.value {
-            Value::Config(m) => m.clone(),
-            Value::Gate(_) => phasegate_proto::ValueMap::new(),
-        };
-        json(
-            StatusCode::OK,
-            &GetConfigResponse {
-                config: r.config.clone(),
-                value,
-                version,
-                reason,
-                trigger_id,
-                phase_id,
-                stale,
-            },
-        )
-    };
-    respond(evaluate(
-        &served,
-        &h.shared,
+    evaluate(
+        &api,
         EntityKind::Config,
         r.config.as_str(),
         &r.user,
-    ))
+        |a, stale| GetConfigResponse {
+            config: r.config.clone(),
+            value: match a.value {
+                Value::Config(m) => m.clone(),
+                Value::Gate(_) => phasegate_proto::ValueMap::new(),
+            },
+            version: a.version,
+            reason: a.reason.to_string(),
+            trigger_id: a.trigger_id.cloned(),
+            phase_id: a.phase_id.cloned(),
+            stale,
+        },
+    )
 }
 
-async fn entities(State(h): State<Http>) -> Response {
-    let served = h.shared.served.load();
+async fn entities(State(api): State<ApiState>) -> Response {
+    let served = api.shared.served.load();
     let mut rows: Vec<EntityView> = served
         .values()
         .filter_map(|s| {
@@ -275,8 +247,8 @@ async fn entities(State(h): State<Http>) -> Response {
     json(StatusCode::OK, &rows)
 }
 
-async fn healthz(State(h): State<Http>) -> Response {
-    let s = &h.shared;
+async fn healthz(State(api): State<ApiState>) -> Response {
+    let s = &api.shared;
     json(
         StatusCode::OK,
         &Healthz {
@@ -293,30 +265,53 @@ async fn healthz(State(h): State<Http>) -> Response {
 }
 
 /// Prometheus text of the agent.
-async fn metrics(State(h): State<Http>) -> Response {
-    use phasegate_telemetry::metrics::write_sample;
-    let s = &h.shared;
+async fn metrics(State(api): State<ApiState>) -> Response {
+    let s = &api.shared;
     let mut out = String::new();
-    let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
-    let seg = s.segment.as_str();
-    let id = s.agent_id.as_str();
+    write_evaluations(&mut out, s);
+    let agent = labels(&[
+        ("segment", s.segment.as_str()),
+        ("agent_id", s.agent_id.as_str()),
+    ]);
+    out.push_str("# HELP phasegate_agent_http_connections_refused_total HTTP connections closed at accept because max_connections were open\n# TYPE phasegate_agent_http_connections_refused_total counter\n");
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let refused = s.http.refused.load(Ordering::Relaxed) as f64;
+    write_sample(
+        &mut out,
+        "phasegate_agent_http_connections_refused_total",
+        &agent,
+        refused,
+    );
+    for (name, help, v) in gauges(s) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        write_sample(&mut out, name, &agent, v);
+    }
+    s.analysis.write_metrics(&mut out, s.segment.as_str());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The evaluation counters, one sample per kind × reason × source.
+fn write_evaluations(out: &mut String, s: &Shared) {
     out.push_str("# HELP phasegate_agent_evaluations_total evaluations answered, by kind, reason and whether the rollout snapshot answered\n# TYPE phasegate_agent_evaluations_total counter\n");
-    for (k, kind) in ["gate", "config"].iter().enumerate() {
+    for kind in EntityKind::ALL {
+        let k = crate::served::kind_index(*kind);
         for (r, reason) in crate::served::REASONS.iter().enumerate() {
             for (src, source) in ["base", "rollout"].iter().enumerate() {
                 #[allow(clippy::cast_precision_loss)] // a counter read as f64 for the text format
                 let v = s.evaluations[k][r][src].load(Ordering::Relaxed) as f64;
                 write_sample(
-                    &mut out,
+                    out,
                     "phasegate_agent_evaluations_total",
-                    &l(&[
-                        ("segment", seg),
-                        ("kind", kind),
+                    &labels(&[
+                        ("segment", s.segment.as_str()),
+                        ("kind", kind.as_str()),
                         ("reason", reason),
                         ("source", source),
                     ]),
@@ -325,19 +320,13 @@ async fn metrics(State(h): State<Http>) -> Response {
             }
         }
     }
+}
+
+/// The gauges: name, help, value.
+fn gauges(s: &Shared) -> [(&'static str, &'static str, f64); 6] {
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    let (open, refused) = (
-        s.http.open.load(Ordering::Relaxed) as f64,
-        s.http.refused.load(Ordering::Relaxed) as f64,
-    );
-    out.push_str("# HELP phasegate_agent_http_connections_refused_total HTTP connections closed at accept because max_connections were open\n# TYPE phasegate_agent_http_connections_refused_total counter\n");
-    write_sample(
-        &mut out,
-        "phasegate_agent_http_connections_refused_total",
-        &l(&[("segment", seg), ("agent_id", id)]),
-        refused,
-    );
-    let gauges: [(&str, &str, f64); 6] = [
+    let open = s.http.open.load(Ordering::Relaxed) as f64;
+    [
         (
             "phasegate_agent_http_connections",
             "HTTP connections open now",
@@ -375,11 +364,5 @@ async fn metrics(State(h): State<Http>) -> Response {
                 age
             }),
         ),
-    ];
-    for (name, help, v) in gauges {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        write_sample(&mut out, name, &l(&[("segment", seg), ("agent_id", id)]), v);
-    }
-    s.analysis.write_metrics(&mut out, seg);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ]
 }

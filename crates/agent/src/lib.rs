@@ -1,7 +1,7 @@
 //! The phasegate agent: one per segment, next to the services that ask it
 //! for gates and configs (SPEC.md §5, §7).
 //!
-//! Actors: [`sync`] keeps the segment's desired state in step with the
+//! Actors: [`sync`] ([`sync::SyncActor`]) keeps the segment's desired state in step with the
 //! coordinator and on disk; [`health`] probes the `--health-url`s;
 //! [`report`] heartbeats and acks. The HTTP API evaluates against an
 //! immutable snapshot swapped whole on each applied change. The agent
@@ -23,11 +23,9 @@ mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use phasegate_bus::ConnectOptions;
-use phasegate_eval::AgentContext;
 use phasegate_proto::Subjects;
 use ractor::{Actor, ActorRef};
 
@@ -48,9 +46,10 @@ pub enum AgentError {
     /// The HTTP listener cannot be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// The address.
+        /// The address asked for.
         addr: SocketAddr,
-        /// Why.
+        /// The system's reason: the address is taken, not this host's, or
+        /// the port needs privileges.
         source: std::io::Error,
     },
     /// An actor could not start.
@@ -62,23 +61,28 @@ pub enum AgentError {
 /// created again: every five heartbeats, within 0.5 s to 30 s. One
 /// JetStream API request each time, so a thousand agents at the default
 /// heartbeat cost the server 200 requests a second.
-fn generation_check(heartbeat_ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(heartbeat_ms.saturating_mul(5).clamp(500, 30_000))
+fn generation_check(heartbeat_ms: u64) -> Duration {
+    Duration::from_millis(heartbeat_ms.saturating_mul(5).clamp(500, 30_000))
 }
 
 /// The longest a stopping agent spends telling the coordinator it leaves.
-pub const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A running agent.
 pub struct Agent {
     addr: SocketAddr,
     http: tokio::task::JoinHandle<()>,
     stop_http: tokio::sync::oneshot::Sender<()>,
+    actors: Actors,
+    client: phasegate_bus::Client,
+}
+
+/// The agent's actors (see the crate's documentation).
+struct Actors {
     sync: ActorRef<sync::SyncMsg>,
     analysis: ActorRef<analysis::AnalysisMsg>,
     health: ActorRef<health::HealthMsg>,
     reporter: ActorRef<report::ReportMsg>,
-    client: phasegate_bus::Client,
 }
 
 impl Agent {
@@ -92,22 +96,7 @@ impl Agent {
         state::create_dir(&config.state_dir)?;
         let subjects = Subjects::new(config.subject_prefix.clone())
             .map_err(|e| AgentError::Config(e.to_string()))?;
-        let shared = Arc::new(served::Shared {
-            segment: config.segment.clone(),
-            agent_id: config.agent_id.clone(),
-            context: AgentContext::new(config.segment.to_string(), config.tier.clone()),
-            served: ArcSwap::from_pointee(served::Served::default()),
-            last_sync_ms: AtomicU64::new(0),
-            stale_after_ms: config.stale_after_ms,
-            healthy: AtomicBool::new(true),
-            connected: AtomicBool::new(false),
-            current: AtomicBool::new(false),
-            applied_revision: AtomicU64::new(0),
-            blocked: ArcSwap::from_pointee(Vec::new()),
-            evaluations: Default::default(),
-            http: serve::ConnStats::default(),
-            analysis: analysis::Board::default(),
-        });
+        let shared = Arc::new(served::Shared::new(&config));
         let client = phasegate_bus::connect(
             ConnectOptions::new(
                 &config.nats_url,
@@ -117,74 +106,15 @@ impl Agent {
             .with_security(config.security.clone()),
         )
         .await?;
-        let actor_err = |e: ractor::SpawnErr| AgentError::Actor(e.to_string());
-        let (reporter, _) = Actor::spawn(
-            None,
-            report::Reporter,
-            report::ReportArgs {
-                shared: shared.clone(),
-                client: client.clone(),
-                tier: config.tier.clone(),
-                heartbeat_ms: config.heartbeat_ms,
-            },
-        )
-        .await
-        .map_err(actor_err)?;
-        let (analysis, _) = Actor::spawn(
-            None,
-            analysis::AnalysisActor,
-            analysis::AnalysisArgs {
-                shared: shared.clone(),
-                prometheus_url: config.prometheus_url.clone(),
-                reporter: reporter.clone(),
-            },
-        )
-        .await
-        .map_err(actor_err)?;
-        let (sync, _) = Actor::spawn(
-            None,
-            sync::Sync,
-            sync::SyncArgs {
-                shared: shared.clone(),
-                client: client.clone(),
-                state_dir: config.state_dir.clone(),
-                reporter: reporter.clone(),
-                generation_check: generation_check(config.heartbeat_ms),
-            },
-        )
-        .await
-        .map_err(actor_err)?;
-        let (health, _) = Actor::spawn(
-            None,
-            health::Health,
-            health::HealthArgs {
-                shared: shared.clone(),
-                urls: config.health_urls.clone(),
-                interval_ms: config.heartbeat_ms,
-                probe_timeout_ms: config.probe_timeout_ms,
-                unhealthy_after: config.unhealthy_after,
-                healthy_after: config.healthy_after,
-            },
-        )
-        .await
-        .map_err(actor_err)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| AgentError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| AgentError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let app = http::router(http::Http {
+        let actors = Actors::spawn(&config, &shared, &client).await?;
+        let (listener, addr) = listen(config.listen).await?;
+        let app = http::router(http::ApiState {
             shared: shared.clone(),
             max_body_bytes: config.max_body_bytes,
-            body_read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
         });
         let limits = serve::Limits {
-            header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             max_connections: config.max_connections,
         };
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -194,10 +124,7 @@ impl Agent {
             addr,
             http,
             stop_http,
-            sync,
-            analysis,
-            health,
-            reporter,
+            actors,
             client,
         })
     }
@@ -214,19 +141,102 @@ impl Agent {
     pub async fn stop(self) {
         let _ = self.stop_http.send(());
         let _ = self.http.await;
-        self.health.stop(None);
-        self.sync.stop(None);
-        self.analysis.stop(None);
-        match self
-            .reporter
+        let Actors {
+            sync,
+            analysis,
+            health,
+            reporter,
+        } = self.actors;
+        health.stop(None);
+        sync.stop(None);
+        analysis.stop(None);
+        match reporter
             .call(report::ReportMsg::Leave, Some(LEAVE_TIMEOUT))
             .await
         {
             Ok(ractor::rpc::CallResult::Success(())) => {}
             Ok(_) | Err(_) => tracing::warn!("could not say this agent is leaving in time"),
         }
-        self.reporter.stop(None);
+        reporter.stop(None);
         self.client.flush().await;
         tracing::info!("agent stopped");
     }
+}
+
+impl Actors {
+    /// The reporter first: the sync actor tells it when to ack.
+    async fn spawn(
+        config: &AgentConfig,
+        shared: &Arc<served::Shared>,
+        client: &phasegate_bus::Client,
+    ) -> Result<Self, AgentError> {
+        let actor_err = |e: ractor::SpawnErr| AgentError::Actor(e.to_string());
+        let (reporter, _) = Actor::spawn(
+            None,
+            report::Reporter,
+            report::ReportArgs {
+                shared: shared.clone(),
+                client: client.clone(),
+                tier: config.tier.clone(),
+                heartbeat_ms: config.heartbeat_ms,
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        // Before the sync actor, whose first announcement of the analyses
+        // to run (from what is on disk) must find it.
+        let (analysis, _) = Actor::spawn(
+            None,
+            analysis::AnalysisActor,
+            analysis::AnalysisArgs {
+                shared: shared.clone(),
+                prometheus_url: config.prometheus_url.clone(),
+                reporter: reporter.clone(),
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let (sync, _) = Actor::spawn(
+            None,
+            sync::SyncActor,
+            sync::SyncArgs {
+                shared: shared.clone(),
+                client: client.clone(),
+                state_dir: config.state_dir.clone(),
+                reporter: reporter.clone(),
+                generation_check: generation_check(config.heartbeat_ms),
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        let (health, _) = Actor::spawn(
+            None,
+            health::HealthActor,
+            health::HealthArgs {
+                shared: shared.clone(),
+                urls: config.health_urls.clone(),
+                interval_ms: config.heartbeat_ms,
+                probe_timeout_ms: config.probe_timeout_ms,
+                unhealthy_after: config.unhealthy_after,
+                healthy_after: config.healthy_after,
+            },
+        )
+        .await
+        .map_err(actor_err)?;
+        Ok(Self {
+            sync,
+            analysis,
+            health,
+            reporter,
+        })
+    }
+}
+
+/// Opens the HTTP listener on `addr`; returns it with the address it got
+/// (the port, when `addr` asked for any).
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), AgentError> {
+    let failed = |source| AgentError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
 }

@@ -67,31 +67,21 @@ impl Plan {
 pub(crate) enum ServeChange {
     /// Serve this compiled state for the entity.
     Put {
-        /// Its kind.
         kind: EntityKind,
-        /// Its name.
         name: String,
         /// The revision that brought it.
         revision: u64,
-        /// What is served.
         compiled: Arc<CompiledState>,
     },
     /// Serve nothing for the entity any more.
-    Remove {
-        /// Its kind.
-        kind: EntityKind,
-        /// Its name.
-        name: String,
-    },
+    Remove { kind: EntityKind, name: String },
 }
 
 /// A rollout that reached this segment, for the `apply` span.
 pub(crate) struct ApplyTrace {
     /// The desired-state key.
     pub(crate) key: String,
-    /// The revision applied.
     pub(crate) revision: u64,
-    /// The rollout's trigger.
     pub(crate) trigger_id: String,
     /// The phase covering this segment.
     pub(crate) phase_id: String,
@@ -145,103 +135,140 @@ pub(crate) fn plan_batch(disk: &DiskState, segment: &str, batch: &[KvChange]) ->
     };
     // What the batch has made of the keys it touched so far; a key not
     // here is as on `disk`.
-    let mut touched: BTreeMap<&str, Slot> = BTreeMap::new();
+    let mut touched: BTreeMap<&str, KeyState> = BTreeMap::new();
     for c in batch {
         plan.current |= c.seen_current;
         plan.applied_revision = plan.applied_revision.max(c.revision);
-        let (stored, blocked) = match touched.get(c.key.as_str()) {
-            Some(s) => (
-                s.stored.as_ref().map(|e| e.revision),
-                s.blocked.as_ref().map(|b| b.revision),
-            ),
-            None => (
-                disk.entities.get(&c.key).map(|e| e.revision),
-                disk.blocked.get(&c.key).map(|b| b.revision),
-            ),
-        };
-        // A revision equal to the blocked one is read again: an agent
-        // upgraded since may read it now.
-        if stored.is_some_and(|r| r >= c.revision) || blocked.is_some_and(|r| r > c.revision) {
+        if is_replay(disk, &touched, c) {
             continue;
         }
-        let slot = touched.entry(&c.key).or_insert_with(|| Slot {
-            stored: disk.entities.get(&c.key).cloned(),
-            blocked: disk.blocked.get(&c.key).cloned(),
-        });
-        let Some(bytes) = &c.value else {
-            slot.blocked = None;
-            if let Some(old) = slot.stored.take() {
-                plan.serve.push(ServeChange::Remove {
-                    kind: old.desired.kind,
-                    name: old.desired.name.to_string(),
-                });
-            }
-            continue;
-        };
-        match read(segment, c, bytes) {
-            Ok(Readable { desired, compiled }) => {
-                if let Some(r) = &desired.rollout {
-                    let view = phasegate_model::desired::view(&desired, segment);
-                    if let Some(v) = &view.rollout {
-                        plan.traces.push(ApplyTrace {
-                            key: c.key.clone(),
-                            revision: c.revision,
-                            trigger_id: r.trigger_id.to_string(),
-                            phase_id: v.phase_id.to_string(),
-                            trace_parent: r.trace_parent.clone(),
-                        });
-                    }
-                }
-                slot.blocked = None;
-                plan.serve.push(ServeChange::Put {
-                    kind: desired.kind,
-                    name: desired.name.to_string(),
-                    revision: c.revision,
-                    compiled,
-                });
-                slot.stored = Some(StoredDesired {
-                    revision: c.revision,
-                    desired,
-                });
-            }
-            Err(error) => {
-                let entry = BlockedEntity {
-                    key: c.key.clone(),
-                    revision: c.revision,
-                    error,
-                };
-                if slot.blocked.as_ref() != Some(&entry) {
-                    plan.newly_blocked.push(entry.clone());
-                    slot.blocked = Some(entry);
-                }
-            }
+        let key = touched
+            .entry(&c.key)
+            .or_insert_with(|| KeyState::on_disk(disk, &c.key));
+        match &c.value {
+            None => key.delete(&mut plan),
+            Some(bytes) => match read(segment, c, bytes) {
+                Ok(readable) => key.store(c, readable, segment, &mut plan),
+                Err(error) => key.block(c, error, &mut plan),
+            },
         }
     }
-    // Exact, so that a put undone within the batch writes nothing either.
-    for (key, slot) in touched {
-        if disk.entities.get(key) == slot.stored.as_ref()
-            && disk.blocked.get(key) == slot.blocked.as_ref()
-        {
-            continue;
-        }
-        plan.files
-            .push(if slot.stored.is_none() && slot.blocked.is_none() {
+    plan.files = file_changes(disk, touched);
+    plan
+}
+
+/// Whether `c` is at or below the revision already held for its key (by
+/// the batch so far, else on `disk`): a replay, which changes nothing. A
+/// revision equal to the blocked one is read again: an agent upgraded
+/// since may read it now.
+fn is_replay(disk: &DiskState, touched: &BTreeMap<&str, KeyState>, c: &KvChange) -> bool {
+    let (stored, blocked) = match touched.get(c.key.as_str()) {
+        Some(s) => (
+            s.stored.as_ref().map(|e| e.revision),
+            s.blocked.as_ref().map(|b| b.revision),
+        ),
+        None => (
+            disk.entities.get(&c.key).map(|e| e.revision),
+            disk.blocked.get(&c.key).map(|b| b.revision),
+        ),
+    };
+    stored.is_some_and(|r| r >= c.revision) || blocked.is_some_and(|r| r > c.revision)
+}
+
+/// One file change per touched key whose stored entity or block differs
+/// from `disk`. Exact, so that a put undone within the batch writes
+/// nothing either.
+fn file_changes(disk: &DiskState, touched: BTreeMap<&str, KeyState>) -> Vec<FileChange> {
+    touched
+        .into_iter()
+        .filter(|(key, k)| {
+            disk.entities.get(*key) != k.stored.as_ref()
+                || disk.blocked.get(*key) != k.blocked.as_ref()
+        })
+        .map(|(key, k)| {
+            if k.stored.is_none() && k.blocked.is_none() {
                 FileChange::Delete(key.to_owned())
             } else {
                 FileChange::Write(Box::new(EntityRecord {
                     key: key.to_owned(),
-                    stored: slot.stored,
-                    blocked: slot.blocked,
+                    stored: k.stored,
+                    blocked: k.blocked,
                 }))
-            });
-    }
-    plan
+            }
+        })
+        .collect()
 }
 
-/// What a batch has made of one key.
-struct Slot {
+/// The `apply` span's facts when `desired` carries a rollout with a phase
+/// covering `segment`.
+fn apply_trace(c: &KvChange, desired: &DesiredEntity, segment: &str) -> Option<ApplyTrace> {
+    let rollout = desired.rollout.as_ref()?;
+    let view = phasegate_model::desired::view(desired, segment);
+    let phase = view.rollout.as_ref()?;
+    Some(ApplyTrace {
+        key: c.key.clone(),
+        revision: c.revision,
+        trigger_id: rollout.trigger_id.to_string(),
+        phase_id: phase.phase_id.to_string(),
+        trace_parent: rollout.trace_parent.clone(),
+    })
+}
+
+/// What a batch has made of one key so far.
+struct KeyState {
     stored: Option<StoredDesired>,
     blocked: Option<BlockedEntity>,
+}
+
+impl KeyState {
+    fn on_disk(disk: &DiskState, key: &str) -> Self {
+        Self {
+            stored: disk.entities.get(key).cloned(),
+            blocked: disk.blocked.get(key).cloned(),
+        }
+    }
+
+    /// A deletion: the key and its block go; what was served stops.
+    fn delete(&mut self, plan: &mut Plan) {
+        self.blocked = None;
+        if let Some(old) = self.stored.take() {
+            plan.serve.push(ServeChange::Remove {
+                kind: old.desired.kind,
+                name: old.desired.name.to_string(),
+            });
+        }
+    }
+
+    /// A readable revision: stored and served, and the key unblocked.
+    fn store(&mut self, c: &KvChange, readable: Readable, segment: &str, plan: &mut Plan) {
+        let Readable { desired, compiled } = readable;
+        plan.traces.extend(apply_trace(c, &desired, segment));
+        self.blocked = None;
+        plan.serve.push(ServeChange::Put {
+            kind: desired.kind,
+            name: desired.name.to_string(),
+            revision: c.revision,
+            compiled,
+        });
+        self.stored = Some(StoredDesired {
+            revision: c.revision,
+            desired,
+        });
+    }
+
+    /// An unreadable revision: the last good version stays; the key is
+    /// blocked at this revision, with why.
+    fn block(&mut self, c: &KvChange, error: String, plan: &mut Plan) {
+        let entry = BlockedEntity {
+            key: c.key.clone(),
+            revision: c.revision,
+            error,
+        };
+        if self.blocked.as_ref() != Some(&entry) {
+            plan.newly_blocked.push(entry.clone());
+            self.blocked = Some(entry);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::served::{Shared, now_ms};
 
 pub(crate) enum ReportMsg {
-    /// The heartbeat.
+    /// Every `heartbeat_ms`: report, and while the watch is caught up,
+    /// note the agent in sync.
     Tick,
     /// A revision was applied: ack it now.
     Applied,

@@ -21,7 +21,7 @@
 //!   connection can pin is small and the cap bounds the total.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// hyper's read buffer per connection, which bounds a request head.
 /// Bodies stream through it in chunks, so they are not limited by it.
@@ -53,15 +53,6 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
 }
 
-/// Connection counters, shown by `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct ConnStats {
-    /// Connections open now.
-    pub(crate) open: AtomicU64,
-    /// Connections closed at accept because every slot was taken.
-    pub(crate) refused: AtomicU64,
-}
-
 /// Serves `app` on `listener` until `stop` resolves, then lets requests in
 /// flight finish for at most [`SHUTDOWN_GRACE`].
 pub(crate) async fn serve(
@@ -76,12 +67,7 @@ pub(crate) async fn serve(
     let (force, forced) = tokio::sync::watch::channel(());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_BUF_BYTES)
-        .keep_alive(true);
+    let builder = http1_builder(limits);
     tokio::pin!(stop);
     loop {
         let sock = tokio::select! {
@@ -97,14 +83,7 @@ pub(crate) async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Every slot is taken: close at once (dropping the socket),
             // rather than queue it behind connections that may never end.
-            let n = shared.http.refused.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    refused = n + 1,
-                    max_connections = limits.max_connections,
-                    "connection refused: too many open connections"
-                );
-            }
+            count_refused(&shared, limits.max_connections);
             continue;
         };
         // Answers are small: send them at once rather than wait for more.
@@ -112,20 +91,8 @@ pub(crate) async fn serve(
         let conn =
             builder.serve_connection(TokioIo::new(sock), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
-        let shared = shared.clone();
-        let mut forced = forced.clone();
         shared.http.open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    // Timeouts and clients that go away land here: routine.
-                    tracing::debug!(error = %e, "http connection ended");
-                },
-                _ = forced.changed() => {}
-            }
-            shared.http.open.fetch_sub(1, Ordering::Relaxed);
-            drop(slot);
-        });
+        tokio::spawn(connection(conn, slot, shared.clone(), forced.clone()));
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -135,6 +102,50 @@ pub(crate) async fn serve(
         tracing::warn!("http connections still open after the shutdown grace; closing them");
     }
     let _ = force.send(());
+}
+
+/// hyper's HTTP/1 server with the header timeout and buffer bound.
+fn http1_builder(limits: Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_BUF_BYTES)
+        .keep_alive(true);
+    builder
+}
+
+/// Counts a connection refused for want of a slot; logs only when the
+/// count so far is a power of two, so a flood of them does not flood the
+/// log.
+fn count_refused(shared: &crate::served::Shared, max_connections: usize) {
+    let n = shared.http.refused.fetch_add(1, Ordering::Relaxed);
+    if n.is_power_of_two() {
+        tracing::warn!(
+            refused = n + 1,
+            max_connections,
+            "connection refused: too many open connections"
+        );
+    }
+}
+
+/// Serves one connection until it ends or the shutdown grace is over;
+/// then gives its slot back.
+async fn connection<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    slot: OwnedSemaphorePermit,
+    shared: Arc<crate::served::Shared>,
+    mut forced: tokio::sync::watch::Receiver<()>,
+) {
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            // Timeouts and clients that go away land here: routine.
+            tracing::debug!(error = %e, "http connection ended");
+        },
+        _ = forced.changed() => {}
+    }
+    shared.http.open.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
 }
 
 async fn accept_error(e: std::io::Error) {

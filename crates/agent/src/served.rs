@@ -4,18 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use phasegate_eval::{AgentContext, CompiledState};
 use phasegate_proto::{AgentId, BlockedEntity, EntityKind, Segment};
 
-/// Now, in Unix-epoch milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use phasegate_proto::now_ms;
 
 /// Compiled entities by kind and name: one map per kind, so a lookup
 /// borrows the requested name instead of building a key.
@@ -24,21 +18,22 @@ pub(crate) struct Served {
     maps: [HashMap<String, Arc<CompiledState>>; 2],
 }
 
-fn slot(kind: EntityKind) -> usize {
+/// Where `kind` sits in the per-kind arrays: gate 0, config 1.
+pub(crate) fn kind_index(kind: EntityKind) -> usize {
     usize::from(kind == EntityKind::Config)
 }
 
 impl Served {
     pub(crate) fn get(&self, kind: EntityKind, name: &str) -> Option<&Arc<CompiledState>> {
-        self.maps[slot(kind)].get(name)
+        self.maps[kind_index(kind)].get(name)
     }
 
     pub(crate) fn insert(&mut self, kind: EntityKind, name: String, state: Arc<CompiledState>) {
-        self.maps[slot(kind)].insert(name, state);
+        self.maps[kind_index(kind)].insert(name, state);
     }
 
     pub(crate) fn remove(&mut self, kind: EntityKind, name: &str) {
-        self.maps[slot(kind)].remove(name);
+        self.maps[kind_index(kind)].remove(name);
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<CompiledState>> {
@@ -48,6 +43,16 @@ impl Served {
     pub(crate) fn len(&self) -> usize {
         self.maps.iter().map(HashMap::len).sum()
     }
+}
+
+/// Connection counters of the HTTP server (`serve.rs`), shown by
+/// `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnStats {
+    /// Connections open now.
+    pub(crate) open: AtomicU64,
+    /// Connections closed at accept because every slot was taken.
+    pub(crate) refused: AtomicU64,
 }
 
 /// State shared by the actors and the HTTP handlers.
@@ -73,7 +78,7 @@ pub(crate) struct Shared {
     /// default, unknown) × source (base, rollout).
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
     /// HTTP connections open and refused.
-    pub(crate) http: crate::serve::ConnStats,
+    pub(crate) http: ConnStats,
     /// Metric analyses: latest results, counters, the running set.
     pub(crate) analysis: crate::analysis::Board,
 }
@@ -82,6 +87,27 @@ pub(crate) struct Shared {
 pub(crate) const REASONS: [&str; 4] = ["disabled", "rule", "default", "unknown"];
 
 impl Shared {
+    /// The state of an agent with these settings that has served nothing
+    /// yet: healthy until a probe says otherwise, never synchronised.
+    pub(crate) fn new(config: &crate::AgentConfig) -> Self {
+        Self {
+            segment: config.segment.clone(),
+            agent_id: config.agent_id.clone(),
+            context: AgentContext::new(config.segment.to_string(), config.tier.clone()),
+            served: ArcSwap::from_pointee(Served::default()),
+            last_sync_ms: AtomicU64::new(0),
+            stale_after_ms: config.stale_after_ms,
+            healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
+            current: AtomicBool::new(false),
+            applied_revision: AtomicU64::new(0),
+            blocked: ArcSwap::from_pointee(Vec::new()),
+            evaluations: Default::default(),
+            http: ConnStats::default(),
+            analysis: crate::analysis::Board::default(),
+        }
+    }
+
     /// Not synchronised for longer than the bound (or never).
     pub(crate) fn stale(&self) -> bool {
         let last = self.last_sync_ms.load(Ordering::Relaxed);
@@ -90,7 +116,7 @@ impl Shared {
 
     /// Counts one evaluation.
     pub(crate) fn count(&self, kind: EntityKind, a: &phasegate_eval::Answer<'_>) {
-        let k = usize::from(kind == EntityKind::Config);
+        let k = kind_index(kind);
         let r = match a.reason {
             phasegate_eval::Reason::Disabled => 0,
             phasegate_eval::Reason::Rule(_) => 1,

@@ -243,6 +243,84 @@ struct Meta {
     entities: String,
 }
 
+impl Meta {
+    fn progress(&self) -> Progress {
+        Progress {
+            segment: self.segment.clone(),
+            applied_revision: self.applied_revision,
+            generation: self.generation,
+            last_sync_ms: self.last_sync_ms,
+        }
+    }
+}
+
+/// What an entities directory holds before its journal: the pack, then
+/// the key files over it, by file name.
+struct Found {
+    records: BTreeMap<String, EntityRecord>,
+    /// Files that failed their check, with why.
+    bad: Vec<(PathBuf, String)>,
+    /// Records over the pack.
+    loose: usize,
+}
+
+impl Found {
+    /// Reads `ents`; `Err` when the directory itself cannot be listed.
+    fn read(ents: &Path) -> Result<Self, String> {
+        let listing =
+            std::fs::read_dir(ents).map_err(|e| format!("cannot read {}: {e}", ents.display()))?;
+        let mut found = Self {
+            records: BTreeMap::new(),
+            bad: Vec::new(),
+            loose: 0,
+        };
+        let pack = ents.join(PACK);
+        match std::fs::read(&pack) {
+            Ok(bytes) => {
+                match unseal::<Vec<EntityRecord>>(PACK_MAGIC, &bytes, legacy::MAX_STATE_BYTES) {
+                    Ok(rs) => found.take(rs),
+                    Err(reason) => found.bad.push((pack, reason)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => found.bad.push((pack, format!("cannot read: {e}"))),
+        }
+        for entry in listing.filter_map(Result::ok) {
+            found.key_file(&entry.file_name().to_string_lossy(), &entry.path());
+        }
+        Ok(found)
+    }
+
+    /// Later records of a key win.
+    fn take(&mut self, records: Vec<EntityRecord>) {
+        self.records
+            .extend(records.into_iter().map(|r| (file_name(&r.key), r)));
+    }
+
+    fn key_file(&mut self, name: &str, path: &Path) {
+        if name.ends_with(".tmp") {
+            // Left by a crash before its rename: never part of the state.
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        if !name.ends_with(ENTITY_EXT) {
+            return;
+        }
+        self.loose += 1;
+        match read_entity(path, name) {
+            Ok(r) => {
+                self.records.insert(name.to_owned(), r);
+            }
+            Err(reason) => {
+                // Nor is the pack's older version of that key served: it
+                // is not what the agent had applied.
+                self.records.remove(name);
+                self.bad.push((path.to_path_buf(), reason));
+            }
+        }
+    }
+}
+
 /// A file that failed its check.
 #[derive(Debug)]
 pub struct Damaged {
@@ -367,121 +445,98 @@ impl Store {
     }
 
     fn load(&mut self) -> Loaded {
-        let meta_path = self.meta_path();
-        let bytes = match std::fs::read(&meta_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.migrate(),
-            Err(e) => return Loaded::Corrupt(move_aside(&meta_path, format!("cannot read: {e}"))),
-        };
-        let meta: Meta = match unseal(META_MAGIC, &bytes, MAX_ENTITY_BYTES) {
+        let meta = match self.read_meta() {
             Ok(m) => m,
-            Err(reason) => return Loaded::Corrupt(move_aside(&meta_path, reason)),
+            Err(loaded) => return *loaded,
         };
-        if !is_entities_dir(&meta.entities) {
-            let reason = format!("names {:?}, not an entities directory", meta.entities);
-            return Loaded::Corrupt(move_aside(&meta_path, reason));
-        }
         let ents = self.dir.join(&meta.entities);
-        let listing = match std::fs::read_dir(&ents) {
-            Ok(l) => l,
-            Err(e) => {
-                let reason = format!("cannot read {}: {e}", ents.display());
-                return Loaded::Corrupt(move_aside(&meta_path, reason));
-            }
+        let mut found = match Found::read(&ents) {
+            Ok(f) => f,
+            Err(reason) => return Loaded::Corrupt(move_aside(&self.meta_path(), reason)),
         };
-        // The pack first, then the key files over it, by file name.
-        let mut records: BTreeMap<String, EntityRecord> = BTreeMap::new();
-        let mut bad = Vec::new();
-        let pack = ents.join(PACK);
-        match std::fs::read(&pack) {
-            Ok(bytes) => {
-                match unseal::<Vec<EntityRecord>>(PACK_MAGIC, &bytes, legacy::MAX_STATE_BYTES) {
-                    Ok(rs) => records.extend(rs.into_iter().map(|r| (file_name(&r.key), r))),
-                    Err(reason) => bad.push((pack, reason)),
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => bad.push((pack, format!("cannot read: {e}"))),
-        }
-        let mut loose = 0;
-        for entry in listing.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.ends_with(".tmp") {
-                // Left by a crash before its rename: never part of the state.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            if !name.ends_with(ENTITY_EXT) {
-                continue;
-            }
-            loose += 1;
-            match read_entity(&path, &name) {
-                Ok(r) => {
-                    records.insert(name, r);
-                }
-                Err(reason) => {
-                    // Nor is the pack's older version of that key served:
-                    // it is not what the agent had applied.
-                    records.remove(&name);
-                    bad.push((path, reason));
-                }
-            }
-        }
         // The journal last: newer than the pack and than any key file
         // (those are only read, written by the per-key layout before it).
-        let mut torn = None;
-        match Journal::read(&ents) {
-            Ok(None) => {}
+        let torn = match Journal::read(&ents) {
+            Ok(None) => None,
             Ok(Some(read)) => {
-                loose += read.records.len();
-                records.extend(read.records.into_iter().map(|r| (file_name(&r.key), r)));
-                torn = read.torn;
+                found.loose += read.records.len();
+                found.take(read.records);
                 self.journal = Some(read.journal);
+                read.torn
             }
             Err(reason) => {
                 // Which keys it held newer records of is unknown: serve
                 // none of this directory, as for a corrupt meta.
                 let damaged = move_aside(&ents.join(journal::FILE), reason);
-                let _ = move_aside(&meta_path, "its entities' journal is corrupt".into());
+                let _ = move_aside(&self.meta_path(), "its entities' journal is corrupt".into());
                 return Loaded::Corrupt(damaged);
             }
-        }
-        self.loose = loose;
-        let mut progress = Progress {
-            segment: meta.segment,
-            applied_revision: meta.applied_revision,
-            generation: meta.generation,
-            last_sync_ms: meta.last_sync_ms,
         };
-        self.entities = Some(meta.entities);
-        let mut damaged = Vec::new();
-        if !bad.is_empty() || torn.is_some() {
-            // What was lost is unknown: claim nothing about it, on disk
-            // first, so that a restart before the watch has delivered it
-            // again does not claim it either (the bad file is gone by then).
-            progress.applied_revision = 0;
-            progress.last_sync_ms = None;
-            let reset = self.write_meta(&progress);
-            if let (Some(bytes), Ok(())) = (torn, &reset) {
-                damaged.push(self.cut_torn_tail(&bytes));
-            }
-            for (path, reason) in bad {
-                damaged.push(match &reset {
-                    Ok(()) => move_aside(&path, reason),
-                    Err(_) => Damaged {
-                        reason,
-                        moved_to: None,
-                    },
-                });
-            }
-        }
+        self.loose = found.loose;
+        self.entities = Some(meta.entities.clone());
+        let mut progress = meta.progress();
+        let damaged = if found.bad.is_empty() && torn.is_none() {
+            Vec::new()
+        } else {
+            self.claim_nothing(&mut progress, found.bad, torn)
+        };
         // A migration that stopped after its commit point left this.
         let _ = std::fs::remove_file(self.dir.join(legacy::FILE));
         Loaded::Ok {
-            state: DiskState::from_parts(progress, records.into_values()),
+            state: DiskState::from_parts(progress, found.records.into_values()),
             damaged,
         }
+    }
+
+    /// `meta.bin`, checked; `Err` with what loading comes to when it is
+    /// missing (a migration, or nothing) or unusable (moved aside).
+    fn read_meta(&mut self) -> Result<Meta, Box<Loaded>> {
+        let meta_path = self.meta_path();
+        let corrupt = |reason| Box::new(Loaded::Corrupt(move_aside(&meta_path, reason)));
+        let bytes = match std::fs::read(&meta_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Box::new(self.migrate()));
+            }
+            Err(e) => return Err(corrupt(format!("cannot read: {e}"))),
+        };
+        let meta: Meta = unseal(META_MAGIC, &bytes, MAX_ENTITY_BYTES).map_err(corrupt)?;
+        if !is_entities_dir(&meta.entities) {
+            return Err(corrupt(format!(
+                "names {:?}, not an entities directory",
+                meta.entities
+            )));
+        }
+        Ok(meta)
+    }
+
+    /// Something was lost and what is unknown: claim nothing about it, on
+    /// disk first, so that a restart before the watch has delivered it
+    /// again does not claim it either (the bad file is gone by then); then
+    /// move the bad files and the torn tail aside.
+    fn claim_nothing(
+        &mut self,
+        progress: &mut Progress,
+        bad: Vec<(PathBuf, String)>,
+        torn: Option<Vec<u8>>,
+    ) -> Vec<Damaged> {
+        progress.applied_revision = 0;
+        progress.last_sync_ms = None;
+        let reset = self.write_meta(progress);
+        let mut damaged = Vec::new();
+        if let (Some(bytes), Ok(())) = (torn, &reset) {
+            damaged.push(self.cut_torn_tail(&bytes));
+        }
+        for (path, reason) in bad {
+            damaged.push(match &reset {
+                Ok(()) => move_aside(&path, reason),
+                Err(_) => Damaged {
+                    reason,
+                    moved_to: None,
+                },
+            });
+        }
+        damaged
     }
 
     /// Cuts the journal back to its last good record, the bytes after it

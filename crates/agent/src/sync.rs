@@ -35,15 +35,16 @@
 //! watch has caught up and it is written. An empty new bucket rebuilds to
 //! an empty state: the bucket is the truth the coordinator publishes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use phasegate_bus::{Client, KvChange};
-use phasegate_proto::Bucket;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use phasegate_bus::{BusError, Client, Kv, KvChange, KvWatch};
+use phasegate_proto::{Bucket, Segment};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tokio::sync::Notify;
 
 use crate::AgentError;
 use crate::plan::{self, ApplyTrace, Plan, ServeChange, plan_batch};
@@ -78,9 +79,8 @@ pub(crate) struct SyncArgs {
 
 pub(crate) struct SyncState {
     /// Tells the pump to set the watch up again from the start.
-    resync: Arc<tokio::sync::Notify>,
+    resync: Arc<Notify>,
     shared: Arc<Shared>,
-    /// The state directory.
     store: Store,
     /// What is on disk (its watermark may be ahead in memory, see above).
     disk: DiskState,
@@ -91,7 +91,9 @@ pub(crate) struct SyncState {
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub(crate) struct Sync;
+/// The actor that keeps the segment's desired state in sync: watch →
+/// plan → disk → snapshot → ack.
+pub(crate) struct SyncActor;
 
 /// What `disk` serves, compiled; entities that no longer compile are left
 /// out (and logged), never served half-read.
@@ -108,7 +110,48 @@ fn served_from(shared: &Shared, disk: &DiskState) -> Served {
     served
 }
 
-impl Actor for Sync {
+/// Opens the state directory: the store, and what of it this agent may
+/// serve (nothing of another segment's, nothing of a corrupt state).
+fn open_state(dir: &Path, segment: &Segment) -> (Store, DiskState) {
+    let (mut store, loaded) = Store::open(dir);
+    let mut disk = readable(loaded);
+    if disk.segment.as_ref() != Some(segment) {
+        if disk != DiskState::default() {
+            tracing::warn!(file_segment = ?disk.segment.as_ref().map(|s| s.as_str()), "state belongs to another segment; ignored");
+        }
+        // Whatever is there is not this agent's: the next write starts afresh.
+        store.forget();
+        disk = DiskState::default();
+    }
+    disk.segment = Some(segment.clone());
+    (store, disk)
+}
+
+/// The state read from disk, with what could not be read logged.
+fn readable(loaded: Loaded) -> DiskState {
+    match loaded {
+        Loaded::Ok { state, damaged } => {
+            for d in damaged {
+                tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "entity file is corrupt; that entity is not served until the watch delivers it again, and nothing is acked until then");
+            }
+            state
+        }
+        Loaded::Migrated { state, converted } => {
+            tracing::info!(
+                converted,
+                "state file of the single-file format read; written as a pack and a journal"
+            );
+            state
+        }
+        Loaded::Missing => DiskState::default(),
+        Loaded::Corrupt(d) => {
+            tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "state file is corrupt; not served, waiting for the coordinator");
+            DiskState::default()
+        }
+    }
+}
+
+impl Actor for SyncActor {
     type Msg = SyncMsg;
     type State = SyncState;
     type Arguments = SyncArgs;
@@ -120,36 +163,7 @@ impl Actor for Sync {
     ) -> Result<SyncState, ActorProcessingErr> {
         let shared = args.shared;
         // Serve what is on disk at once, before NATS is reachable.
-        let (mut store, loaded) = Store::open(&args.state_dir);
-        let mut disk = match loaded {
-            Loaded::Ok { state, damaged } => {
-                for d in damaged {
-                    tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "entity file is corrupt; that entity is not served until the watch delivers it again, and nothing is acked until then");
-                }
-                state
-            }
-            Loaded::Migrated { state, converted } => {
-                tracing::info!(
-                    converted,
-                    "state file of the single-file format read; written as one file per entity"
-                );
-                state
-            }
-            Loaded::Missing => DiskState::default(),
-            Loaded::Corrupt(d) => {
-                tracing::error!(reason = %d.reason, moved_to = ?d.moved_to, "state file is corrupt; not served, waiting for the coordinator");
-                DiskState::default()
-            }
-        };
-        if disk.segment.as_ref() != Some(&shared.segment) {
-            if disk != DiskState::default() {
-                tracing::warn!(file_segment = ?disk.segment.as_ref().map(|s| s.as_str()), "state belongs to another segment; ignored");
-            }
-            // Whatever is there is not this agent's: the next write starts afresh.
-            store.forget();
-            disk = DiskState::default();
-        }
-        disk.segment = Some(shared.segment.clone());
+        let (store, disk) = open_state(&args.state_dir, &shared.segment);
         let served = served_from(&shared, &disk);
         tracing::info!(
             entities = served.len(),
@@ -161,14 +175,14 @@ impl Actor for Sync {
         shared
             .last_sync_ms
             .store(disk.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
-        let resync = Arc::new(tokio::sync::Notify::new());
+        let resync = Arc::new(Notify::new());
         let pump = tokio::spawn(pump(
             args.client,
             myself.clone(),
             resync.clone(),
             args.generation_check,
         ));
-        let every = std::time::Duration::from_millis((shared.stale_after_ms / 2).max(100));
+        let every = Duration::from_millis((shared.stale_after_ms / 2).max(100));
         myself.send_interval(every, || SyncMsg::Checkpoint);
         let state = SyncState {
             resync,
@@ -212,14 +226,7 @@ impl Actor for Sync {
                     state.apply(&batch).await;
                 }
             }
-            SyncMsg::Checkpoint => {
-                let last = state.shared.last_sync_ms.load(Ordering::Relaxed);
-                if last > state.disk.last_sync_ms.unwrap_or(0) {
-                    state.disk.last_sync_ms = Some(last);
-                    // Failures are logged; the next checkpoint tries again.
-                    let _ = state.save_progress().await;
-                }
-            }
+            SyncMsg::Checkpoint => state.checkpoint().await,
         }
         Ok(())
     }
@@ -265,7 +272,8 @@ impl SyncState {
         }
     }
 
-    /// Applies one batch of the current generation.
+    /// Applies one batch of the current generation: plan it, write what
+    /// it changes, then serve and ack it.
     async fn apply(&mut self, batch: &[KvChange]) {
         let plan = plan_batch(&self.disk, self.shared.segment.as_str(), batch);
         log_blocked(&plan);
@@ -275,67 +283,76 @@ impl SyncState {
         let current = plan.current;
         // Changes that arrive after the catch-up come from a live watch:
         // we are in step with what the coordinator published.
-        let now = now_ms();
-        if current {
+        let synced_at = current.then(now_ms);
+        if let Some(now) = synced_at {
             self.shared.last_sync_ms.fetch_max(now, Ordering::Relaxed);
         }
-        if plan.persist() {
-            let mut progress = self.disk.progress();
-            progress.applied_revision = plan.applied_revision;
-            if current {
-                progress.last_sync_ms = Some(now);
-            }
-            // Durable first: only what is on disk is served and acked.
-            let saved = if self
-                .store
-                .wants_whole(plan.files.len(), self.disk.entities.len())
-            {
-                // Time to compact: O(state), after as many records.
-                let mut next = self.disk.clone();
-                plan.apply_to(&mut next);
-                next.last_sync_ms = progress.last_sync_ms;
-                self.replace(next).await
-            } else {
-                self.save(progress, plan.files.clone()).await
-            };
-            if saved.is_err() {
-                // Nothing of the batch is served or acked; the watch
-                // starts over so that it is delivered again.
-                self.resync.notify_one();
-                return;
-            }
-            if current {
-                self.disk.last_sync_ms = Some(now);
-            }
+        // Durable first: only what is on disk is served and acked.
+        if plan.persist() && self.persist(&plan, synced_at).await.is_err() {
+            // Nothing of the batch is served or acked; the watch
+            // starts over so that it is delivered again.
+            self.resync.notify_one();
+            return;
         }
         plan.apply_to(&mut self.disk);
-        let serve = plan.serve;
-        if !serve.is_empty() {
-            let mut entities: Served = (**self.shared.served.load()).clone();
-            for s in serve {
-                match s {
-                    ServeChange::Put {
-                        kind,
-                        name,
-                        revision,
-                        compiled,
-                    } => {
-                        tracing::info!(%kind, %name, revision, "applied");
-                        entities.insert(kind, name, compiled);
-                    }
-                    ServeChange::Remove { kind, name } => {
-                        tracing::info!(%kind, %name, "removed");
-                        entities.remove(kind, &name);
-                    }
-                }
-            }
-            self.shared.served.store(Arc::new(entities));
-        }
+        self.serve(plan.serve);
         if current {
             self.shared.current.store(true, Ordering::Relaxed);
         }
         drop(spans);
         self.publish();
+    }
+
+    /// Writes the files `plan` changes, then its watermark (and
+    /// `synced_at`, when the batch came from a live watch).
+    async fn persist(&mut self, plan: &Plan, synced_at: Option<u64>) -> Result<(), AgentError> {
+        let mut progress = self.disk.progress();
+        progress.applied_revision = plan.applied_revision;
+        if synced_at.is_some() {
+            progress.last_sync_ms = synced_at;
+        }
+        if self
+            .store
+            .wants_whole(plan.files.len(), self.disk.entities.len())
+        {
+            // Time to compact: O(state), after as many records.
+            let mut next = self.disk.clone();
+            plan.apply_to(&mut next);
+            next.last_sync_ms = progress.last_sync_ms;
+            self.replace(next).await?;
+        } else {
+            self.save(progress, plan.files.clone()).await?;
+        }
+        if synced_at.is_some() {
+            self.disk.last_sync_ms = synced_at;
+        }
+        Ok(())
+    }
+
+    /// Swaps in a snapshot with `changes` made, for the HTTP API.
+    fn serve(&self, changes: Vec<ServeChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut entities: Served = (**self.shared.served.load()).clone();
+        for change in changes {
+            match change {
+                ServeChange::Put {
+                    kind,
+                    name,
+                    revision,
+                    compiled,
+                } => {
+                    tracing::info!(%kind, %name, revision, "applied");
+                    entities.insert(kind, name, compiled);
+                }
+                ServeChange::Remove { kind, name } => {
+                    tracing::info!(%kind, %name, "removed");
+                    entities.remove(kind, &name);
+                }
+            }
+        }
+        self.shared.served.store(Arc::new(entities));
     }
 
     /// Reads one batch of a new generation into the state being rebuilt.
@@ -398,6 +415,7 @@ impl SyncState {
         }
     }
 
+    /// The `apply` span of one rollout, continuing its trace.
     fn span(&self, t: &ApplyTrace) -> tracing::Span {
         let span = tracing::info_span!(
             "phasegate.apply",
@@ -412,6 +430,17 @@ impl SyncState {
         );
         phasegate_bus::trace::continue_from_traceparent(&span, t.trace_parent.as_deref());
         span
+    }
+
+    /// Writes down the last moment the agent knew itself in sync, when it
+    /// is newer than the one on disk.
+    async fn checkpoint(&mut self) {
+        let last = self.shared.last_sync_ms.load(Ordering::Relaxed);
+        if last > self.disk.last_sync_ms.unwrap_or(0) {
+            self.disk.last_sync_ms = Some(last);
+            // Failures are logged; the next checkpoint tries again.
+            let _ = self.save_progress().await;
+        }
     }
 
     async fn mark_synced(&mut self) {
@@ -486,73 +515,23 @@ fn log_blocked(plan: &Plan) {
 /// whenever it breaks (NATS down, bucket not created yet) or the bucket's
 /// generation changes under it (a deleted and recreated bucket would
 /// otherwise go unnoticed: the watch would wait for revisions above the
-/// old ones).
+/// old ones). Ends when the actor is gone.
 async fn pump(
     client: Client,
     sync: ActorRef<SyncMsg>,
-    resync: Arc<tokio::sync::Notify>,
+    resync: Arc<Notify>,
     generation_check: Duration,
 ) {
     let bucket = client.subjects().bucket(Bucket::Desired);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let watch = async {
-            let kv = client.kv_existing(&bucket).await?;
-            let generation = kv.generation().await?;
-            let empty = kv.is_empty().await?;
-            let w = kv.watch_all_with_history().await?;
-            Ok::<_, phasegate_bus::BusError>((kv, w, generation, empty))
-        }
-        .await;
-        match watch {
-            Ok((kv, mut w, generation, empty)) => {
+        match open_watch(&client, &bucket).await {
+            Ok(watch) => {
                 backoff = Duration::from_millis(50);
-                if sync.cast(SyncMsg::Watching { generation, empty }).is_err() {
-                    return;
-                }
-                let mut check = tokio::time::interval(generation_check);
-                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                check.reset();
-                loop {
-                    let next = tokio::select! {
-                        n = w.next() => n,
-                        () = resync.notified() => break,
-                        _ = check.tick() => match kv.generation().await {
-                            Ok(g) if g == generation => continue,
-                            Ok(_) => {
-                                tracing::warn!("the desired-state bucket was created again; watching it afresh");
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot check the desired-state bucket; watching it afresh");
-                                break;
-                            }
-                        },
-                    };
-                    match next {
-                        Some(Ok(c)) => {
-                            let mut batch = vec![c];
-                            // Take whatever else is already here: one disk
-                            // write for a catch-up of thousands.
-                            while batch.len() < MAX_BATCH {
-                                match w.next().now_or_never() {
-                                    Some(Some(Ok(c))) => batch.push(c),
-                                    _ => break,
-                                }
-                            }
-                            if sync.cast(SyncMsg::Changes(batch)).is_err() {
-                                return;
-                            }
-                        }
-                        other => {
-                            if let Some(Err(e)) = other {
-                                tracing::warn!(error = %e, "desired-state watch broke");
-                            }
-                            break;
-                        }
-                    }
-                }
-                if sync.cast(SyncMsg::WatchLost).is_err() {
+                if forward(watch, &sync, &resync, generation_check)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -560,5 +539,95 @@ async fn pump(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A watch on the desired-state bucket, from the start.
+struct Watch {
+    kv: Kv,
+    changes: KvWatch,
+    generation: u64,
+    /// The bucket held nothing when the watch began.
+    empty: bool,
+}
+
+async fn open_watch(client: &Client, bucket: &str) -> Result<Watch, BusError> {
+    let kv = client.kv_existing(bucket).await?;
+    let generation = kv.generation().await?;
+    let empty = kv.is_empty().await?;
+    let changes = kv.watch_all_with_history().await?;
+    Ok(Watch {
+        kv,
+        changes,
+        generation,
+        empty,
+    })
+}
+
+/// Forwards `watch` to the actor, in batches, until it breaks, the actor
+/// asks for a fresh one, or the bucket's generation changes; then tells
+/// the actor the watch is lost. Fails only when the actor is gone.
+async fn forward(
+    mut watch: Watch,
+    sync: &ActorRef<SyncMsg>,
+    resync: &Notify,
+    generation_check: Duration,
+) -> Result<(), MessagingErr<SyncMsg>> {
+    sync.cast(SyncMsg::Watching {
+        generation: watch.generation,
+        empty: watch.empty,
+    })?;
+    let mut check = tokio::time::interval(generation_check);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.reset();
+    loop {
+        let next = tokio::select! {
+            n = watch.changes.next() => n,
+            () = resync.notified() => break,
+            _ = check.tick() => {
+                if same_generation(&watch.kv, watch.generation).await {
+                    continue;
+                }
+                break;
+            }
+        };
+        match next {
+            Some(Ok(first)) => sync.cast(SyncMsg::Changes(batch(first, &mut watch.changes)))?,
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::warn!(error = %e, "desired-state watch broke");
+                }
+                break;
+            }
+        }
+    }
+    sync.cast(SyncMsg::WatchLost)
+}
+
+/// `first` and whatever else the watch already holds, up to
+/// [`MAX_BATCH`]: one disk write for a catch-up of thousands.
+fn batch(first: KvChange, changes: &mut KvWatch) -> Vec<KvChange> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match changes.next().now_or_never() {
+            Some(Some(Ok(c))) => batch.push(c),
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// Whether the bucket is still of `generation`; says why when not.
+async fn same_generation(kv: &Kv, generation: u64) -> bool {
+    match kv.generation().await {
+        Ok(g) if g == generation => true,
+        Ok(_) => {
+            tracing::warn!("the desired-state bucket was created again; watching it afresh");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the desired-state bucket; watching it afresh");
+            false
+        }
     }
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::BusError;
-use crate::security::{Creds, Security, UrlAuth, read_creds, split_url_auth};
-use crate::serve::headers_for;
+use crate::headers::headers_for;
+use crate::security::{Creds, Security, UrlAuth, read_creds, redact_url, split_url_auth};
 
 /// How long a request waits for its reply unless configured otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -203,28 +203,6 @@ fn nats_options(
     Ok((servers, nats_opts))
 }
 
-/// `url` (a comma-separated list of server addresses) with every user
-/// name, password or token replaced by `***`, fit for logs and errors:
-/// `nats://user:pass@host:4222` → `nats://***@host:4222`.
-pub fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|server| {
-            let (scheme, rest) = match server.find("://") {
-                Some(i) => server.split_at(i + 3),
-                None => ("", server),
-            };
-            // The authority ends at the first '/', '?' or '#'; credentials
-            // are what comes before its last '@'.
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}***{}", &rest[at..]),
-                None => server.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn log_event(name: &str, event: &Event) {
     match event {
         Event::Connected => tracing::info!(connection = name, "nats connected"),
@@ -381,23 +359,6 @@ mod tests {
 
     use phasegate_proto::{ApiError, ErrorCode};
     use serde::Deserialize;
-
-    #[test]
-    fn credentials_never_survive_redaction() {
-        for (url, want) in [
-            (
-                "nats://user:secret@127.0.0.1:4222",
-                "nats://***@127.0.0.1:4222",
-            ),
-            ("nats://s3cr3t-token@host:4222", "nats://***@host:4222"),
-            ("tls://a:b@h1:1,nats://h2:2", "tls://***@h1:1,nats://h2:2"),
-            ("u:p@host:4222", "***@host:4222"),
-            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
-            ("nats://h:1/x@y", "nats://h:1/x@y"),
-        ] {
-            assert_eq!(super::redact_url(url), want, "{url}");
-        }
-    }
 
     use super::*;
 

@@ -11,9 +11,10 @@ pub enum BusError {
     /// retried in the background, forever).
     #[error("cannot connect to nats at {url}: {source}")]
     Connect {
-        /// The address given.
+        /// The address given, credentials redacted.
         url: String,
-        /// Why.
+        /// What the client library reported: a bad address, no server in
+        /// reach, refused credentials.
         #[source]
         source: async_nats::ConnectError,
     },
@@ -41,16 +42,17 @@ pub enum BusError {
     Request {
         /// The request subject.
         subject: String,
-        /// Why.
+        /// What the client library reported.
         #[source]
         source: async_nats::RequestError,
     },
     /// A message could not be published.
     #[error("cannot publish on {subject}: {source}")]
     Publish {
-        /// The subject.
+        /// Where it was to go.
         subject: String,
-        /// Why.
+        /// What the client library reported: its buffer is full, or the
+        /// connection is closed.
         #[source]
         source: async_nats::PublishError,
     },
@@ -68,18 +70,18 @@ pub enum BusError {
     Decode {
         /// The request subject.
         subject: String,
-        /// Why.
+        /// What the codec could not read.
         #[source]
         source: CodecError,
     },
     /// A key-value operation failed.
     #[error("key-value bucket {bucket}: {op} failed: {message}")]
     Kv {
-        /// The bucket.
+        /// The bucket's full name (`<prefix>_<bucket>`).
         bucket: String,
-        /// What was attempted.
+        /// What was attempted: `get`, `watch`, `create bucket` …
         op: &'static str,
-        /// Why.
+        /// The server's or the client library's reason, as text.
         message: String,
     },
     /// A write the server did not confirm: it may still take effect (a
@@ -89,19 +91,19 @@ pub enum BusError {
         "key-value bucket {bucket}: {op} not confirmed, it may or may not take effect: {message}"
     )]
     KvUnconfirmed {
-        /// The bucket.
+        /// The bucket's full name (`<prefix>_<bucket>`).
         bucket: String,
-        /// What was attempted.
+        /// The write attempted: `put`, `create`, `update`, `delete`.
         op: &'static str,
-        /// Why.
+        /// The server's or the client library's reason, as text.
         message: String,
     },
     /// A revision-checked write lost to another writer.
     #[error("key-value bucket {bucket}: {key} was changed by another writer")]
     KvConflict {
-        /// The bucket.
+        /// The bucket's full name (`<prefix>_<bucket>`).
         bucket: String,
-        /// The key.
+        /// The key whose latest revision was not the one expected.
         key: String,
     },
     /// The service API or a subscription failed.

@@ -48,9 +48,9 @@ impl Default for BucketOptions {
 /// One value of a bucket with the revision that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvEntry {
-    /// The key.
+    /// The key within the bucket.
     pub key: String,
-    /// The value.
+    /// The bytes written; callers decode them.
     pub value: Bytes,
     /// The bucket-wide sequence number of the write.
     pub revision: u64,
@@ -59,7 +59,7 @@ pub struct KvEntry {
 /// A change seen by a watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvChange {
-    /// The key.
+    /// The key that changed.
     pub key: String,
     /// The new value; `None` when the key was deleted or purged.
     pub value: Option<Bytes>,
@@ -108,37 +108,28 @@ impl Client {
     pub async fn kv(&self, bucket: &str, opts: BucketOptions) -> Result<Kv, BusError> {
         let js = self.jetstream();
         let store = match js.get_key_value(bucket).await {
-            Ok(store) => {
-                if self.apply_settings(&store, bucket, &opts).await? {
-                    // Reopened, so what it caches of the stream is current.
-                    js.get_key_value(bucket)
-                        .await
-                        .map_err(|e| kv_err(bucket, "open bucket", e))?
-                } else {
-                    store
-                }
-            }
-            Err(_) => {
-                let store = js
-                    .create_key_value(Config {
-                        bucket: bucket.to_owned(),
-                        description: opts.description.clone(),
-                        history: opts.history,
-                        max_value_size: opts.max_value_size,
-                        max_age: opts.max_age,
-                        ..Config::default()
-                    })
-                    .await
-                    .map_err(|e| kv_err(bucket, "create bucket", e))?;
-                // What the key-value API cannot set at creation.
-                if self.apply_settings(&store, bucket, &opts).await? {
-                    js.get_key_value(bucket)
-                        .await
-                        .map_err(|e| kv_err(bucket, "open bucket", e))?
-                } else {
-                    store
-                }
-            }
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(Config {
+                    bucket: bucket.to_owned(),
+                    description: opts.description.clone(),
+                    history: opts.history,
+                    max_value_size: opts.max_value_size,
+                    max_age: opts.max_age,
+                    ..Config::default()
+                })
+                .await
+                .map_err(|e| kv_err(bucket, "create bucket", e))?,
+        };
+        // An existing bucket's settings brought in line; of a new one, what
+        // the key-value API cannot set at creation.
+        let store = if self.apply_settings(&store, bucket, &opts).await? {
+            // Reopened, so what it caches of the stream is current.
+            js.get_key_value(bucket)
+                .await
+                .map_err(|e| kv_err(bucket, "open bucket", e))?
+        } else {
+            store
         };
         Ok(Kv {
             store,
@@ -216,6 +207,14 @@ impl Kv {
         &self.bucket
     }
 
+    /// A revision-checked write to `key` lost to another writer.
+    fn conflict(&self, key: &str) -> BusError {
+        BusError::KvConflict {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+        }
+    }
+
     /// The latest value of `key`, if it has one.
     ///
     /// # Errors
@@ -257,10 +256,7 @@ impl Kv {
     pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, BusError> {
         self.store.create(key, value).await.map_err(|e| {
             if e.kind() == CreateErrorKind::AlreadyExists {
-                BusError::KvConflict {
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                }
+                self.conflict(key)
             } else {
                 kv_unconfirmed(&self.bucket, "create", e)
             }
@@ -280,10 +276,7 @@ impl Kv {
         }
         self.store.update(key, value, revision).await.map_err(|e| {
             if e.kind() == UpdateErrorKind::WrongLastRevision {
-                BusError::KvConflict {
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                }
+                self.conflict(key)
             } else {
                 kv_unconfirmed(&self.bucket, "update", e)
             }
@@ -314,10 +307,7 @@ impl Kv {
             .await
             .map_err(|e| {
                 if e.kind() == UpdateErrorKind::WrongLastRevision {
-                    BusError::KvConflict {
-                        bucket: self.bucket.clone(),
-                        key: key.to_owned(),
-                    }
+                    self.conflict(key)
                 } else {
                     kv_unconfirmed(&self.bucket, "delete", e)
                 }

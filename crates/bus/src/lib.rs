@@ -9,19 +9,19 @@
 
 mod client;
 mod error;
+mod headers;
 mod kv;
 mod security;
 mod serve;
 mod service;
 pub mod trace;
 
-pub use client::{
-    Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, InitialConnect, connect, redact_url,
-};
+pub use client::{Client, ConnectOptions, DEFAULT_REQUEST_TIMEOUT, InitialConnect, connect};
 pub use error::BusError;
+pub use headers::{content_type_header, encoding_of, headers_for};
 pub use kv::{BucketOptions, Kv, KvChange, KvEntry, KvWatch};
-pub use security::Security;
-pub use serve::{content_type_header, encode_reply, encoding_of, headers_for, reply};
+pub use security::{Security, redact_url};
+pub use serve::{encode_reply, reply};
 pub use service::{Request, Requests, Service};
 
 /// The `async-nats` crate itself, for tests of the transport (the product

@@ -199,16 +199,11 @@ pub(crate) fn split_url_auth(url: &str) -> Result<(Vec<String>, Option<UrlAuth>)
     let mut servers = Vec::new();
     let mut auth: Option<UrlAuth> = None;
     for server in url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (scheme, rest) = match server.find("://") {
-            Some(i) => server.split_at(i + 3),
-            None => ("", server),
-        };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let Some(at) = rest[..end].rfind('@') else {
+        let (scheme, userinfo, host) = split_server(server);
+        let Some(userinfo) = userinfo else {
             servers.push(server.to_owned());
             continue;
         };
-        let userinfo = &rest[..at];
         let found = match userinfo.split_once(':') {
             Some((user, pass)) => UrlAuth::UserPassword(percent_decode(user), percent_decode(pass)),
             None => UrlAuth::Token(percent_decode(userinfo)),
@@ -217,14 +212,43 @@ pub(crate) fn split_url_auth(url: &str) -> Result<(Vec<String>, Option<UrlAuth>)
             Some(known) if *known != found => {
                 return Err(security(format!(
                     "the servers of {} carry different credentials: give one set",
-                    crate::client::redact_url(url)
+                    redact_url(url)
                 )));
             }
             _ => auth = Some(found),
         }
-        servers.push(format!("{scheme}{}", &rest[at + 1..]));
+        servers.push(format!("{scheme}{host}"));
     }
     Ok((servers, auth))
+}
+
+/// `url` (a comma-separated list of server addresses) with every user
+/// name, password or token replaced by `***`, fit for logs and errors:
+/// `nats://user:pass@host:4222` → `nats://***@host:4222`.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| match split_server(server) {
+            (scheme, Some(_), host) => format!("{scheme}***@{host}"),
+            (_, None, _) => server.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One server address taken apart: its scheme (`nats://`, or nothing),
+/// the credentials, if any, and what follows them. The authority ends at
+/// the first `/`, `?` or `#`; credentials are what comes before its last
+/// `@`.
+fn split_server(server: &str) -> (&str, Option<&str>, &str) {
+    let (scheme, rest) = match server.find("://") {
+        Some(i) => server.split_at(i + 3),
+        None => ("", server),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => (scheme, Some(&rest[..at]), &rest[at + 1..]),
+        None => (scheme, None, rest),
+    }
 }
 
 /// `%XX` escapes decoded (as URLs carry a password holding `@` or `:`);
@@ -277,6 +301,23 @@ mod tests {
             format!("{:?}", Creds::Seed(SEED.into())),
             "Creds::Seed(***)"
         );
+    }
+
+    #[test]
+    fn credentials_never_survive_redaction() {
+        for (url, want) in [
+            (
+                "nats://user:secret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            ("nats://s3cr3t-token@host:4222", "nats://***@host:4222"),
+            ("tls://a:b@h1:1,nats://h2:2", "tls://***@h1:1,nats://h2:2"),
+            ("u:p@host:4222", "***@host:4222"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("nats://h:1/x@y", "nats://h:1/x@y"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
     }
 
     #[test]

@@ -54,10 +54,11 @@ impl Request {
 
     /// The encoding the request asks for (its `Content-Type`).
     pub fn encoding(&self) -> phasegate_proto::Encoding {
-        crate::serve::encoding_of(&self.inner.message)
+        crate::headers::encoding_of(&self.inner.message)
     }
 
-    /// Answers it.
+    /// Answers it with `body` and `headers`, as [`crate::encode_reply`]
+    /// makes them; the endpoint's stats count the answer.
     ///
     /// # Errors
     ///

@@ -8,15 +8,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use phasegate_client::PhasegateClient;
-use phasegate_model::behaviour::{normalize, same_behaviour};
-use phasegate_proto::{EntityKind, EntitySpec, ErrorCode, Pipeline};
+use phasegate_client::{ClientError, PhasegateClient};
+use phasegate_model::behaviour::{is_kill_switch, normalize, same_behaviour};
+use phasegate_proto::{EntityKind, EntityResult, EntitySpec, ErrorCode, Pipeline, PipelineName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::Global;
-use crate::output::{Table, say};
+use crate::output::{json, say};
+use crate::render::{self, Change};
+use crate::{Format, Global};
 
 /// Deserialises `value` and refuses keys the type does not know, so a typo
 /// in a file is an error rather than a silently ignored setting.
@@ -61,6 +62,7 @@ pub(crate) struct Bundle {
     pub(crate) entities: Vec<(String, EntityKind, EntitySpec)>,
 }
 
+/// `path`, or the `*.toml` files below it in name order, appended to `out`.
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -88,129 +90,168 @@ pub(crate) fn load(paths: &[PathBuf]) -> anyhow::Result<Bundle> {
     }
     let mut b = Bundle::default();
     for file in files {
+        b.read(&file)?;
+    }
+    Ok(b)
+}
+
+impl Bundle {
+    /// Adds what `file` holds; a file with none of our tables is skipped,
+    /// and said so.
+    fn read(&mut self, file: &Path) -> anyhow::Result<()> {
         let origin = file.display().to_string();
         let text =
-            std::fs::read_to_string(&file).with_context(|| format!("cannot read {origin}"))?;
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {origin}"))?;
         let doc: toml::Table = toml::from_str(&text).with_context(|| origin.clone())?;
         let ours = |k: &String| matches!(k.as_str(), "pipeline" | "gate" | "config");
         if !doc.keys().any(ours) {
             // A server configuration or another file kept beside them.
             eprintln!("skipped {origin}: no [[pipeline]], [[gate]] or [[config]] in it");
-            continue;
+            return Ok(());
         }
         for (key, value) in doc {
-            let items = match value {
-                toml::Value::Array(items) => items,
-                _ => bail!("{origin}: {key} must be an array of tables ([[{key}]])"),
+            let toml::Value::Array(items) = value else {
+                bail!("{origin}: {key} must be an array of tables ([[{key}]])");
             };
             for (i, item) in items.into_iter().enumerate() {
                 let at = format!("{origin}: {key}[{i}]");
-                let json = serde_json::to_value(item)?;
-                match key.as_str() {
-                    "pipeline" => {
-                        let p: Pipeline = strict(&json, &at)?;
-                        phasegate_model::validate_pipeline(&p)
-                            .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", p.name))?;
-                        b.pipelines.push((at, p));
-                    }
-                    "gate" | "config" => {
-                        let kind = if key == "gate" {
-                            EntityKind::Gate
-                        } else {
-                            EntityKind::Config
-                        };
-                        let mut s: EntitySpec = strict(&json, &at)?;
-                        s.kind = kind;
-                        phasegate_model::validate_spec(&s)
-                            .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", s.name))?;
-                        b.entities.push((at, kind, s));
-                    }
-                    other => bail!(
-                        "{origin}: unknown table {other:?}: expected pipeline, gate or config"
-                    ),
-                }
+                self.add(&origin, &key, at, &serde_json::to_value(item)?)?;
             }
         }
+        Ok(())
     }
-    Ok(b)
+
+    /// Adds one `[[key]]` table, validated; `at` names it in errors.
+    fn add(&mut self, origin: &str, key: &str, at: String, json: &Value) -> anyhow::Result<()> {
+        match key {
+            "pipeline" => {
+                let p: Pipeline = strict(json, &at)?;
+                phasegate_model::validate_pipeline(&p)
+                    .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", p.name))?;
+                self.pipelines.push((at, p));
+            }
+            "gate" | "config" => {
+                let kind: EntityKind = key.parse()?;
+                let mut s: EntitySpec = strict(json, &at)?;
+                s.kind = kind;
+                phasegate_model::validate_spec(&s)
+                    .map_err(|e| anyhow::anyhow!("{at} ({}): {e}", s.name))?;
+                self.entities.push((at, kind, s));
+            }
+            other => {
+                bail!("{origin}: unknown table {other:?}: expected pipeline, gate or config")
+            }
+        }
+        Ok(())
+    }
 }
 
-fn not_found(e: &phasegate_client::ClientError) -> bool {
-    e.code() == ErrorCode::NotFound
+/// The value the server has, `None` when it has none.
+fn existing<T>(found: Result<T, ClientError>) -> anyhow::Result<Option<T>> {
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
-async fn plan(c: &PhasegateClient, b: &Bundle) -> anyhow::Result<Vec<(String, String, String)>> {
+/// What applying `b` would change, asking the server what it has.
+async fn changes(c: &PhasegateClient, b: &Bundle) -> anyhow::Result<Vec<Change>> {
     let mut rows = Vec::new();
     for (_, p) in &b.pipelines {
-        let change = match c.pipeline_get(p.name.clone()).await {
-            Ok(old) if &old == p => "unchanged".to_owned(),
-            Ok(_) => "update".to_owned(),
-            Err(e) if not_found(&e) => "create".to_owned(),
-            Err(e) => return Err(e.into()),
-        };
-        rows.push(("pipeline".to_owned(), p.name.to_string(), change));
+        let old = existing(c.pipeline_get(p.name.clone()).await)?;
+        rows.push(Change {
+            kind: "pipeline".to_owned(),
+            name: p.name.to_string(),
+            change: pipeline_change(old.as_ref(), p).to_owned(),
+        });
     }
     for (_, kind, s) in &b.entities {
-        let via = |p: Option<&phasegate_proto::PipelineName>| match p {
-            Some(p) => format!("rollout through pipeline {p}"),
-            None => "everywhere at once".to_owned(),
-        };
-        let change = match c.entity_get(*kind, s.name.clone()).await {
-            Ok(old) => {
-                let new = normalize(s.clone());
-                if old.trigger.is_some() {
-                    "blocked: a rollout is active".to_owned()
-                } else if same_behaviour(&old.spec, &new) {
-                    if old.spec.description == new.description && old.spec.pipeline == new.pipeline
-                    {
-                        "unchanged".to_owned()
-                    } else {
-                        "metadata, everywhere at once".to_owned()
-                    }
-                } else if old.spec.enabled
-                    && !new.enabled
-                    && phasegate_model::behaviour::is_kill_switch(&old.spec, &new)
-                {
-                    "kill switch, everywhere at once".to_owned()
-                } else {
-                    format!(
-                        "v{} → v{}, {}",
-                        old.spec.version,
-                        old.spec.version + 1,
-                        via(new.pipeline.as_ref().or(old.spec.pipeline.as_ref()))
-                    )
-                }
-            }
-            Err(e) if not_found(&e) => format!("create, {}", via(s.pipeline.as_ref())),
-            Err(e) => return Err(e.into()),
-        };
-        rows.push((kind.to_string(), s.name.to_string(), change));
+        let old = existing(c.entity_get(*kind, s.name.clone()).await)?;
+        rows.push(Change {
+            kind: kind.to_string(),
+            name: s.name.to_string(),
+            change: entity_change(old.as_ref(), s),
+        });
     }
     Ok(rows)
+}
+
+fn pipeline_change(old: Option<&Pipeline>, new: &Pipeline) -> &'static str {
+    match old {
+        Some(old) if old == new => "unchanged",
+        Some(_) => "update",
+        None => "create",
+    }
+}
+
+/// What putting `new` does to the entity the server has (`old`), as
+/// `model::put` would decide it.
+fn entity_change(old: Option<&EntityResult>, new: &EntitySpec) -> String {
+    let via = |p: Option<&PipelineName>| match p {
+        Some(p) => format!("rollout through pipeline {p}"),
+        None => "everywhere at once".to_owned(),
+    };
+    let Some(old) = old else {
+        return format!("create, {}", via(new.pipeline.as_ref()));
+    };
+    let new = normalize(new.clone());
+    if old.trigger.is_some() {
+        "blocked: a rollout is active".to_owned()
+    } else if same_behaviour(&old.spec, &new) {
+        if old.spec.description == new.description && old.spec.pipeline == new.pipeline {
+            "unchanged".to_owned()
+        } else {
+            "metadata, everywhere at once".to_owned()
+        }
+    } else if old.spec.enabled && !new.enabled && is_kill_switch(&old.spec, &new) {
+        "kill switch, everywhere at once".to_owned()
+    } else {
+        format!(
+            "v{} → v{}, {}",
+            old.spec.version,
+            old.spec.version + 1,
+            via(new.pipeline.as_ref().or(old.spec.pipeline.as_ref()))
+        )
+    }
 }
 
 /// `phasegate apply`.
 pub(crate) async fn run(g: &Global, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<()> {
     let bundle = load(paths)?;
     let c = g.client().await?;
-    let rows = plan(&c, &bundle).await?;
-    let mut t = Table::new(&["KIND", "NAME", "CHANGE"]);
-    for (k, n, ch) in &rows {
-        t.row(vec![k.clone(), n.clone(), ch.clone()]);
-    }
-    if g.output == crate::Format::Table {
-        t.print();
+    let changes = changes(&c, &bundle).await?;
+    if g.output == Format::Table {
+        render::changes(&changes);
     }
     if dry_run {
-        if g.output == crate::Format::Json {
-            let v: Vec<Value> = rows
+        if g.output == Format::Json {
+            let v: Vec<Value> = changes
                 .iter()
-                .map(|(k, n, ch)| serde_json::json!({"kind": k, "name": n, "change": ch}))
+                .map(
+                    |ch| serde_json::json!({"kind": ch.kind, "name": ch.name, "change": ch.change}),
+                )
                 .collect();
-            println!("{}", crate::output::json(&v, true)?);
+            println!("{}", json(&v, true)?);
         }
         return Ok(());
     }
+    let results = put_all(g, &c, &bundle).await?;
+    if g.output == Format::Json {
+        println!("{}", json(&results, true)?);
+    } else {
+        say!(
+            "applied {} pipeline(s), {} gate/config(s)",
+            bundle.pipelines.len(),
+            bundle.entities.len()
+        );
+    }
+    Ok(())
+}
+
+/// Puts everything in `bundle`: pipelines first, then configs, then
+/// gates. Returns what each put did, for `-o json`.
+async fn put_all(g: &Global, c: &PhasegateClient, bundle: &Bundle) -> anyhow::Result<Vec<Value>> {
     let actor = g.actor()?;
     let mut results = Vec::new();
     for (at, p) in &bundle.pipelines {
@@ -233,30 +274,12 @@ pub(crate) async fn run(g: &Global, paths: &[PathBuf], dry_run: bool) -> anyhow:
             )
             .await
             .with_context(|| at.clone())?;
-        if g.output == crate::Format::Table {
-            match &r.trigger {
-                Some(t) => say!(
-                    "{kind} {}: v{}, rollout {} started (phasegate trigger watch {})",
-                    r.spec.name,
-                    r.spec.version,
-                    t.id,
-                    t.id
-                ),
-                None => say!("{kind} {}: v{}", r.spec.name, r.spec.version),
-            }
+        if g.output == Format::Table {
+            render::entity_applied(*kind, &r);
         }
         results.push(serde_json::json!({"kind": kind, "name": r.spec.name, "version": r.spec.version, "trigger_id": r.trigger.map(|t| t.id)}));
     }
-    if g.output == crate::Format::Json {
-        println!("{}", crate::output::json(&results, true)?);
-    } else {
-        say!(
-            "applied {} pipeline(s), {} gate/config(s)",
-            bundle.pipelines.len(),
-            bundle.entities.len()
-        );
-    }
-    Ok(())
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use nkeys::KeyPair;
+use phasegate_coordinator::auth::Role;
 use phasegate_proto::{Bucket, Segment, Subjects};
 
 /// The account of the coordinator and the agents.
@@ -53,33 +54,6 @@ pub(crate) struct InitArgs {
     /// editor or admin; repeat for several.
     #[arg(long = "operator", value_name = "NAME[:ROLE]")]
     operators: Vec<String>,
-}
-
-/// What an operator may do (SPEC.md §8), enforced by the coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Role {
-    Viewer,
-    Editor,
-    Admin,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Editor => "editor",
-            Self::Admin => "admin",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "viewer" => Some(Self::Viewer),
-            "editor" => Some(Self::Editor),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
 }
 
 /// One operator: name, role, keypair.
@@ -128,13 +102,7 @@ pub(crate) struct Written {
 /// Writes (or extends) the installation in `args.dir`. Prints nothing:
 /// the command prints a summary, the demo its own lines.
 pub(crate) fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<Written> {
-    let dir = &args.dir;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let dir = private_dir(&args.dir)?;
     let existing_toml = read_toml(&dir.join(COORDINATOR_TOML))?;
     let prefix = match prefix {
         Some(p) => p.to_owned(),
@@ -145,46 +113,12 @@ pub(crate) fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<Writ
             .to_owned(),
     };
     let subjects = Subjects::new(prefix).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
-
     let mut created = Vec::new();
-    let coordinator = identity(&dir, COORDINATOR_CREDS, &mut created)?;
-    let mut segments: Vec<String> = existing_names(&dir, "agent-")?;
-    for s in &args.segments {
-        let seg = Segment::new(s.clone()).map_err(|e| anyhow::anyhow!("--segment {s:?}: {e}"))?;
-        segments.push(seg.to_string());
-    }
-    segments.sort();
-    segments.dedup();
-    let mut agents = BTreeMap::new();
-    for s in segments {
-        let key = identity(&dir, &format!("agent-{s}.creds"), &mut created)?;
-        agents.insert(s, key);
-    }
-
-    let mut roles = existing_roles(&existing_toml);
-    for name in existing_names(&dir, "operator-")? {
-        roles.entry(name).or_insert(None);
-    }
-    for spec in &args.operators {
-        let (name, role) = parse_operator(spec)?;
-        let slot = roles.entry(name).or_insert(None);
-        // A role given wins; none given keeps the one on file.
-        if role.is_some() {
-            *slot = role;
-        }
-    }
-    let mut operators = BTreeMap::new();
-    for (name, role) in roles {
-        let key = identity(&dir, &format!("operator-{name}.creds"), &mut created)?;
-        let role = role.unwrap_or(Role::Viewer);
-        operators.insert(name, Operator { role, key });
-    }
-
     let install = Install {
         subjects,
-        coordinator,
-        agents,
-        operators,
+        coordinator: identity(&dir, COORDINATOR_CREDS, &mut created)?,
+        agents: agents(&dir, &args.segments, &mut created)?,
+        operators: operators(&dir, &args.operators, &existing_toml, &mut created)?,
     };
     write_private(&dir.join(SERVER_CONF), &server_conf(&install, &dir)?)?;
     write_private(
@@ -198,11 +132,72 @@ pub(crate) fn init(args: &InitArgs, prefix: Option<&str>) -> anyhow::Result<Writ
     })
 }
 
+/// `dir`, created if need be, private (0700), resolved.
+fn private_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))
+}
+
+/// The key of every segment's agents: those already in `dir` and the
+/// `segments` given, each new one created.
+fn agents(
+    dir: &Path,
+    segments: &[String],
+    created: &mut Vec<String>,
+) -> anyhow::Result<BTreeMap<String, KeyPair>> {
+    let mut names: Vec<String> = existing_names(dir, "agent-")?;
+    for s in segments {
+        let seg = Segment::new(s.clone()).map_err(|e| anyhow::anyhow!("--segment {s:?}: {e}"))?;
+        names.push(seg.to_string());
+    }
+    names.sort();
+    names.dedup();
+    let mut agents = BTreeMap::new();
+    for s in names {
+        let key = identity(dir, &format!("agent-{s}.creds"), created)?;
+        agents.insert(s, key);
+    }
+    Ok(agents)
+}
+
+/// Every operator: those on file (with the role recorded in the
+/// coordinator's configuration) and those given as `NAME[:ROLE]`, each
+/// new one created. A role given wins; none given keeps the one on file,
+/// else viewer.
+fn operators(
+    dir: &Path,
+    specs: &[String],
+    existing_toml: &toml::Table,
+    created: &mut Vec<String>,
+) -> anyhow::Result<BTreeMap<String, Operator>> {
+    let mut roles = existing_roles(existing_toml);
+    for name in existing_names(dir, "operator-")? {
+        roles.entry(name).or_insert(None);
+    }
+    for spec in specs {
+        let (name, role) = parse_operator(spec)?;
+        let slot = roles.entry(name).or_insert(None);
+        if role.is_some() {
+            *slot = role;
+        }
+    }
+    let mut operators = BTreeMap::new();
+    for (name, role) in roles {
+        let key = identity(dir, &format!("operator-{name}.creds"), created)?;
+        let role = role.unwrap_or(Role::Viewer);
+        operators.insert(name, Operator { role, key });
+    }
+    Ok(operators)
+}
+
 /// `NAME[:ROLE]`.
 fn parse_operator(spec: &str) -> anyhow::Result<(String, Option<Role>)> {
     let (name, role) = match spec.split_once(':') {
         Some((name, role)) => {
-            let role = Role::parse(role).with_context(|| {
+            let role = role.parse::<Role>().ok().with_context(|| {
                 format!("--operator {spec:?}: role {role:?} is not viewer, editor or admin")
             })?;
             (name, Some(role))
@@ -255,7 +250,7 @@ fn existing_roles(table: &toml::Table) -> BTreeMap<String, Option<Role>> {
         .filter(|(name, _)| check_operator_name(name).is_ok())
         .map(|(name, op)| {
             let role = op.get("role").and_then(toml::Value::as_str);
-            (name.clone(), role.and_then(Role::parse))
+            (name.clone(), role.and_then(|r| r.parse().ok()))
         })
         .collect()
 }
@@ -339,19 +334,19 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// A quoted string of the NATS configuration language (and of TOML).
-fn q(s: &str) -> String {
+fn quoted(s: &str) -> String {
     format!("{s:?}")
 }
 
-/// A list, one item a line when long.
-fn list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
-    if quoted.len() <= 3 {
-        format!("[{}]", quoted.join(", "))
+/// A list of the NATS configuration language, one item a line when long.
+fn conf_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    if items.len() <= 3 {
+        format!("[{}]", items.join(", "))
     } else {
         format!(
             "[\n            {}\n          ]",
-            quoted.join("\n            ")
+            items.join("\n            ")
         )
     }
 }
@@ -393,14 +388,21 @@ fn kv_own(b: &str) -> Vec<String> {
     ]
 }
 
+/// nats-server.conf: the two accounts, every identity with its
+/// permissions, and comments that say how to run and extend it.
 fn server_conf(i: &Install, dir: &Path) -> anyhow::Result<String> {
-    let sub = &i.subjects;
-    let p = sub.prefix();
-    let commands = sub.all_commands();
-    let desired = sub.bucket(Bucket::Desired);
-    let inbox = "_INBOX.>".to_owned();
     let mut c = String::new();
-    let w = &mut c;
+    conf_preamble(&mut c, i, dir)?;
+    service_account(&mut c, i)?;
+    operator_account(&mut c, i)?;
+    Ok(c)
+}
+
+/// What the file is and how to start it; server-wide settings; TLS,
+/// commented out.
+fn conf_preamble(w: &mut String, i: &Install, dir: &Path) -> std::fmt::Result {
+    let p = i.subjects.prefix();
+    let commands = i.subjects.all_commands();
     writeln!(
         w,
         "# A secured phasegate installation (prefix {p:?}), written by\n\
@@ -429,12 +431,20 @@ fn server_conf(i: &Install, dir: &Path) -> anyhow::Result<String> {
          #   ca_file: \"/etc/nats/ca.pem\"\n\
          #   verify: true\n\
          # }}\n"
-    )?;
+    )
+}
+
+/// Opens `accounts` with the service account: the coordinator, the
+/// agents, and the export of the command subjects.
+fn service_account(w: &mut String, i: &Install) -> anyhow::Result<()> {
+    let sub = &i.subjects;
+    let commands = sub.all_commands();
+    let desired = sub.bucket(Bucket::Desired);
+    let inbox = "_INBOX.>".to_owned();
     writeln!(
         w,
         "accounts {{\n  {SERVICE_ACCOUNT} {{\n    jetstream: enabled\n    users: ["
     )?;
-
     // The coordinator owns every bucket, serves the commands and the
     // service API, and hears every report.
     let mut publish = vec!["$JS.API.INFO".to_owned(), inbox.clone()];
@@ -454,7 +464,6 @@ fn server_conf(i: &Install, dir: &Path) -> anyhow::Result<String> {
         &subscribe,
         true,
     )?;
-
     for (segment, key) in &i.agents {
         let seg = Segment::new(segment.clone()).map_err(|e| anyhow::anyhow!("{segment}: {e}"))?;
         let mut publish = vec!["$JS.API.INFO".to_owned()];
@@ -477,9 +486,17 @@ fn server_conf(i: &Install, dir: &Path) -> anyhow::Result<String> {
     writeln!(
         w,
         "    exports: [\n      {{ service: {}, response_type: singleton }}\n    ]\n  }}",
-        q(&commands)
+        quoted(&commands)
     )?;
+    Ok(())
+}
 
+/// The operators' account, importing the command service; closes
+/// `accounts`.
+fn operator_account(w: &mut String, i: &Install) -> std::fmt::Result {
+    let sub = &i.subjects;
+    let commands = sub.all_commands();
+    let inbox = "_INBOX.>".to_owned();
     writeln!(w, "  {OPERATOR_ACCOUNT} {{\n    users: [")?;
     for (name, op) in &i.operators {
         writeln!(w, "      # operator {name} ({})", op.role.as_str())?;
@@ -496,11 +513,11 @@ fn server_conf(i: &Install, dir: &Path) -> anyhow::Result<String> {
     writeln!(
         w,
         "    imports: [\n      {{ service: {{ account: {SERVICE_ACCOUNT}, subject: {} }}, share: true }}\n    ]\n  }}\n}}",
-        q(&commands)
-    )?;
-    Ok(c)
+        quoted(&commands)
+    )
 }
 
+/// One nkey user with its permissions.
 fn user(
     w: &mut String,
     nkey: &str,
@@ -512,19 +529,23 @@ fn user(
     writeln!(
         w,
         "      {{\n        nkey: {}\n        permissions: {{",
-        q(nkey)
+        quoted(nkey)
     )?;
     if deny.is_empty() {
-        writeln!(w, "          publish: {{ allow: {} }}", list(publish))?;
+        writeln!(w, "          publish: {{ allow: {} }}", conf_list(publish))?;
     } else {
         writeln!(
             w,
             "          publish: {{ allow: {}, deny: {} }}",
-            list(publish),
-            list(deny)
+            conf_list(publish),
+            conf_list(deny)
         )?;
     }
-    writeln!(w, "          subscribe: {{ allow: {} }}", list(subscribe))?;
+    writeln!(
+        w,
+        "          subscribe: {{ allow: {} }}",
+        conf_list(subscribe)
+    )?;
     if responses {
         writeln!(w, "          allow_responses: true")?;
     }

@@ -8,6 +8,7 @@ mod auth;
 mod demo;
 mod ops;
 mod output;
+mod render;
 mod servers;
 mod watch;
 
@@ -237,21 +238,7 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    // Servers log at info; operator commands log nothing unless asked:
-    // what goes wrong is their one line of error.
-    let (service, filter) = match cli.command {
-        Cmd::Coordinator { .. } => ("phasegate-coordinator", "info"),
-        Cmd::Agent(_) => ("phasegate-agent", "info"),
-        _ => (
-            "phasegate-cli",
-            match cli.global.verbose {
-                0 => "off",
-                1 => "warn",
-                2 => "info",
-                _ => "debug",
-            },
-        ),
-    };
+    let (service, filter) = logging(&cli);
     let telemetry = match phasegate_telemetry::init(&phasegate_telemetry::Options {
         service_name: service,
         log_format: cli.global.log_format,
@@ -266,20 +253,8 @@ async fn main() -> ExitCode {
     };
     // An operator command is the root of its trace: a rollout it starts
     // hangs under it.
-    let result = if service == "phasegate-cli" {
-        // The command's words as clap matched them (`gate put`), never the
-        // raw arguments: a flag before them may hold a secret
-        // (`--nats-url nats://user:pass@host`).
-        let mut words = Vec::new();
-        let mut m = &matches;
-        while let Some((word, sub)) = m.subcommand()
-            && words.len() < 2
-        {
-            words.push(word);
-            m = sub;
-        }
-        let name = words.join(" ");
-        let span = tracing::info_span!("phasegate.cli", otel.name = %name);
+    let result = if service == OPERATOR_SERVICE {
+        let span = tracing::info_span!("phasegate.cli", otel.name = %command_name(&matches));
         tracing::Instrument::instrument(run(cli), span).await
     } else {
         run(cli).await
@@ -288,18 +263,59 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // The message may be the server's, or quote what it was sent:
-            // shown, never obeyed, by the terminal.
-            let line = match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Api(api)) => format!("error: {}: {}", api.code, api.message),
-                // Its message already names the cause: one line, once.
-                Some(c @ (ClientError::Connect { .. } | ClientError::Security(_))) => {
-                    format!("error: {c}")
-                }
-                _ => format!("error: {e:#}"),
-            };
-            eprintln!("{}", output::sanitize(&line));
+            eprintln!("{}", output::sanitize(&error_line(&e)));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The service name of operator commands in logs and traces.
+const OPERATOR_SERVICE: &str = "phasegate-cli";
+
+/// The service name and default log filter: servers log at info; operator
+/// commands log nothing unless asked (`-v`): what goes wrong is their one
+/// line of error.
+fn logging(cli: &Cli) -> (&'static str, &'static str) {
+    match cli.command {
+        Cmd::Coordinator { .. } => ("phasegate-coordinator", "info"),
+        Cmd::Agent(_) => ("phasegate-agent", "info"),
+        _ => (
+            OPERATOR_SERVICE,
+            match cli.global.verbose {
+                0 => "off",
+                1 => "warn",
+                2 => "info",
+                _ => "debug",
+            },
+        ),
+    }
+}
+
+/// The command's words as clap matched them (`gate put`), never the raw
+/// arguments: a flag before them may hold a secret (`--nats-url
+/// nats://user:pass@host`).
+fn command_name(matches: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut m = matches;
+    while let Some((word, sub)) = m.subcommand()
+        && words.len() < 2
+    {
+        words.push(word);
+        m = sub;
+    }
+    words.join(" ")
+}
+
+/// The one line a failed command prints. The message may be the
+/// server's, or quote what it was sent: the caller sanitizes it, so the
+/// terminal shows it and never obeys it.
+fn error_line(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(api)) => format!("error: {}: {}", api.code, api.message),
+        // Its message already names the cause: one line, once.
+        Some(c @ (ClientError::Connect { .. } | ClientError::Security(_))) => {
+            format!("error: {c}")
+        }
+        _ => format!("error: {e:#}"),
     }
 }

@@ -6,8 +6,8 @@
 //! terminal as control characters (an escape sequence can clear the
 //! screen, rewrite earlier lines, set the window title, or hide text), so
 //! every table cell and every line for people goes through [`sanitize`]:
-//! the cells in [`Table::row`], the lines in [`say!`] and
-//! [`history_line`](crate::ops::history_line). JSON goes through
+//! the cells in [`Table::row`], the lines in [`say!`] (and the history
+//! lines the renderers build). JSON goes through
 //! [`json`], which escapes what serde leaves raw.
 
 use std::borrow::Cow;
@@ -126,7 +126,8 @@ impl Table {
         );
     }
 
-    /// Renders it.
+    /// The table as text: columns padded to their widest cell, no
+    /// trailing blanks, no final newline.
     pub(crate) fn render(&self) -> String {
         let mut widths: Vec<usize> = self.head.iter().map(|h| h.chars().count()).collect();
         for r in &self.rows {
@@ -156,14 +157,14 @@ impl Table {
         out
     }
 
-    /// Prints it.
+    /// Prints [`Table::render`] and a newline.
     pub(crate) fn print(&self) {
         println!("{}", self.render());
     }
 }
 
-/// `-` for nothing.
-pub(crate) fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+/// The value, or `-` for none.
+pub(crate) fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 

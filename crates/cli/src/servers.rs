@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use phasegate_agent::{AgentConfig, AgentFile};
 
 use crate::DEFAULT_NATS_URL;
 
@@ -54,80 +55,95 @@ pub(crate) struct AgentArgs {
     config: Option<PathBuf>,
 }
 
+/// The agent's settings: each flag over the same key of `--config`, over
+/// the default.
 pub(crate) fn agent_config(
     a: AgentArgs,
     nats_url: Option<String>,
     security: phasegate_client::Security,
-) -> anyhow::Result<phasegate_agent::AgentConfig> {
+) -> anyhow::Result<AgentConfig> {
     let file = match &a.config {
-        Some(p) => phasegate_agent::AgentFile::load(p)?,
-        None => phasegate_agent::AgentFile::default(),
+        Some(p) => AgentFile::load(p)?,
+        None => AgentFile::default(),
     };
     let security = security.or(file.security());
     let origin = a
         .config
         .as_ref()
         .map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
-    let segment = a
+    let cfg = settings(a.over(file), nats_url, security)?;
+    cfg.check(&origin)?;
+    Ok(cfg)
+}
+
+impl AgentArgs {
+    /// `file` with each flag given in place of its key.
+    fn over(self, file: AgentFile) -> AgentFile {
+        AgentFile {
+            segment: self.segment.or(file.segment),
+            tier: self.tier.or(file.tier),
+            listen: self.listen.or(file.listen),
+            state_dir: self.state_dir.or(file.state_dir),
+            agent_id: self.agent_id.or(file.agent_id),
+            health_urls: if self.health_urls.is_empty() {
+                file.health_urls
+            } else {
+                self.health_urls
+            },
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            stale_after_ms: self.stale_after_ms.or(file.stale_after_ms),
+            probe_timeout_ms: self.probe_timeout_ms.or(file.probe_timeout_ms),
+            unhealthy_after: self.unhealthy_after.or(file.unhealthy_after),
+            healthy_after: self.healthy_after.or(file.healthy_after),
+            prometheus_url: self.prometheus_url.or(file.prometheus_url),
+            ..file
+        }
+    }
+}
+
+/// The settings `keys` give, the defaults for those they leave out.
+fn settings(
+    keys: AgentFile,
+    nats_url: Option<String>,
+    security: phasegate_client::Security,
+) -> anyhow::Result<AgentConfig> {
+    let segment = keys
         .segment
-        .or(file.segment)
         .context("--segment is required (or `segment` in --config)")?;
     let segment =
         phasegate_proto::Segment::new(segment).map_err(|e| anyhow::anyhow!("--segment: {e}"))?;
     let url = nats_url
-        .or(file.nats_url)
+        .or(keys.nats_url)
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-    let mut cfg = phasegate_agent::AgentConfig::new(segment, url);
+    let mut cfg = AgentConfig::new(segment, url);
     cfg.security = security;
-    cfg.tier = a.tier.or(file.tier);
-    if let Some(l) = a.listen.or(file.listen) {
-        cfg.listen = l;
-    }
-    if let Some(d) = a.state_dir.or(file.state_dir) {
-        cfg.state_dir = d;
-    }
-    if let Some(id) = a.agent_id.or(file.agent_id) {
+    cfg.tier = keys.tier;
+    if let Some(id) = keys.agent_id {
         cfg.agent_id =
             phasegate_proto::AgentId::new(id).map_err(|e| anyhow::anyhow!("--agent-id: {e}"))?;
     }
-    cfg.health_urls = if a.health_urls.is_empty() {
-        file.health_urls
-    } else {
-        a.health_urls
-    };
-    if let Some(h) = a.heartbeat_ms.or(file.heartbeat_ms) {
-        cfg.heartbeat_ms = h;
-    }
-    if let Some(s) = a.stale_after_ms.or(file.stale_after_ms) {
-        cfg.stale_after_ms = s;
-    }
-    if let Some(t) = a.probe_timeout_ms.or(file.probe_timeout_ms) {
-        cfg.probe_timeout_ms = t;
-    }
-    if let Some(n) = a.unhealthy_after.or(file.unhealthy_after) {
-        cfg.unhealthy_after = n;
-    }
-    if let Some(n) = a.healthy_after.or(file.healthy_after) {
-        cfg.healthy_after = n;
-    }
-    cfg.prometheus_url = a.prometheus_url.or(file.prometheus_url);
-    if let Some(p) = file.subject_prefix {
-        cfg.subject_prefix = p;
-    }
-    if let Some(m) = file.max_body_bytes {
-        cfg.max_body_bytes = m;
-    }
-    if let Some(t) = file.header_read_timeout_ms {
-        cfg.header_read_timeout_ms = t;
-    }
-    if let Some(t) = file.body_read_timeout_ms {
-        cfg.body_read_timeout_ms = t;
-    }
-    if let Some(n) = file.max_connections {
-        cfg.max_connections = n;
-    }
-    cfg.check(&origin)?;
+    cfg.health_urls = keys.health_urls;
+    set(&mut cfg.listen, keys.listen);
+    set(&mut cfg.state_dir, keys.state_dir);
+    set(&mut cfg.heartbeat_ms, keys.heartbeat_ms);
+    set(&mut cfg.stale_after_ms, keys.stale_after_ms);
+    set(&mut cfg.probe_timeout_ms, keys.probe_timeout_ms);
+    set(&mut cfg.unhealthy_after, keys.unhealthy_after);
+    set(&mut cfg.healthy_after, keys.healthy_after);
+    set(&mut cfg.subject_prefix, keys.subject_prefix);
+    set(&mut cfg.max_body_bytes, keys.max_body_bytes);
+    set(&mut cfg.header_read_timeout_ms, keys.header_read_timeout_ms);
+    set(&mut cfg.body_read_timeout_ms, keys.body_read_timeout_ms);
+    set(&mut cfg.max_connections, keys.max_connections);
+    cfg.prometheus_url = keys.prometheus_url;
     Ok(cfg)
+}
+
+/// `value` in place of the default, when given.
+fn set<T>(default: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *default = v;
+    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

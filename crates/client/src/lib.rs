@@ -20,42 +20,8 @@ use phasegate_proto::{
 pub use phasegate_bus::BusError as ClientError;
 /// Credentials and TLS settings of a connection (SPEC.md §8).
 pub use phasegate_bus::Security;
-
-/// The operator actions on a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TriggerAction {
-    /// `trigger.approve`
-    Approve,
-    /// `trigger.pause`
-    Pause,
-    /// `trigger.resume`
-    Resume,
-    /// `trigger.skip`
-    Skip,
-    /// `trigger.rollout`
-    Rollout,
-    /// `trigger.abort`
-    Abort,
-}
-
-impl TriggerAction {
-    /// The command it is sent as.
-    pub fn command(self) -> Command {
-        match self {
-            Self::Approve => Command::TriggerApprove,
-            Self::Pause => Command::TriggerPause,
-            Self::Resume => Command::TriggerResume,
-            Self::Skip => Command::TriggerSkip,
-            Self::Rollout => Command::TriggerRollout,
-            Self::Abort => Command::TriggerAbort,
-        }
-    }
-
-    /// Whether the contract requires `phase_id` (actions that move forward).
-    pub fn needs_phase(self) -> bool {
-        matches!(self, Self::Approve | Self::Skip | Self::Rollout)
-    }
-}
+/// The operator actions on a trigger, each sent as its command.
+pub use phasegate_proto::TriggerAction;
 
 /// A connection to a phasegate coordinator.
 #[derive(Debug, Clone)]

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use phasegate_model::Fleet;
-use phasegate_proto::{SegmentAnalysis, StoredEntity, TriggerId};
+use phasegate_proto::{EntityRef, SegmentAnalysis, StoredEntity, TriggerId};
 use ractor::ActorRef;
 
-use crate::catalog::CatalogMsg;
+use crate::msg::CatalogMsg;
 
 /// The latest result of each analysis, per segment.
 pub(crate) type SegmentAnalyses = BTreeMap<String, Vec<SegmentAnalysis>>;
@@ -35,6 +35,7 @@ pub(crate) fn of_segments(
 /// trigger keeps the results it finished with.
 pub(crate) fn adopt(
     stored: &mut StoredEntity,
+    entity: &EntityRef,
     id: &TriggerId,
     analysis: SegmentAnalyses,
     catalog: &ActorRef<CatalogMsg>,
@@ -50,10 +51,20 @@ pub(crate) fn adopt(
         return;
     }
     rec.trigger.analysis = analysis.clone();
-    let entity = (stored.record.kind, stored.record.name.to_string());
     let _ = catalog.cast(CatalogMsg::TriggerAnalysis {
-        entity,
+        entity: entity.clone(),
         id: id.clone(),
         analysis,
     });
+}
+
+/// The catalog's copy of trigger `id` (in `stored`, if active there) shows
+/// the results a trigger actor sent.
+pub(crate) fn show(stored: Option<&mut StoredEntity>, id: &TriggerId, analysis: SegmentAnalyses) {
+    if let Some(active) = stored
+        .and_then(|s| s.active.as_mut())
+        .filter(|a| &a.trigger.id == id)
+    {
+        active.trigger.analysis = analysis;
+    }
 }

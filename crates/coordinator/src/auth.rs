@@ -22,26 +22,17 @@ use serde::Deserialize;
 /// with `share: true`.
 pub const REQUEST_INFO_HEADER: &str = "Nats-Request-Info";
 
-/// What an identity may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Get, list, watch.
-    Viewer,
-    /// And put/delete of gates and configs, pause, resume, abort.
-    Editor,
-    /// And pipelines, skip, rollout, `agent.forget`.
-    Admin,
-}
-
-impl Role {
-    /// The role's word in configuration and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Editor => "editor",
-            Self::Admin => "admin",
-        }
+phasegate_proto::wire_enum! {
+    /// What an identity may do; each role includes the ones before it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Role as "role" {
+        /// Get, list, watch.
+        Viewer => "viewer",
+        /// And put/delete of gates and configs, pause, resume, abort.
+        Editor => "editor",
+        /// And pipelines, skip, rollout, `agent.forget`.
+        Admin => "admin",
     }
 }
 
@@ -182,9 +173,7 @@ impl Caller {
         };
         match required_role(command) {
             Some(needed) if *role < needed => Err(ApiError::forbidden(format!(
-                "{actor} is a {} and may not send {command}: that needs the {} role",
-                role.as_str(),
-                needed.as_str()
+                "{actor} is a {role} and may not send {command}: that needs the {needed} role"
             ))),
             _ => Ok(()),
         }
@@ -287,6 +276,18 @@ mod tests {
             assert!(alice.may(*c).is_ok(), "{c}");
             assert!(Caller::Open.may(*c).is_ok());
         }
+    }
+
+    #[test]
+    fn roles_read_as_configured() {
+        for &role in Role::ALL {
+            let toml = format!("[operators.x]\nuser = \"x\"\nrole = \"{role}\"\n");
+            let a: AuthConfig = toml::from_str(&toml).unwrap();
+            assert_eq!(a.operators["x"].role, role, "serde reads {role}");
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("root".parse::<Role>().is_err());
+        assert!(toml::from_str::<AuthConfig>("[operators.x]\nrole = \"root\"\n").is_err());
     }
 
     #[test]

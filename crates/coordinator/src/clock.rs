@@ -1,18 +1,11 @@
-//! Wall-clock time and fresh ids: the only places the coordinator reads
-//! the clock or randomness, so the model can stay pure.
+//! Fresh trigger ids: the one place the coordinator draws randomness, so
+//! the model can stay pure. (The time comes from `phasegate_proto::now_ms`,
+//! like everywhere else.)
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use phasegate_proto::TriggerId;
-
-/// Now, in Unix-epoch milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

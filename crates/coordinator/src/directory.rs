@@ -14,59 +14,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use phasegate_bus::Kv;
-use phasegate_model::fleet::{Changes, Persist, SegmentStats};
-use phasegate_model::{Fleet, FleetView};
-use phasegate_proto::{
-    AgentId, AgentInfo, AgentRecord, AgentReport, ApiError, Segment, SegmentPattern, TriggerId,
-};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use phasegate_model::Fleet;
+use phasegate_model::fleet::{Changes, Persist};
+use phasegate_proto::{AgentId, AgentRecord, AgentReport, ApiError, TriggerId, now_ms};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::clock::now_ms;
+use crate::msg::{DirectoryMsg, TriggerMsg};
 use crate::registry::Registry;
 use crate::store::{load_all, to_bytes};
-use crate::trigger::TriggerMsg;
 
-/// Messages of the directory.
-pub(crate) enum DirectoryMsg {
-    /// An agent's heartbeat, ack or goodbye.
-    Report(AgentReport),
-    /// Reports can arrive from now on: restored agents' liveness windows
-    /// start here.
-    Listening,
-    /// A trigger actor wants fleet views for its phases' segments,
-    /// counting acks of entity `key` at or above `revision`.
-    Register {
-        id: TriggerId,
-        key: String,
-        patterns: Vec<SegmentPattern>,
-        revision: u64,
-        actor: ActorRef<TriggerMsg>,
-    },
-    /// The trigger published a new revision: acks are counted against it.
-    Revision { id: TriggerId, revision: u64 },
-    /// The trigger finished.
-    Unregister(TriggerId),
-    /// Periodic: liveness, settling, forgetting.
-    Sweep,
-    /// Sends the views of triggers whose segments changed.
-    Flush,
-    /// The fleet with no acks counted, for a trigger about to start.
-    Snapshot(RpcReplyPort<FleetView>),
-    /// Agent counts per segment, for metrics.
-    Stats(RpcReplyPort<Vec<SegmentStats>>),
-    /// `agent.list`: every known agent.
-    List {
-        segment: Option<Segment>,
-        reply: RpcReplyPort<Vec<AgentInfo>>,
-    },
-    /// `agent.forget`.
-    Forget {
-        agent_id: AgentId,
-        reply: RpcReplyPort<Result<(), ApiError>>,
-    },
-}
-
-/// The directory's arguments.
 pub(crate) struct DirectoryArgs {
     pub(crate) agents_kv: Kv,
     pub(crate) sweep_ms: u64,
@@ -128,13 +84,7 @@ impl Actor for Directory {
         state: &mut DirectoryState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DirectoryMsg::Report(r) => {
-                if r.leaving {
-                    tracing::info!(agent_id = %r.agent_id, segment = %r.segment, "agent left");
-                }
-                let changes = state.fleet.report(&r, now_ms());
-                state.carry_out(changes);
-            }
+            DirectoryMsg::Report(r) => state.report(&r),
             DirectoryMsg::Listening => state.fleet.listening(now_ms()),
             DirectoryMsg::Register {
                 id,
@@ -143,16 +93,11 @@ impl Actor for Directory {
                 revision,
                 actor,
             } => {
-                state.regs.register(
-                    id.clone(),
-                    key,
-                    patterns,
-                    revision,
-                    actor,
-                    state.fleet.segments(),
-                );
-                // The first view goes out at once: a phase whose segments
-                // have no agent must not wait.
+                let segments = state.fleet.segments();
+                state
+                    .regs
+                    .register(id.clone(), key, patterns, revision, actor, segments);
+                // At once: a phase whose segments have no agent must not wait.
                 state.send_view(&id, now_ms());
             }
             DirectoryMsg::Revision { id, revision } => {
@@ -168,14 +113,7 @@ impl Actor for Directory {
                 let changes = state.fleet.expire(now_ms());
                 state.carry_out(changes);
             }
-            DirectoryMsg::Flush => {
-                state.flush_queued = false;
-                let now = now_ms();
-                let dirty: Vec<TriggerId> = state.dirty.drain().collect();
-                for id in dirty {
-                    state.send_view(&id, now);
-                }
-            }
+            DirectoryMsg::Flush => state.flush(),
             DirectoryMsg::Snapshot(reply) => {
                 let _ = reply.send(state.fleet.view("", u64::MAX, now_ms()));
             }
@@ -186,17 +124,7 @@ impl Actor for Directory {
                 let _ = reply.send(state.fleet.list(segment.as_ref(), now_ms()));
             }
             DirectoryMsg::Forget { agent_id, reply } => {
-                let answer = match state.fleet.forget(&agent_id) {
-                    Some(changes) => {
-                        tracing::info!(%agent_id, "agent forgotten by an operator");
-                        state.carry_out(changes);
-                        Ok(())
-                    }
-                    None => Err(ApiError::not_found(format!(
-                        "agent {agent_id} is not known"
-                    ))),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(state.forget(&agent_id));
             }
         }
         if !state.dirty.is_empty() && !state.flush_queued {
@@ -208,6 +136,36 @@ impl Actor for Directory {
 }
 
 impl DirectoryState {
+    /// An agent's heartbeat, ack or goodbye.
+    fn report(&mut self, r: &AgentReport) {
+        if r.leaving {
+            tracing::info!(agent_id = %r.agent_id, segment = %r.segment, "agent left");
+        }
+        let changes = self.fleet.report(r, now_ms());
+        self.carry_out(changes);
+    }
+
+    /// Sends the views of the triggers marked since the last flush.
+    fn flush(&mut self) {
+        self.flush_queued = false;
+        let now = now_ms();
+        let dirty: Vec<TriggerId> = self.dirty.drain().collect();
+        for id in dirty {
+            self.send_view(&id, now);
+        }
+    }
+
+    /// `agent.forget`: `not_found` for an agent not known.
+    fn forget(&mut self, agent_id: &AgentId) -> Result<(), ApiError> {
+        let changes = self
+            .fleet
+            .forget(agent_id)
+            .ok_or_else(|| ApiError::not_found(format!("agent {agent_id} is not known")))?;
+        tracing::info!(%agent_id, "agent forgotten by an operator");
+        self.carry_out(changes);
+        Ok(())
+    }
+
     /// Persists what the fleet says to, and marks the triggers whose
     /// segments changed.
     fn carry_out(&mut self, changes: Changes) {

@@ -17,6 +17,7 @@ pub mod config;
 mod directory;
 mod error;
 mod leader;
+mod msg;
 mod page;
 mod registry;
 mod reply;
@@ -26,33 +27,47 @@ mod supervisor;
 mod trigger;
 mod writes;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-
-use phasegate_telemetry::metrics::Registry;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use phasegate_bus::{Client, ConnectOptions};
 use phasegate_proto::{AgentReport, Encoding, Subjects, decode};
+use phasegate_telemetry::metrics::Registry;
 use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
 
 pub use config::CoordinatorConfig;
 pub use error::CoordinatorError;
 
-use crate::catalog::{Catalog, CatalogArgs, CatalogMsg};
-use crate::directory::{Directory, DirectoryArgs, DirectoryMsg};
+use crate::catalog::{Catalog, CatalogArgs};
+use crate::directory::{Directory, DirectoryArgs};
+use crate::msg::{CatalogMsg, DirectoryMsg};
+use crate::supervisor::{Supervisor, SupervisorMsg};
 
-/// A running coordinator.
+/// A running coordinator: it holds the leadership lease, answers the
+/// command API and drives every active trigger until [`Coordinator::stop`],
+/// or until a core actor fails ([`Coordinator::failed`]).
 pub struct Coordinator {
     lease: leader::Lease,
-    supervisor: ActorRef<supervisor::SupervisorMsg>,
+    actors: Actors,
     failed: tokio::sync::watch::Receiver<Option<String>>,
-    metrics_addr: Option<std::net::SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     service: phasegate_bus::Service,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    catalog: ActorRef<CatalogMsg>,
-    directory: ActorRef<DirectoryMsg>,
+    tasks: Vec<JoinHandle<()>>,
     client: Client,
 }
+
+/// The core actors: the supervisor and the two it watches.
+struct Actors {
+    supervisor: ActorRef<SupervisorMsg>,
+    directory: ActorRef<DirectoryMsg>,
+    catalog: ActorRef<CatalogMsg>,
+}
+
+/// Where a failed core actor is reported (see `supervisor`).
+type Failed = Arc<tokio::sync::watch::Sender<Option<String>>>;
 
 impl Coordinator {
     /// Connects to NATS at `nats_url`, recovers the stored state, resumes
@@ -81,85 +96,20 @@ impl Coordinator {
         .await?;
         // Nothing is read or served before this instance leads.
         let instance = config.instance_id.clone().unwrap_or_else(host_name);
-        let lease = std::time::Duration::from_millis(config.leader_lease_ms);
+        let lease = Duration::from_millis(config.leader_lease_ms);
         let lease = leader::acquire(&client, &subjects, &instance, lease).await?;
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
-        let lease_task = leader::keep(lease.clone(), failed_tx.clone());
-        let store = store::Store::open(
-            &client,
-            &subjects,
-            lease.clone(),
-            config.trigger_retention(),
-            config.max_agents,
-        )
-        .await?;
+        let mut tasks = vec![leader::keep(lease.clone(), failed_tx.clone())];
         let metrics = Arc::new(Registry::default());
-        let (supervisor, _) = Actor::spawn(None, supervisor::Supervisor, failed_tx)
-            .await
-            .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
-        let (directory, _) = Actor::spawn_linked(
-            None,
-            Directory,
-            DirectoryArgs {
-                agents_kv: store.agents.clone(),
-                sweep_ms: config.sweep_ms,
-                forget_after_ms: config.forget_agents_after_ms,
-                limits: phasegate_model::fleet::Limits {
-                    max_agents: config.max_agents,
-                    max_agents_per_segment: config.max_agents_per_segment,
-                    max_segments: config.max_segments,
-                },
-                lease: lease.clone(),
-            },
-            supervisor.get_cell(),
-        )
-        .await
-        .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
-        let (catalog, _) = Actor::spawn_linked(
-            None,
-            Catalog,
-            CatalogArgs {
-                store,
-                directory: directory.clone(),
-                metrics: metrics.clone(),
-            },
-            supervisor.get_cell(),
-        )
-        .await
-        .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
-
-        // Agent reports: core NATS, fire and forget; a lost one is made up
-        // by the next heartbeat.
-        let mut reports = client
-            .subscribe_payloads(subjects.all_agent_reports())
-            .await?;
-        let dir = directory.clone();
-        let report_subjects = subjects.clone();
-        let mut tasks = vec![
-            lease_task,
-            tokio::spawn(async move {
-                while let Some((subject, payload)) = reports.next().await {
-                    let Some(report) = check_report(&report_subjects, &subject, &payload) else {
-                        continue;
-                    };
-                    if dir.cast(DirectoryMsg::Report(report)).is_err() {
-                        break;
-                    }
-                }
-            }),
-        ];
-        // The subscription is in place once the server answered a ping:
-        // restored agents' liveness windows start now, not before recovery.
-        client.ping().await?;
-        directory
-            .cast(DirectoryMsg::Listening)
-            .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
+        let actors =
+            Actors::spawn(&client, &config, lease.clone(), metrics.clone(), failed_tx).await?;
+        tasks.push(listen_to_reports(&client, &actors.directory).await?);
         let (service, endpoint_tasks) = service::start(
             &client,
             service::Handlers {
-                catalog: catalog.clone(),
-                directory: directory.clone(),
+                catalog: actors.catalog.clone(),
+                directory: actors.directory.clone(),
                 metrics: metrics.clone(),
                 lease: lease.clone(),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(service::MAX_IN_FLIGHT)),
@@ -168,47 +118,25 @@ impl Coordinator {
         )
         .await?;
         tasks.extend(endpoint_tasks);
-        let metrics_addr = if config.metrics_listen == "off" {
-            None
-        } else {
-            match serve_metrics(
-                &config.metrics_listen,
-                metrics,
-                catalog.clone(),
-                directory.clone(),
-            )
-            .await
-            {
-                Ok((addr, task)) => {
-                    tasks.push(task);
-                    Some(addr)
-                }
-                Err(e) => {
-                    // Rollouts matter more than their dashboard: keep going.
-                    tracing::error!(listen = %config.metrics_listen, error = %e, "cannot serve metrics");
-                    None
-                }
-            }
-        };
+        let metrics_addr =
+            start_metrics(&config.metrics_listen, metrics, &actors, &mut tasks).await;
         // Everything above is subscribed; make sure the server has seen it
         // before anyone is told we are ready.
         client.ping().await?;
         tracing::info!(prefix = subjects.prefix(), "coordinator ready");
         Ok(Self {
             lease,
-            supervisor,
+            actors,
             failed,
             metrics_addr,
             service,
             tasks,
-            catalog,
-            directory,
             client,
         })
     }
 
     /// Where `GET /metrics` is served, if it is.
-    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 
@@ -234,15 +162,124 @@ impl Coordinator {
             t.abort();
         }
         // The supervisor first, so stopping its children is not a failure.
-        self.supervisor.stop(None);
-        self.catalog.stop(None);
-        self.directory.stop(None);
+        self.actors.supervisor.stop(None);
+        self.actors.catalog.stop(None);
+        self.actors.directory.stop(None);
         // Hand over at once rather than after the lease lapses.
         if let Err(e) = self.lease.release().await {
             tracing::debug!(error = %e, "lease not released; it lapses by itself");
         }
         self.client.flush().await;
         tracing::info!("coordinator stopped");
+    }
+}
+
+impl Actors {
+    /// Opens the store and spawns the supervisor, then the directory and
+    /// the catalog under it (the catalog recovers the stored state before
+    /// it answers anything).
+    async fn spawn(
+        client: &Client,
+        config: &CoordinatorConfig,
+        lease: leader::Lease,
+        metrics: Arc<Registry>,
+        failed: Failed,
+    ) -> Result<Self, CoordinatorError> {
+        let actor_err = |e: ractor::SpawnErr| CoordinatorError::Actor(e.to_string());
+        let store = store::Store::open(
+            client,
+            client.subjects(),
+            lease.clone(),
+            config.trigger_retention(),
+            config.max_agents,
+        )
+        .await?;
+        let (supervisor, _) = Actor::spawn(None, Supervisor, failed)
+            .await
+            .map_err(actor_err)?;
+        let directory = DirectoryArgs {
+            agents_kv: store.agents.clone(),
+            sweep_ms: config.sweep_ms,
+            forget_after_ms: config.forget_agents_after_ms,
+            limits: phasegate_model::fleet::Limits {
+                max_agents: config.max_agents,
+                max_agents_per_segment: config.max_agents_per_segment,
+                max_segments: config.max_segments,
+            },
+            lease,
+        };
+        let (directory, _) = Actor::spawn_linked(None, Directory, directory, supervisor.get_cell())
+            .await
+            .map_err(actor_err)?;
+        let catalog = CatalogArgs {
+            store,
+            directory: directory.clone(),
+            metrics,
+        };
+        let (catalog, _) = Actor::spawn_linked(None, Catalog, catalog, supervisor.get_cell())
+            .await
+            .map_err(actor_err)?;
+        Ok(Self {
+            supervisor,
+            directory,
+            catalog,
+        })
+    }
+}
+
+/// Feeds agent reports to the directory (core NATS, fire and forget: a
+/// lost one is made up by the next heartbeat). Once the server has seen
+/// the subscription, the directory is told it listens: restored agents'
+/// liveness windows start then, not before recovery.
+async fn listen_to_reports(
+    client: &Client,
+    directory: &ActorRef<DirectoryMsg>,
+) -> Result<JoinHandle<()>, CoordinatorError> {
+    let subjects = client.subjects().clone();
+    let mut reports = client
+        .subscribe_payloads(subjects.all_agent_reports())
+        .await?;
+    let dir = directory.clone();
+    let task = tokio::spawn(async move {
+        while let Some((subject, payload)) = reports.next().await {
+            let Some(report) = check_report(&subjects, &subject, &payload) else {
+                continue;
+            };
+            if dir.cast(DirectoryMsg::Report(report)).is_err() {
+                break;
+            }
+        }
+    });
+    client.ping().await?;
+    directory
+        .cast(DirectoryMsg::Listening)
+        .map_err(|e| CoordinatorError::Actor(e.to_string()))?;
+    Ok(task)
+}
+
+/// Serves metrics on `listen` unless it is `off`; where, if it does.
+/// Rollouts matter more than their dashboard: a metrics server that cannot
+/// start is logged, and the coordinator goes on without it.
+async fn start_metrics(
+    listen: &str,
+    metrics: Arc<Registry>,
+    actors: &Actors,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    if listen == "off" {
+        return None;
+    }
+    let catalog = actors.catalog.clone();
+    let directory = actors.directory.clone();
+    match serve_metrics(listen, metrics, catalog, directory).await {
+        Ok((addr, task)) => {
+            tasks.push(task);
+            Some(addr)
+        }
+        Err(e) => {
+            tracing::error!(listen = %listen, error = %e, "cannot serve metrics");
+            None
+        }
     }
 }
 
@@ -253,7 +290,7 @@ async fn serve_metrics(
     metrics: Arc<Registry>,
     catalog: ActorRef<CatalogMsg>,
     directory: ActorRef<DirectoryMsg>,
-) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), std::io::Error> {
+) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().route(
@@ -273,59 +310,17 @@ async fn serve_metrics(
     Ok((addr, task))
 }
 
+/// How long a scrape waits for an actor's gauges before leaving them as
+/// they were.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn render_metrics(
     metrics: &Registry,
     catalog: &ActorRef<CatalogMsg>,
     directory: &ActorRef<DirectoryMsg>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    let timeout = Some(std::time::Duration::from_secs(5));
-    if let Ok(ractor::rpc::CallResult::Success(rows)) =
-        catalog.call(CatalogMsg::Stats, timeout).await
-    {
-        let series: Vec<(Vec<(&str, &str)>, f64)> = rows
-            .iter()
-            .map(|(state, paused, n)| {
-                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-                let v = *n as f64;
-                (
-                    vec![
-                        ("phase_state", state.as_str()),
-                        ("paused", if *paused { "true" } else { "false" }),
-                    ],
-                    v,
-                )
-            })
-            .collect();
-        metrics.set_all(
-            "phasegate_triggers_active",
-            "active triggers by phase state",
-            series,
-        );
-    }
-    if let Ok(ractor::rpc::CallResult::Success(rows)) =
-        directory.call(DirectoryMsg::Stats, timeout).await
-    {
-        let mut known = Vec::new();
-        let mut live = Vec::new();
-        let mut healthy = Vec::new();
-        for row in &rows {
-            let seg = || vec![("segment", row.segment.as_str())];
-            known.push((seg(), f64::from(row.known)));
-            live.push((seg(), f64::from(row.live)));
-            healthy.push((seg(), f64::from(row.healthy)));
-        }
-        metrics.set_all(
-            "phasegate_agents_known",
-            "known agents per segment: live or unreachable",
-            known,
-        );
-        metrics.set_all("phasegate_agents_live", "live agents per segment", live);
-        metrics.set_all(
-            "phasegate_agents_healthy",
-            "live and healthy agents per segment",
-            healthy,
-        );
-    }
+    gauge_triggers(metrics, catalog).await;
+    gauge_agents(metrics, directory).await;
     let mut out = String::new();
     metrics.render(&mut out);
     (
@@ -335,6 +330,60 @@ async fn render_metrics(
         )],
         out,
     )
+}
+
+/// `phasegate_triggers_active`, from the catalog.
+async fn gauge_triggers(metrics: &Registry, catalog: &ActorRef<CatalogMsg>) {
+    let Ok(ractor::rpc::CallResult::Success(rows)) =
+        catalog.call(CatalogMsg::Stats, Some(SCRAPE_TIMEOUT)).await
+    else {
+        return;
+    };
+    let series: Vec<(Vec<(&str, &str)>, f64)> = rows
+        .iter()
+        .map(|row| {
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            let v = row.triggers as f64;
+            let paused = if row.paused { "true" } else { "false" };
+            let labels = vec![("phase_state", row.phase_state), ("paused", paused)];
+            (labels, v)
+        })
+        .collect();
+    metrics.set_all(
+        "phasegate_triggers_active",
+        "active triggers by phase state",
+        series,
+    );
+}
+
+/// `phasegate_agents_{known,live,healthy}` per segment, from the directory.
+async fn gauge_agents(metrics: &Registry, directory: &ActorRef<DirectoryMsg>) {
+    let Ok(ractor::rpc::CallResult::Success(rows)) = directory
+        .call(DirectoryMsg::Stats, Some(SCRAPE_TIMEOUT))
+        .await
+    else {
+        return;
+    };
+    let mut known = Vec::new();
+    let mut live = Vec::new();
+    let mut healthy = Vec::new();
+    for row in &rows {
+        let seg = || vec![("segment", row.segment.as_str())];
+        known.push((seg(), f64::from(row.known)));
+        live.push((seg(), f64::from(row.live)));
+        healthy.push((seg(), f64::from(row.healthy)));
+    }
+    metrics.set_all(
+        "phasegate_agents_known",
+        "known agents per segment: live or unreachable",
+        known,
+    );
+    metrics.set_all("phasegate_agents_live", "live agents per segment", live);
+    metrics.set_all(
+        "phasegate_agents_healthy",
+        "live and healthy agents per segment",
+        healthy,
+    );
 }
 
 /// The host name, for the default instance id.

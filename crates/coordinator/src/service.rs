@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use phasegate_bus::{Client, Service, encode_reply};
-use phasegate_model::Action;
+use phasegate_bus::{Client, Request, Requests, Service, encode_reply};
 use phasegate_proto::codec::MAX_REQUEST_BYTES;
 use phasegate_proto::{
     ActionRequest, AgentForgetRequest, AgentInfo, AgentListRequest, AgentListResult, ApiError,
     Command, Empty, Encoding, EntityDeleteRequest, EntityGetRequest, EntityKind, EntityListResult,
     EntityPutRequest, ErrorCode, ListRequest, PipelineDeleteRequest, PipelineGetRequest,
-    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerGetRequest,
-    TriggerListRequest, TriggerListResult, TriggerResult, decode,
+    PipelineListResult, PipelinePutRequest, PipelineResult, Reply, TriggerAction,
+    TriggerGetRequest, TriggerListRequest, TriggerListResult, TriggerResult, decode,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -25,9 +24,8 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::auth::{self, Caller};
-use crate::catalog::CatalogMsg;
-use crate::directory::DirectoryMsg;
 use crate::error::CoordinatorError;
+use crate::msg::{CatalogMsg, DirectoryMsg};
 use crate::page::{PAGE_BUDGET_BYTES, Page, PageRequest, page, within_bytes};
 use crate::reply::{QUEUE_DEADLINE, ReplyTo};
 
@@ -77,68 +75,75 @@ pub(crate) async fn start(
             &endpoints,
         )
         .await?;
-    let mut tasks = Vec::new();
-    for (&command, mut requests) in Command::ALL.iter().zip(streams) {
-        let h = handlers.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(request) = requests.next().await {
-                let h = h.clone();
-                let Ok(permit) = h.in_flight.clone().try_acquire_owned() else {
-                    let (body, headers, _) = envelope::<Empty>(
-                        request.encoding(),
-                        Err(ApiError::new(
-                            ErrorCode::Unavailable,
-                            "the coordinator is overloaded; the command was not carried out; retry",
-                        )),
-                    );
-                    if let Err(e) = request.respond(body, headers).await {
-                        tracing::debug!(error = %e, "cannot send reply");
-                    }
-                    continue;
-                };
-                // Each request runs on its own so a slow one never holds up
-                // the endpoint; the actors serialise what must be.
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let encoding = request.encoding();
-                    let span = tracing::info_span!(
-                        "phasegate.command",
-                        otel.name = %command,
-                        otel.kind = "server",
-                        phasegate.action = %command,
-                    );
-                    phasegate_bus::trace::continue_from_headers(&span, request.headers());
-                    // Who sent it, as the NATS server says (SPEC.md §8).
-                    let caller = auth::identify(
-                        h.auth.as_deref(),
-                        request.header(auth::REQUEST_INFO_HEADER),
-                    );
-                    let (body, headers, code) = match caller {
-                        Ok(caller) => {
-                            let cx = Cx {
-                                enc: encoding,
-                                command,
-                                caller,
-                            };
-                            handle(&h, &cx, request.payload()).instrument(span).await
-                        }
-                        Err(e) => envelope::<Empty>(encoding, Err(e)),
-                    };
-                    let name = command.to_string();
-                    h.metrics.inc(
-                        "phasegate_commands_total",
-                        "commands answered, by command and result code",
-                        &[("command", &name), ("code", code)],
-                        1.0,
-                    );
-                    if let Err(e) = request.respond(body, headers).await {
-                        tracing::debug!(error = %e, "cannot send reply");
-                    }
-                });
-            }
-        }));
-    }
+    let tasks = Command::ALL
+        .iter()
+        .zip(streams)
+        .map(|(&command, requests)| {
+            tokio::spawn(serve_endpoint(handlers.clone(), command, requests))
+        })
+        .collect();
     Ok((svc, tasks))
+}
+
+/// Takes the requests of one endpoint, each on a task of its own so a slow
+/// one never holds up the endpoint (the actors serialise what must be);
+/// beyond [`MAX_IN_FLIGHT`] a request is refused at once.
+async fn serve_endpoint(h: Handlers, command: Command, mut requests: Requests) {
+    while let Some(request) = requests.next().await {
+        let Ok(permit) = h.in_flight.clone().try_acquire_owned() else {
+            let (body, headers, _) = envelope::<Empty>(
+                request.encoding(),
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the coordinator is overloaded; the command was not carried out; retry",
+                )),
+            );
+            if let Err(e) = request.respond(body, headers).await {
+                tracing::debug!(error = %e, "cannot send reply");
+            }
+            continue;
+        };
+        let h = h.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            answer(&h, command, request).await;
+        });
+    }
+}
+
+/// Answers one request: who sent it, what it asks, the reply and its count.
+async fn answer(h: &Handlers, command: Command, request: Request) {
+    let encoding = request.encoding();
+    let span = tracing::info_span!(
+        "phasegate.command",
+        otel.name = %command,
+        otel.kind = "server",
+        phasegate.action = %command,
+    );
+    phasegate_bus::trace::continue_from_headers(&span, request.headers());
+    // Who sent it, as the NATS server says (SPEC.md §8).
+    let caller = auth::identify(h.auth.as_deref(), request.header(auth::REQUEST_INFO_HEADER));
+    let (body, headers, code) = match caller {
+        Ok(caller) => {
+            let cx = Cx {
+                enc: encoding,
+                command,
+                caller,
+            };
+            handle(h, &cx, request.payload()).instrument(span).await
+        }
+        Err(e) => envelope::<Empty>(encoding, Err(e)),
+    };
+    let name = command.to_string();
+    h.metrics.inc(
+        "phasegate_commands_total",
+        "commands answered, by command and result code",
+        &[("command", &name), ("code", code)],
+        1.0,
+    );
+    if let Err(e) = request.respond(body, headers).await {
+        tracing::debug!(error = %e, "cannot send reply");
+    }
 }
 
 /// A reply body, its headers, and the result code for metrics.
@@ -280,24 +285,12 @@ where
     envelope(encoding, result)
 }
 
-fn action_of(command: Command) -> Option<Action> {
-    Some(match command {
-        Command::TriggerApprove => Action::Approve,
-        Command::TriggerPause => Action::Pause,
-        Command::TriggerResume => Action::Resume,
-        Command::TriggerSkip => Action::Skip,
-        Command::TriggerRollout => Action::Rollout,
-        Command::TriggerAbort => Action::Abort,
-        _ => return None,
-    })
-}
-
+/// Routes a command to its handler, once this coordinator is known to lead.
 async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
-    let (command, enc) = (cx.command, cx.enc);
     if !h.lease.holds() {
         // A coordinator that may have lost its lease does nothing at all.
         return envelope::<Empty>(
-            enc,
+            cx.enc,
             Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "this coordinator no longer leads; the command was not carried out; retry",
@@ -305,21 +298,38 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
         );
     }
     let c = &h.catalog;
-    let kind = |g: &str| {
-        if g == "config" {
-            EntityKind::Config
-        } else {
-            EntityKind::Gate
-        }
-    };
-    if let Some(action) = action_of(command) {
+    if let Some(action) = TriggerAction::of_command(cx.command) {
         return run(cx, body, |req: ActionRequest| async move {
             let trigger = ask(c, |r| CatalogMsg::TriggerAct(action, req, r)).await?;
             Ok(TriggerResult { trigger })
         })
         .await;
     }
-    match command {
+    if let Some(kind) = cx.command.entity_kind() {
+        return entity_command(c, cx, kind, body).await;
+    }
+    use Command as C;
+    match cx.command {
+        C::PipelinePut | C::PipelineGet | C::PipelineList | C::PipelineDelete => {
+            pipeline_command(c, cx, body).await
+        }
+        C::TriggerGet | C::TriggerList => trigger_read(c, cx, body).await,
+        C::AgentList | C::AgentForget => agent_command(&h.directory, cx, body).await,
+        // Actions and entity commands were routed above.
+        _ => unrouted(cx),
+    }
+}
+
+/// The answer to a command that reached a handler not meant for it: a bug.
+fn unrouted(cx: &Cx) -> Answer {
+    envelope::<Empty>(
+        cx.enc,
+        Err(ApiError::new(ErrorCode::Internal, "unrouted command")),
+    )
+}
+
+async fn pipeline_command(c: &ActorRef<CatalogMsg>, cx: &Cx, body: &[u8]) -> Answer {
+    match cx.command {
         Command::PipelinePut => {
             run(cx, body, |req: PipelinePutRequest| async move {
                 let pipeline = ask(c, |r| CatalogMsg::PipelinePut(req, r)).await?;
@@ -353,27 +363,43 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             })
             .await
         }
-        Command::GatePut | Command::ConfigPut => {
-            let k = kind(command.group());
+        _ => unrouted(cx),
+    }
+}
+
+/// `gate.*` and `config.*`: the same commands on two kinds of entity.
+async fn entity_command(
+    c: &ActorRef<CatalogMsg>,
+    cx: &Cx,
+    kind: EntityKind,
+    body: &[u8],
+) -> Answer {
+    use Command as C;
+    match cx.command {
+        C::GatePut | C::ConfigPut => {
             run(cx, body, |req: EntityPutRequest| async move {
                 // A trigger this put starts joins the command's trace.
                 let trace = phasegate_bus::trace::traceparent_of(&tracing::Span::current());
-                ask(c, |r| CatalogMsg::EntityPut(k, req, trace, r)).await
+                ask(c, |reply| CatalogMsg::EntityPut {
+                    kind,
+                    req,
+                    trace,
+                    reply,
+                })
+                .await
             })
             .await
         }
-        Command::GateGet | Command::ConfigGet => {
-            let k = kind(command.group());
+        C::GateGet | C::ConfigGet => {
             run(cx, body, |req: EntityGetRequest| async move {
-                ask(c, |r| CatalogMsg::EntityGet(k, req, r)).await
+                ask(c, |r| CatalogMsg::EntityGet(kind, req, r)).await
             })
             .await
         }
-        Command::GateList | Command::ConfigList => {
-            let k = kind(command.group());
+        C::GateList | C::ConfigList => {
             run(cx, body, |req: ListRequest| async move {
                 let page = PageRequest::parse(req.limit, req.cursor.as_deref())?;
-                let r = ask(c, |r| CatalogMsg::EntityList(k, page, r)).await?;
+                let r = ask(c, |r| CatalogMsg::EntityList(kind, page, r)).await?;
                 let p = Page {
                     items: r.specs,
                     next_cursor: r.next_cursor,
@@ -386,14 +412,20 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             })
             .await
         }
-        Command::GateDelete | Command::ConfigDelete => {
-            let k = kind(command.group());
+        C::GateDelete | C::ConfigDelete => {
             run(cx, body, |req: EntityDeleteRequest| async move {
-                ask(c, |r| CatalogMsg::EntityDelete(k, req, r)).await?;
+                ask(c, |r| CatalogMsg::EntityDelete(kind, req, r)).await?;
                 Ok(Empty {})
             })
             .await
         }
+        _ => unrouted(cx),
+    }
+}
+
+/// `trigger.get` and `trigger.list` (actions are routed on their own).
+async fn trigger_read(c: &ActorRef<CatalogMsg>, cx: &Cx, body: &[u8]) -> Answer {
+    match cx.command {
         Command::TriggerGet => {
             run(cx, body, |req: TriggerGetRequest| async move {
                 let trigger = ask(c, |r| CatalogMsg::TriggerGet(req.id, r)).await?;
@@ -421,65 +453,51 @@ async fn handle(h: &Handlers, cx: &Cx, body: &[u8]) -> Answer {
             })
             .await
         }
+        _ => unrouted(cx),
+    }
+}
+
+/// `agent.list` and `agent.forget`, answered by the directory.
+async fn agent_command(d: &ActorRef<DirectoryMsg>, cx: &Cx, body: &[u8]) -> Answer {
+    let busy = || ApiError::new(ErrorCode::Unavailable, "the agent directory is busy; retry");
+    match cx.command {
         Command::AgentList => {
-            let d = &h.directory;
             run(cx, body, |req: AgentListRequest| async move {
                 let page_req = PageRequest::parse(req.limit, req.cursor.as_deref())?;
-                match d
-                    .call(
-                        |r| DirectoryMsg::List {
-                            segment: req.segment,
-                            reply: r,
-                        },
-                        Some(ACTOR_TIMEOUT),
-                    )
-                    .await
-                {
-                    // The directory answers every agent; the page is cut
-                    // here, by segment then agent id.
-                    Ok(CallResult::Success(agents)) => {
-                        let key = |a: &AgentInfo| (a.segment.to_string(), a.agent_id.to_string());
-                        let p = page(agents, key, &page_req);
-                        let p = within_bytes(p, key, PAGE_BUDGET_BYTES);
-                        Ok(AgentListResult {
-                            agents: p.items,
-                            next_cursor: p.next_cursor,
-                        })
-                    }
-                    _ => Err(ApiError::new(
-                        ErrorCode::Unavailable,
-                        "the agent directory is busy; retry",
-                    )),
-                }
+                let segment = req.segment;
+                let call = d.call(
+                    |reply| DirectoryMsg::List { segment, reply },
+                    Some(ACTOR_TIMEOUT),
+                );
+                let Ok(CallResult::Success(agents)) = call.await else {
+                    return Err(busy());
+                };
+                // The directory answers every agent; the page is cut here,
+                // by segment then agent id.
+                let key = |a: &AgentInfo| (a.segment.to_string(), a.agent_id.to_string());
+                let p = page(agents, key, &page_req);
+                let p = within_bytes(p, key, PAGE_BUDGET_BYTES);
+                Ok(AgentListResult {
+                    agents: p.items,
+                    next_cursor: p.next_cursor,
+                })
             })
             .await
         }
         Command::AgentForget => {
-            let d = &h.directory;
             run(cx, body, |req: AgentForgetRequest| async move {
-                match d
-                    .call(
-                        |r| DirectoryMsg::Forget {
-                            agent_id: req.agent_id,
-                            reply: r,
-                        },
-                        Some(ACTOR_TIMEOUT),
-                    )
-                    .await
-                {
+                let agent_id = req.agent_id;
+                let call = d.call(
+                    |reply| DirectoryMsg::Forget { agent_id, reply },
+                    Some(ACTOR_TIMEOUT),
+                );
+                match call.await {
                     Ok(CallResult::Success(answer)) => answer.map(|()| Empty {}),
-                    _ => Err(ApiError::new(
-                        ErrorCode::Unavailable,
-                        "the agent directory is busy; retry",
-                    )),
+                    _ => Err(busy()),
                 }
             })
             .await
         }
-        // Actions were handled above.
-        _ => envelope::<Empty>(
-            enc,
-            Err(ApiError::new(ErrorCode::Internal, "unrouted command")),
-        ),
+        _ => unrouted(cx),
     }
 }

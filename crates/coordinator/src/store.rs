@@ -126,7 +126,7 @@ impl Fenced<'_> {
         Ok(self.kv.put(key, value).await?)
     }
 
-    /// A delete.
+    /// An unconditional delete, for keys no one else writes.
     pub(crate) async fn delete(&self, key: &str) -> Result<(), CoordinatorError> {
         self.lease.check()?;
         Ok(self.kv.delete(key).await?)

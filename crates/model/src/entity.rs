@@ -3,8 +3,8 @@
 //! trigger settles into its entity.
 
 use phasegate_proto::{
-    Actor, ApiError, EntityKind, EntityRecord, EntitySpec, EntityState, Pipeline, PipelineName,
-    TriggerId, TriggerRecord, TriggerStatus,
+    Actor, ApiError, EntityKind, EntityPutRequest, EntityRecord, EntitySpec, EntityState, Pipeline,
+    PipelineName, TriggerId, TriggerRecord, TriggerStatus,
 };
 
 use crate::behaviour::{is_kill_switch, normalize, same_behaviour};
@@ -23,201 +23,265 @@ pub fn new_record(kind: EntityKind, name: phasegate_proto::EntityName) -> Entity
     }
 }
 
-/// A put, as received.
+/// What a put decided, with what the caller carries out: write `record`
+/// (every variant but [`PutOutcome::NoOp`]), answer with `spec`, start
+/// `created`, archive `aborted`.
 #[derive(Debug, Clone)]
-pub struct PutRequest {
-    /// The spec; `kind` is overwritten by the subject's kind, `version` ignored.
-    pub spec: EntitySpec,
-    /// Who asks.
-    pub actor: Actor,
-    /// Recorded on the trigger's `started` entry.
-    pub comment: Option<String>,
-    /// Must equal the latest version when given.
-    pub expected_version: Option<u64>,
+pub enum PutOutcome {
+    /// Same behaviour, description and pipeline: nothing to write.
+    NoOp {
+        /// The latest version, unchanged, to answer with.
+        spec: EntitySpec,
+    },
+    /// A new version everywhere at once: no pipeline governs the change, or
+    /// only the description or the pipeline changed.
+    Immediate {
+        /// The entity afterwards, with the new version as its base.
+        record: EntityRecord,
+        /// The new version, numbered.
+        spec: EntitySpec,
+    },
+    /// `enabled` went off: everywhere at once, whatever the pipeline.
+    KillSwitch {
+        /// The entity afterwards, with the disabled version as its base and
+        /// no active trigger.
+        record: EntityRecord,
+        /// The disabled version, numbered.
+        spec: EntitySpec,
+        /// The trigger that was active, now aborted; `None` when none was.
+        aborted: Option<TriggerRecord>,
+    },
+    /// A behaviour change under a pipeline: a new version and the trigger
+    /// that rolls it out.
+    Triggered {
+        /// The entity afterwards: the new version is its latest, the base
+        /// stays until the trigger completes.
+        record: EntityRecord,
+        /// The new version, numbered.
+        spec: EntitySpec,
+        /// The new trigger, at its first phase.
+        created: TriggerRecord,
+    },
 }
 
-/// What a put did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutKind {
-    /// Nothing changed: same version, no trigger.
-    NoOp,
-    /// A new version everywhere at once.
-    Immediate,
-    /// `enabled` went off everywhere at once; the active trigger, if any, aborted.
-    KillSwitch,
-    /// A new version and a trigger to roll it out.
-    Triggered,
+impl PutOutcome {
+    /// The spec the put is answered with.
+    pub fn spec(&self) -> &EntitySpec {
+        match self {
+            Self::NoOp { spec }
+            | Self::Immediate { spec, .. }
+            | Self::KillSwitch { spec, .. }
+            | Self::Triggered { spec, .. } => spec,
+        }
+    }
+
+    /// The entity record to write; `None` for a no-op.
+    pub fn record(&self) -> Option<&EntityRecord> {
+        match self {
+            Self::NoOp { .. } => None,
+            Self::Immediate { record, .. }
+            | Self::KillSwitch { record, .. }
+            | Self::Triggered { record, .. } => Some(record),
+        }
+    }
+
+    /// What the put did, as a word for logs.
+    pub fn change(&self) -> &'static str {
+        match self {
+            Self::NoOp { .. } => "no_op",
+            Self::Immediate { .. } => "immediate",
+            Self::KillSwitch { .. } => "kill_switch",
+            Self::Triggered { .. } => "triggered",
+        }
+    }
 }
 
-/// The result of a put: the new entity record and the triggers it touched.
-#[derive(Debug, Clone)]
-pub struct PutOutcome {
-    /// What happened.
-    pub kind: PutKind,
-    /// The entity afterwards.
-    pub record: EntityRecord,
-    /// The spec to answer with.
-    pub spec: EntitySpec,
-    /// The trigger created, if any.
-    pub created: Option<TriggerRecord>,
-    /// The active trigger the kill switch aborted, if any.
-    pub aborted: Option<TriggerRecord>,
-}
-
-/// Decides and carries out a put, pure. `pipelines` looks up a pipeline by
-/// name; `active` is the entity's active trigger, if any; `new_id` names a
-/// trigger if one is created. Errors follow the contract's precedence:
-/// `invalid`, then `not_found`, then `conflict`.
+/// Decides a put, pure. The spec's `kind` is taken from `current` and its
+/// `version` is assigned; the actor creates the trigger (or aborts the
+/// active one with the kill switch) and the comment is recorded on its
+/// `started` entry. `pipelines` looks up a pipeline by name; `active` is
+/// the entity's active trigger, if any; `new_id` names a trigger if one is
+/// created. Errors follow the contract's precedence: `invalid`, then
+/// `not_found`, then `conflict`.
 pub fn put(
     current: &EntityRecord,
     active: Option<&TriggerRecord>,
-    req: PutRequest,
+    req: EntityPutRequest,
     pipelines: &dyn Fn(&PipelineName) -> Option<Pipeline>,
     new_id: TriggerId,
     now_ms: u64,
 ) -> Result<PutOutcome, ApiError> {
-    let mut spec = req.spec;
+    let EntityPutRequest {
+        mut spec,
+        actor,
+        comment,
+        expected_version,
+    } = req;
     spec.kind = current.kind;
+    let named = check_put(
+        current,
+        &spec,
+        comment.as_deref(),
+        expected_version,
+        pipelines,
+    )?;
+    let spec = normalize(spec);
+    if let Some(decided) = against_latest(current, active, &spec, &actor, now_ms)? {
+        return Ok(decided);
+    }
+    // A behaviour change.
+    let Some(pipeline) = governing_pipeline(named, current.latest.as_ref(), pipelines)? else {
+        let (record, spec) = everywhere_at_once(current, spec);
+        return Ok(PutOutcome::Immediate { record, spec });
+    };
+    let (mut record, spec) = numbered(current, spec);
+    let created = rollout::start(StartParams {
+        id: new_id.clone(),
+        snapshot: spec.clone(),
+        base: current.base.clone(),
+        pipeline,
+        actor,
+        comment,
+        now_ms,
+    });
+    record.active_trigger = Some(new_id);
+    Ok(PutOutcome::Triggered {
+        record,
+        spec,
+        created,
+    })
+}
+
+/// Checks a put before anything is decided, in the contract's order:
+/// `invalid` (name, spec, comment), then `not_found` (the pipeline the spec
+/// names), then `conflict` (`expected_version`). Returns that pipeline.
+fn check_put(
+    current: &EntityRecord,
+    spec: &EntitySpec,
+    comment: Option<&str>,
+    expected_version: Option<u64>,
+    pipelines: &dyn Fn(&PipelineName) -> Option<Pipeline>,
+) -> Result<Option<Pipeline>, ApiError> {
     if spec.name != current.name {
         return Err(ApiError::invalid(format!(
             "spec.name {} does not match the entity {}",
             spec.name, current.name
         )));
     }
-    validate_spec(&spec).map_err(|e| ApiError::invalid(e.to_string()))?;
-    if req
-        .comment
-        .as_ref()
-        .is_some_and(|c| c.len() > crate::rollout::MAX_COMMENT_BYTES)
-    {
+    validate_spec(spec).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if comment.is_some_and(|c| c.len() > crate::rollout::MAX_COMMENT_BYTES) {
         return Err(ApiError::invalid(format!(
             "comment: at most {} bytes",
             crate::rollout::MAX_COMMENT_BYTES
         )));
     }
-    let new_pipeline = match &spec.pipeline {
+    let named = match &spec.pipeline {
         Some(name) => Some(pipelines(name).ok_or_else(|| {
             ApiError::not_found(format!("pipeline {name} does not exist; create it first"))
         })?),
         None => None,
     };
-    let latest = current.latest.as_ref();
-    let latest_version = latest.map_or(0, |l| l.version);
-    if let Some(expected) = req.expected_version
+    let latest_version = current.latest.as_ref().map_or(0, |l| l.version);
+    if let Some(expected) = expected_version
         && expected != latest_version
     {
         return Err(ApiError::conflict(format!(
             "expected_version {expected} but the latest version is {latest_version}"
         )));
     }
-    let mut spec = normalize(spec);
-    let mut record = current.clone();
-    let next_version = current.last_version + 1;
+    Ok(named)
+}
 
-    if let Some(l) = latest {
-        let same = same_behaviour(l, &spec);
-        if same && l.description == spec.description && l.pipeline == spec.pipeline {
-            return Ok(PutOutcome {
-                kind: PutKind::NoOp,
-                record,
-                spec: l.clone(),
-                created: None,
-                aborted: None,
-            });
-        }
-        if is_kill_switch(l, &spec) {
-            spec.version = next_version;
-            record.last_version = next_version;
-            record.latest = Some(spec.clone());
-            record.base = Some(spec.clone());
-            record.active_trigger = None;
-            let aborted = active.map(|a| {
-                let mut a = a.clone();
-                rollout::kill(&mut a, req.actor.clone(), now_ms);
-                a
-            });
-            return Ok(PutOutcome {
-                kind: PutKind::KillSwitch,
-                record,
-                spec,
-                created: None,
-                aborted,
-            });
-        }
-        if current.active_trigger.is_some() {
-            return Err(ApiError::conflict(format!(
-                "{} {} has an active trigger; act on it (or use the kill switch) first",
+/// The puts decided by comparing `spec` with the latest version: a no-op,
+/// the kill switch, a refusal while a trigger runs, or a change of the
+/// description or pipeline only. `None` for a behaviour change, which a
+/// pipeline may govern.
+fn against_latest(
+    current: &EntityRecord,
+    active: Option<&TriggerRecord>,
+    spec: &EntitySpec,
+    actor: &Actor,
+    now_ms: u64,
+) -> Result<Option<PutOutcome>, ApiError> {
+    let Some(latest) = &current.latest else {
+        return match current.active_trigger {
+            Some(_) => Err(ApiError::conflict(format!(
+                "{} {} has an active trigger",
                 current.kind, current.name
-            )));
-        }
-        if same {
-            // Only description or pipeline changed: everywhere at once.
-            spec.version = next_version;
-            record.last_version = next_version;
-            record.latest = Some(spec.clone());
-            record.base = Some(spec.clone());
-            return Ok(PutOutcome {
-                kind: PutKind::Immediate,
-                record,
-                spec,
-                created: None,
-                aborted: None,
-            });
-        }
-    } else if current.active_trigger.is_some() {
+            ))),
+            None => Ok(None),
+        };
+    };
+    let same = same_behaviour(latest, spec);
+    if same && latest.description == spec.description && latest.pipeline == spec.pipeline {
+        return Ok(Some(PutOutcome::NoOp {
+            spec: latest.clone(),
+        }));
+    }
+    if is_kill_switch(latest, spec) {
+        let (mut record, spec) = everywhere_at_once(current, spec.clone());
+        record.active_trigger = None;
+        let aborted = active.map(|a| {
+            let mut a = a.clone();
+            rollout::kill(&mut a, actor.clone(), now_ms);
+            a
+        });
+        return Ok(Some(PutOutcome::KillSwitch {
+            record,
+            spec,
+            aborted,
+        }));
+    }
+    if current.active_trigger.is_some() {
         return Err(ApiError::conflict(format!(
-            "{} {} has an active trigger",
+            "{} {} has an active trigger; act on it (or use the kill switch) first",
             current.kind, current.name
         )));
     }
+    if same {
+        let (record, spec) = everywhere_at_once(current, spec.clone());
+        return Ok(Some(PutOutcome::Immediate { record, spec }));
+    }
+    Ok(None)
+}
 
-    // Behaviour changes. Detaching is no way around the pipeline: the
-    // latest version's pipeline governs when the new spec has none.
-    let governing = match new_pipeline {
-        Some(p) => Some(p),
-        None => match latest.and_then(|l| l.pipeline.as_ref()) {
-            Some(name) => Some(pipelines(name).ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "pipeline {name} attached to the latest version no longer exists"
-                ))
-            })?),
-            None => None,
-        },
-    };
+/// The pipeline a behaviour change goes through: the one the new spec
+/// names, else the latest version's. Detaching is no way around the
+/// pipeline.
+fn governing_pipeline(
+    named: Option<Pipeline>,
+    latest: Option<&EntitySpec>,
+    pipelines: &dyn Fn(&PipelineName) -> Option<Pipeline>,
+) -> Result<Option<Pipeline>, ApiError> {
+    if named.is_some() {
+        return Ok(named);
+    }
+    match latest.and_then(|l| l.pipeline.as_ref()) {
+        Some(name) => pipelines(name).map(Some).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "pipeline {name} attached to the latest version no longer exists"
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// `spec` as the entity's next version: numbered, and its latest.
+fn numbered(current: &EntityRecord, mut spec: EntitySpec) -> (EntityRecord, EntitySpec) {
+    let next_version = current.last_version + 1;
     spec.version = next_version;
+    let mut record = current.clone();
     record.last_version = next_version;
     record.latest = Some(spec.clone());
-    match governing {
-        None => {
-            record.base = Some(spec.clone());
-            Ok(PutOutcome {
-                kind: PutKind::Immediate,
-                record,
-                spec,
-                created: None,
-                aborted: None,
-            })
-        }
-        Some(pipeline) => {
-            let created = rollout::start(StartParams {
-                id: new_id.clone(),
-                snapshot: spec.clone(),
-                base: current.base.clone(),
-                pipeline,
-                actor: req.actor,
-                comment: req.comment,
-                now_ms,
-            });
-            record.active_trigger = Some(new_id);
-            Ok(PutOutcome {
-                kind: PutKind::Triggered,
-                record,
-                spec,
-                created: Some(created),
-                aborted: None,
-            })
-        }
-    }
+    (record, spec)
+}
+
+/// `spec` as the entity's next version, served everywhere at once: its
+/// latest and its base.
+fn everywhere_at_once(current: &EntityRecord, spec: EntitySpec) -> (EntityRecord, EntitySpec) {
+    let (mut record, spec) = numbered(current, spec);
+    record.base = Some(spec.clone());
+    (record, spec)
 }
 
 /// A delete: everywhere at once; `conflict` while a trigger is active,

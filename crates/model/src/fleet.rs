@@ -36,7 +36,7 @@ pub const HEARTBEAT_BOUNDS_MS: (u64, u64) = (10, 60_000);
 pub struct SegmentFleet {
     /// Known agents: live or unreachable.
     pub known: u32,
-    /// Live agents.
+    /// Agents heard from within [`MISSED_HEARTBEATS`] heartbeats.
     pub live: u32,
     /// Live agents that applied the revision the trigger published for its
     /// entity (and are not blocked on that entity).
@@ -68,9 +68,9 @@ pub enum Persist {
 pub struct AckMove {
     /// The agent's segment.
     pub segment: String,
-    /// Its applied revision before.
+    /// Its applied revision before the report.
     pub from: u64,
-    /// And now.
+    /// Its applied revision after the report.
     pub to: u64,
 }
 
@@ -544,11 +544,11 @@ impl Fleet {
 /// Agent counts of one segment, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentStats {
-    /// The segment.
+    /// The segment, the metrics' `segment` label.
     pub segment: String,
-    /// Known agents.
+    /// Known agents: live or unreachable.
     pub known: u32,
-    /// Live agents.
+    /// Agents heard from within [`MISSED_HEARTBEATS`] heartbeats.
     pub live: u32,
     /// Live agents whose probes pass.
     pub healthy: u32,

@@ -15,7 +15,7 @@ pub mod fleet;
 pub mod rollout;
 pub mod validate;
 
-pub use entity::{PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, put, settle};
+pub use entity::{PutOutcome, delete, entity_state, new_record, put, settle};
 pub use fleet::{Fleet, FleetView, SegmentFleet};
-pub use rollout::{Action, StartParams, act, fleet_settled, next_deadline_ms, observe, tick};
+pub use rollout::{StartParams, act, fleet_settled, next_deadline_ms, observe, tick};
 pub use validate::{ValidationError, validate_pipeline, validate_spec};

@@ -11,49 +11,13 @@ use std::collections::BTreeMap;
 pub use crate::fleet::{FleetView, SegmentFleet};
 use phasegate_proto::{
     ActionRequest, Actor, ApiError, ApprovalRecord, EntityRef, EntitySpec, HistoryEntry,
-    HistoryType, PausedReason, Phase, PhaseState, Pipeline, SegmentProgress, Trigger, TriggerId,
-    TriggerRecord, TriggerStatus,
+    HistoryType, PausedReason, Phase, PhaseState, Pipeline, SegmentProgress, Trigger,
+    TriggerAction, TriggerId, TriggerRecord, TriggerStatus,
 };
 
 /// The longest comment an action or put may carry: history is kept in the
 /// trigger's record, which must stay well below a message's size.
 pub const MAX_COMMENT_BYTES: usize = 1024;
-
-/// The operator actions of SPEC.md §4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Approve the current phase.
-    Approve,
-    /// Stop all progress.
-    Pause,
-    /// Continue.
-    Resume,
-    /// End the current phase now.
-    Skip,
-    /// Full roll-out now.
-    Rollout,
-    /// Roll back, irreversibly.
-    Abort,
-}
-
-impl Action {
-    /// The verb on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Approve => "approve",
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::Skip => "skip",
-            Self::Rollout => "rollout",
-            Self::Abort => "abort",
-        }
-    }
-
-    /// Whether the action moves forward, and so must name the phase.
-    fn needs_phase_id(self) -> bool {
-        matches!(self, Self::Approve | Self::Skip | Self::Rollout)
-    }
-}
 
 /// True when `phase` names `segment`, literally or by glob.
 pub fn phase_covers(phase: &Phase, segment: &str) -> bool {
@@ -75,7 +39,8 @@ pub struct StartParams {
     pub actor: Actor,
     /// The put's comment, recorded on `started`.
     pub comment: Option<String>,
-    /// Now.
+    /// When the trigger starts: its `created_at_ms` and the time of its
+    /// `started` and first `phase_started` entries.
     pub now_ms: u64,
 }
 
@@ -152,7 +117,7 @@ pub fn start(p: StartParams) -> TriggerRecord {
 /// why it is refused. On error the record is unchanged.
 pub fn act(
     rec: &mut TriggerRecord,
-    action: Action,
+    action: TriggerAction,
     req: &ActionRequest,
     now_ms: u64,
 ) -> Result<(), ApiError> {
@@ -161,7 +126,7 @@ pub fn act(
     let comment = req.comment.clone();
     let t = &mut rec.trigger;
     match action {
-        Action::Approve => {
+        TriggerAction::Approve => {
             t.approvals.push(ApprovalRecord {
                 actor: actor.clone(),
                 at_ms: now_ms,
@@ -169,15 +134,15 @@ pub fn act(
             });
             record(t, HistoryType::Approved, actor, now_ms, comment);
         }
-        Action::Pause => {
+        TriggerAction::Pause => {
             record(t, HistoryType::Paused, actor, now_ms, comment);
             pause(rec, PausedReason::Manual, now_ms);
         }
-        Action::Resume => {
+        TriggerAction::Resume => {
             record(t, HistoryType::Resumed, actor, now_ms, comment);
             resume(rec, now_ms);
         }
-        Action::Skip => {
+        TriggerAction::Skip => {
             record(t, HistoryType::Skipped, actor, now_ms, comment);
             t.paused = false;
             t.paused_reason = None;
@@ -186,11 +151,11 @@ pub fn act(
             rec.published = rec.published.max(t.current_phase + 1);
             end_phase(rec, now_ms);
         }
-        Action::Rollout => {
+        TriggerAction::Rollout => {
             record(t, HistoryType::Rollout, actor.clone(), now_ms, comment);
             complete(rec, actor, now_ms);
         }
-        Action::Abort => {
+        TriggerAction::Abort => {
             abort(rec, actor, comment, now_ms);
         }
     }
@@ -210,7 +175,11 @@ pub fn kill(rec: &mut TriggerRecord, actor: Actor, now_ms: u64) {
     rec.trigger.updated_at_ms = now_ms;
 }
 
-fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Result<(), ApiError> {
+fn check_action(
+    rec: &TriggerRecord,
+    action: TriggerAction,
+    req: &ActionRequest,
+) -> Result<(), ApiError> {
     let t = &rec.trigger;
     let verb = action.as_str();
     // invalid first, then conflict, then forbidden (SPEC.md §6).
@@ -231,8 +200,7 @@ fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Res
     if t.status.is_finished() {
         return Err(ApiError::conflict(format!(
             "trigger {} is {}; it no longer accepts actions",
-            t.id,
-            status_str(t.status)
+            t.id, t.status
         )));
     }
     if let Some(p) = &req.phase_id
@@ -246,7 +214,7 @@ fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Res
     let phases = &t.pipeline_snapshot.phases;
     let current = phases.get(t.current_phase as usize);
     match action {
-        Action::Approve => {
+        TriggerAction::Approve => {
             if t.phase_state != Some(PhaseState::AwaitingApproval) {
                 return Err(ApiError::conflict(
                     "the current phase is not awaiting approval",
@@ -267,15 +235,15 @@ fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Res
                 )));
             }
         }
-        Action::Pause if t.paused => {
+        TriggerAction::Pause if t.paused => {
             return Err(ApiError::conflict("the trigger is already paused"));
         }
-        Action::Resume if !t.paused => {
+        TriggerAction::Resume if !t.paused => {
             return Err(ApiError::conflict("the trigger is not paused"));
         }
-        Action::Skip | Action::Rollout => {
+        TriggerAction::Skip | TriggerAction::Rollout => {
             let past: &[Phase] = match action {
-                Action::Skip => current.map(std::slice::from_ref).unwrap_or_default(),
+                TriggerAction::Skip => current.map(std::slice::from_ref).unwrap_or_default(),
                 _ => phases.get(t.current_phase as usize..).unwrap_or_default(),
             };
             if let Some(ph) = past
@@ -298,14 +266,6 @@ fn check_action(rec: &TriggerRecord, action: Action, req: &ActionRequest) -> Res
         _ => {}
     }
     Ok(())
-}
-
-fn status_str(s: TriggerStatus) -> &'static str {
-    match s {
-        TriggerStatus::InProgress => "in_progress",
-        TriggerStatus::Completed => "completed",
-        TriggerStatus::Aborted => "aborted",
-    }
 }
 
 /// Takes in the fleet: agent counts per segment, acks and health. Moves an
@@ -662,7 +622,6 @@ fn begin_applying(rec: &mut TriggerRecord, now_ms: u64) {
     }
 }
 
-/// Moves through every step that is due now, until nothing changes.
 /// What moved the trigger: time alone never calls a phase applied (only a
 /// fleet view or an action that found it so), so a paused trigger never
 /// advances by time.
@@ -673,6 +632,7 @@ enum By {
     Time,
 }
 
+/// Moves through every step that is due now, until nothing changes.
 fn advance(rec: &mut TriggerRecord, now_ms: u64, by: By) {
     // Each pass either changes phase state or returns; the bound only
     // guards against a bug turning into a hang.

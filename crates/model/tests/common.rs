@@ -115,7 +115,7 @@ pub fn history(rec: &TriggerRecord) -> Vec<HistoryType> {
 /// Acts on `rec` as `who` on its current phase.
 pub fn run(
     rec: &mut TriggerRecord,
-    action: phasegate_model::Action,
+    action: phasegate_proto::TriggerAction,
     who: &str,
     now_ms: u64,
 ) -> Result<(), ApiError> {

@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use phasegate_model::{
-    Action, PutKind, PutOutcome, PutRequest, delete, entity_state, new_record, observe, put, settle,
-};
+use phasegate_model::{PutOutcome, delete, entity_state, new_record, observe, put, settle};
 use phasegate_proto::*;
 use serde_json::json;
 
@@ -44,7 +42,7 @@ impl World {
         let out = put(
             &self.entity,
             self.active.as_ref(),
-            PutRequest {
+            EntityPutRequest {
                 spec: serde_json::from_value(spec).unwrap(),
                 actor: actor("carol"),
                 comment: None,
@@ -54,17 +52,20 @@ impl World {
             TriggerId::new(format!("t{}", self.next_id)).unwrap(),
             1_000,
         )?;
-        self.entity = out.record.clone();
-        if let Some(c) = &out.created {
-            self.active = Some(c.clone());
+        if let Some(record) = out.record() {
+            self.entity = record.clone();
         }
-        if let Some(a) = &out.aborted {
-            self.active = Some(a.clone());
+        match &out {
+            PutOutcome::Triggered { created, .. } => self.active = Some(created.clone()),
+            PutOutcome::KillSwitch {
+                aborted: Some(a), ..
+            } => self.active = Some(a.clone()),
+            _ => {}
         }
         Ok(out)
     }
 
-    fn act(&mut self, action: Action) {
+    fn act(&mut self, action: TriggerAction) {
         let rec = self.active.as_mut().unwrap();
         run(rec, action, "alice", 2_000).unwrap();
         settle(&mut self.entity, rec);
@@ -81,18 +82,19 @@ fn plain_entities_change_everywhere_at_once() {
     let out = w
         .put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10}]}))
         .unwrap();
-    assert_eq!(out.kind, PutKind::Immediate);
-    assert_eq!(out.spec.version, 1);
-    assert_eq!(out.spec.salt.as_deref(), Some("g"), "defaults filled in");
+    assert!(matches!(out, PutOutcome::Immediate { .. }), "{out:?}");
+    assert_eq!(out.spec().version, 1);
+    assert_eq!(out.spec().salt.as_deref(), Some("g"), "defaults filled in");
     // The same again is a no-op, numbers compared as f64.
     let out = w
         .put(json!({"name": "g", "rules": [{"id": "r", "pass_percentage": 10.0}]}))
         .unwrap();
-    assert_eq!(out.kind, PutKind::NoOp);
-    assert_eq!(out.spec.version, 1);
+    assert!(matches!(out, PutOutcome::NoOp { .. }), "{out:?}");
+    assert_eq!(out.spec().version, 1);
     assert_eq!(w.serves("anywhere").base.unwrap().version, 1);
     let out = w.put(json!({"name": "g", "description": "x"})).unwrap();
-    assert_eq!((out.kind, out.spec.version), (PutKind::Immediate, 2));
+    assert!(matches!(out, PutOutcome::Immediate { .. }), "{out:?}");
+    assert_eq!(out.spec().version, 2);
 }
 
 #[test]
@@ -138,8 +140,10 @@ fn validation_then_not_found_then_conflict() {
 fn creation_through_a_pipeline_starts_from_absent() {
     let mut w = World::new();
     let out = w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
-    assert_eq!(out.kind, PutKind::Triggered);
-    let t = &out.created.as_ref().unwrap().trigger;
+    let PutOutcome::Triggered { created, .. } = &out else {
+        panic!("triggered expected: {out:?}");
+    };
+    let t = &created.trigger;
     assert_eq!((t.from_version, t.to_version), (0, 1));
     assert_eq!(t.current_phase_id.as_ref().unwrap().as_str(), "dev");
     // Before any phase applies, nobody serves anything.
@@ -157,25 +161,23 @@ fn creation_through_a_pipeline_starts_from_absent() {
         .put(json!({"name": "g", "pipeline": "seed", "description": "d"}))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
-    assert_eq!(
-        w.put(json!({"name": "g", "pipeline": "seed"}))
-            .unwrap()
-            .kind,
-        PutKind::NoOp
-    );
+    assert!(matches!(
+        w.put(json!({"name": "g", "pipeline": "seed"})).unwrap(),
+        PutOutcome::NoOp { .. }
+    ));
     // Abort: the entity reads as absent again; numbering continues.
-    w.act(Action::Abort);
+    w.act(TriggerAction::Abort);
     assert!(w.entity.latest.is_none());
     assert!(w.serves("dev").base.is_none() && w.serves("dev").rollout.is_none());
     let out = w.put(json!({"name": "g"})).unwrap();
-    assert_eq!(out.spec.version, 2, "to_version + 1");
+    assert_eq!(out.spec().version, 2, "to_version + 1");
 }
 
 #[test]
 fn detaching_is_no_way_around_the_pipeline() {
     let mut w = World::new();
     w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
-    w.act(Action::Rollout);
+    w.act(TriggerAction::Rollout);
     assert_eq!(w.entity.base.as_ref().unwrap().version, 1);
     assert_eq!(
         w.serves("prod-eu").base.unwrap().version,
@@ -185,33 +187,36 @@ fn detaching_is_no_way_around_the_pipeline() {
     let out = w
         .put(json!({"name": "g", "enabled": true, "rules": [{"id": "r", "pass_percentage": 5}]}))
         .unwrap();
-    assert_eq!(
-        out.kind,
-        PutKind::Triggered,
-        "the latest version's pipeline governs"
-    );
-    assert_eq!(out.created.unwrap().trigger.from_version, 1);
+    let PutOutcome::Triggered { created, .. } = out else {
+        panic!("the latest version's pipeline governs: {out:?}");
+    };
+    assert_eq!(created.trigger.from_version, 1);
 }
 
 #[test]
 fn kill_switch_is_immediate_and_aborts_the_trigger() {
     let mut w = World::new();
     w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
-    w.act(Action::Rollout);
+    w.act(TriggerAction::Rollout);
     let out = w
         .put(
             json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]}),
         )
         .unwrap();
-    assert_eq!(out.kind, PutKind::Triggered);
-    assert_eq!(out.spec.version, 2);
+    assert!(matches!(out, PutOutcome::Triggered { .. }), "{out:?}");
+    assert_eq!(out.spec().version, 2);
     // Turning off compares against the latest (the trigger's to_version).
     let out = w
         .put(json!({"name": "g", "pipeline": "seed", "enabled": false, "rules": [{"id": "r", "pass_percentage": 50}]}))
         .unwrap();
-    assert_eq!(out.kind, PutKind::KillSwitch);
-    assert_eq!(out.spec.version, 3);
-    let aborted = out.aborted.unwrap();
+    assert_eq!(out.spec().version, 3);
+    let PutOutcome::KillSwitch {
+        aborted: Some(aborted),
+        ..
+    } = out
+    else {
+        panic!("kill switch with its aborted trigger expected: {out:?}");
+    };
     assert_eq!(aborted.trigger.status, TriggerStatus::Aborted);
     let last = aborted.trigger.history.last().unwrap();
     assert_eq!(last.actor.as_str(), "carol");
@@ -226,7 +231,7 @@ fn kill_switch_is_immediate_and_aborts_the_trigger() {
             json!({"name": "g", "pipeline": "seed", "rules": [{"id": "r", "pass_percentage": 50}]}),
         )
         .unwrap();
-    assert_eq!(out.kind, PutKind::Triggered);
+    assert!(matches!(out, PutOutcome::Triggered { .. }), "{out:?}");
 }
 
 #[test]
@@ -235,11 +240,11 @@ fn deletes_are_immediate_and_numbers_continue() {
     assert_eq!(delete(&w.entity).unwrap_err().code, ErrorCode::NotFound);
     w.put(json!({"name": "g", "pipeline": "seed"})).unwrap();
     assert_eq!(delete(&w.entity).unwrap_err().code, ErrorCode::Conflict);
-    w.act(Action::Rollout);
+    w.act(TriggerAction::Rollout);
     w.entity = delete(&w.entity).unwrap();
     assert!(w.serves("dev").base.is_none());
     let out = w.put(json!({"name": "g"})).unwrap();
-    assert_eq!(out.spec.version, 2);
+    assert_eq!(out.spec().version, 2);
 }
 
 #[test]

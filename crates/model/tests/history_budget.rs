@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use phasegate_model::rollout::{HISTORY_BUDGET_BYTES, MAX_COMMENT_BYTES, entry_bytes};
-use phasegate_model::{Action, act, observe};
+use phasegate_model::{act, observe};
 use phasegate_proto::*;
 use proptest::prelude::*;
 
@@ -113,7 +113,7 @@ proptest! {
             match step {
                 Step::Toggle(c) => {
                     r.comment = Some(c.clone());
-                    let action = if rec.trigger.paused { Action::Resume } else { Action::Pause };
+                    let action = if rec.trigger.paused { TriggerAction::Resume } else { TriggerAction::Pause };
                     act(&mut rec, action, &r, now).unwrap();
                 }
                 Step::Flap => {
@@ -129,7 +129,7 @@ proptest! {
         let mut r = req(&rec, "op");
         r.actor = actor;
         r.comment = Some("z".repeat(MAX_COMMENT_BYTES));
-        act(&mut rec, Action::Abort, &r, 10_000).unwrap();
+        act(&mut rec, TriggerAction::Abort, &r, 10_000).unwrap();
         let h = &rec.trigger.history;
         prop_assert_eq!(h[0].kind, HistoryType::Started);
         prop_assert_eq!(h.last().unwrap().kind, HistoryType::Aborted);

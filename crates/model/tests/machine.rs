@@ -5,18 +5,9 @@ mod common;
 
 use common::*;
 use phasegate_model::rollout::{health_ratio, phase_covers};
-use phasegate_model::{Action, FleetView, act, next_deadline_ms, observe, tick};
+use phasegate_model::{FleetView, act, next_deadline_ms, observe, tick};
 use phasegate_proto::HistoryType as H;
 use phasegate_proto::*;
-
-const ALL: [Action; 6] = [
-    Action::Approve,
-    Action::Pause,
-    Action::Resume,
-    Action::Skip,
-    Action::Rollout,
-    Action::Abort,
-];
 
 /// Builds a trigger in each state the table covers.
 fn in_state(name: &str) -> TriggerRecord {
@@ -27,12 +18,12 @@ fn in_state(name: &str) -> TriggerRecord {
     let mut rec = start(p, 0);
     let one_agent = fleet(&[("dev", 1, 0, 1)]);
     observe(&mut rec, &one_agent, 0);
-    let pause = |rec: &mut TriggerRecord| run(rec, Action::Pause, "op", 10).unwrap();
+    let pause = |rec: &mut TriggerRecord| run(rec, TriggerAction::Pause, "op", 10).unwrap();
     match name {
         "awaiting" => {}
         "awaiting+paused" => pause(&mut rec),
         "applying" | "applying+paused" | "baking" | "baking+paused" => {
-            run(&mut rec, Action::Approve, "op", 5).unwrap();
+            run(&mut rec, TriggerAction::Approve, "op", 5).unwrap();
             assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
             if name.starts_with("baking") {
                 observe(&mut rec, &fleet(&[("dev", 1, 1, 1)]), 6);
@@ -43,10 +34,10 @@ fn in_state(name: &str) -> TriggerRecord {
             }
         }
         "completed" => {
-            run(&mut rec, Action::Rollout, "op", 5).unwrap();
+            run(&mut rec, TriggerAction::Rollout, "op", 5).unwrap();
         }
         "aborted" => {
-            run(&mut rec, Action::Abort, "op", 5).unwrap();
+            run(&mut rec, TriggerAction::Abort, "op", 5).unwrap();
         }
         other => panic!("unknown state {other}"),
     }
@@ -83,7 +74,7 @@ fn every_action_in_every_state() {
         ("aborted", ["conflict"; 6]),
     ];
     for (state, expected) in table {
-        for (action, want) in ALL.iter().zip(expected) {
+        for (action, want) in TriggerAction::ALL.iter().zip(expected) {
             let mut rec = in_state(state);
             let before = rec.clone();
             let got = code(run(&mut rec, *action, "op2", 20));
@@ -108,7 +99,10 @@ fn every_action_in_every_state() {
             let mut bare = req(&rec, "op2");
             bare.phase_id = None;
             let got = code(act(&mut rec, *action, &bare, 20));
-            if matches!(action, Action::Approve | Action::Skip | Action::Rollout) {
+            if matches!(
+                action,
+                TriggerAction::Approve | TriggerAction::Skip | TriggerAction::Rollout
+            ) {
                 assert_eq!(got, "invalid", "{action:?} without phase_id in {state}");
             } else {
                 assert_eq!(got, want, "{action:?} without phase_id in {state}");
@@ -164,10 +158,10 @@ fn seed_pipeline_walks_to_completion() {
     let mut charlie = req(&rec, "charlie");
     charlie.comment = Some("lgtm".into());
     assert_eq!(
-        code(act(&mut rec, Action::Approve, &charlie, 100_000)),
+        code(act(&mut rec, TriggerAction::Approve, &charlie, 100_000)),
         "forbidden"
     );
-    run(&mut rec, Action::Approve, "alice", 100_000).unwrap();
+    run(&mut rec, TriggerAction::Approve, "alice", 100_000).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
     assert_eq!(rec.trigger.approvals.len(), 1);
     observe(&mut rec, &fleet(&acked(3)), 100_100);
@@ -229,14 +223,17 @@ fn min_approvals_and_once_per_actor() {
     )]);
     let mut rec = start(p, 0);
     observe(&mut rec, &fleet(&[("dev", 1, 0, 1)]), 0);
-    run(&mut rec, Action::Approve, "alice", 1).unwrap();
+    run(&mut rec, TriggerAction::Approve, "alice", 1).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
-    assert_eq!(code(run(&mut rec, Action::Approve, "alice", 2)), "conflict");
     assert_eq!(
-        code(run(&mut rec, Action::Approve, "mallory", 2)),
+        code(run(&mut rec, TriggerAction::Approve, "alice", 2)),
+        "conflict"
+    );
+    assert_eq!(
+        code(run(&mut rec, TriggerAction::Approve, "mallory", 2)),
         "forbidden"
     );
-    run(&mut rec, Action::Approve, "bob", 3).unwrap();
+    run(&mut rec, TriggerAction::Approve, "bob", 3).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::Applying));
     let who: Vec<_> = rec
         .trigger
@@ -258,7 +255,7 @@ fn pause_keeps_the_remaining_time() {
     );
     observe(&mut rec, &fleet(&[("dev", 1, 1, 1)]), 1_000);
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(11_000));
-    run(&mut rec, Action::Pause, "op", 4_000).unwrap();
+    run(&mut rec, TriggerAction::Pause, "op", 4_000).unwrap();
     assert_eq!(rec.trigger.phase_ends_at_ms, None);
     assert_eq!(rec.trigger.remaining_wait_ms, Some(7_000));
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::Manual));
@@ -268,7 +265,7 @@ fn pause_keeps_the_remaining_time() {
         rec.trigger.current_phase, 0,
         "a paused trigger never advances by time"
     );
-    run(&mut rec, Action::Resume, "op", 60_000).unwrap();
+    run(&mut rec, TriggerAction::Resume, "op", 60_000).unwrap();
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(67_000));
     assert_eq!(rec.trigger.remaining_wait_ms, None);
     tick(&mut rec, 67_000);
@@ -279,7 +276,7 @@ fn pause_keeps_the_remaining_time() {
 fn applied_while_paused_waits_for_resume_with_full_bake() {
     let mut rec = start(pipeline(vec![phase("a", &["dev"], 3_000)]), 0);
     observe(&mut rec, &fleet(&[("dev", 2, 1, 2)]), 0);
-    run(&mut rec, Action::Pause, "op", 10).unwrap();
+    run(&mut rec, TriggerAction::Pause, "op", 10).unwrap();
     observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 20);
     let t = &rec.trigger;
     assert_eq!(
@@ -290,18 +287,18 @@ fn applied_while_paused_waits_for_resume_with_full_bake() {
     assert!(t.paused);
     assert_eq!(t.remaining_wait_ms, Some(3_000));
     assert_eq!(t.phase_ends_at_ms, None);
-    run(&mut rec, Action::Resume, "op", 100).unwrap();
+    run(&mut rec, TriggerAction::Resume, "op", 100).unwrap();
     assert_eq!(rec.trigger.phase_ends_at_ms, Some(3_100));
 }
 
 #[test]
 fn approved_while_paused_waits_for_resume() {
     let mut rec = start(pipeline(vec![approval(phase("a", &["dev"], 0), &[], 1)]), 0);
-    run(&mut rec, Action::Pause, "op", 1).unwrap();
-    run(&mut rec, Action::Approve, "alice", 2).unwrap();
+    run(&mut rec, TriggerAction::Pause, "op", 1).unwrap();
+    run(&mut rec, TriggerAction::Approve, "alice", 2).unwrap();
     assert_eq!(rec.trigger.phase_state, Some(PhaseState::AwaitingApproval));
     assert_eq!(rec.published, 0, "nothing published while paused");
-    run(&mut rec, Action::Resume, "op", 3).unwrap();
+    run(&mut rec, TriggerAction::Resume, "op", 3).unwrap();
     assert_eq!(
         rec.trigger.status,
         TriggerStatus::Completed,
@@ -329,11 +326,11 @@ fn apply_timeout_pauses_resume_waits_again_skip_moves_on() {
         rec.trigger.history.last().unwrap().actor.as_str(),
         "phasegate"
     );
-    run(&mut rec, Action::Resume, "op", 7_000).unwrap();
+    run(&mut rec, TriggerAction::Resume, "op", 7_000).unwrap();
     assert_eq!(next_deadline_ms(&rec), Some(12_000), "resume waits again");
     tick(&mut rec, 12_000);
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::ApplyTimeout));
-    run(&mut rec, Action::Skip, "op", 13_000).unwrap();
+    run(&mut rec, TriggerAction::Skip, "op", 13_000).unwrap();
     let t = &rec.trigger;
     assert!(!t.paused, "skip clears paused");
     assert_eq!(t.current_phase_id.as_ref().unwrap().as_str(), "b");
@@ -353,13 +350,16 @@ fn skip_publishes_an_unpublished_phase() {
     ]);
     let mut rec = start(p, 0);
     assert_eq!(rec.published, 0);
-    assert_eq!(code(run(&mut rec, Action::Skip, "bob", 1)), "forbidden");
-    run(&mut rec, Action::Skip, "alice", 1).unwrap();
+    assert_eq!(
+        code(run(&mut rec, TriggerAction::Skip, "bob", 1)),
+        "forbidden"
+    );
+    run(&mut rec, TriggerAction::Skip, "alice", 1).unwrap();
     assert_eq!(rec.published, 1, "the skipped phase is published");
     assert_eq!(rec.trigger.current_phase_id.as_ref().unwrap().as_str(), "b");
     assert!(phasegate_model::desired::phase_rollout(&rec, "dev").is_some());
     assert!(phasegate_model::desired::phase_rollout(&rec, "staging").is_none());
-    run(&mut rec, Action::Skip, "bob", 2).unwrap();
+    run(&mut rec, TriggerAction::Skip, "bob", 2).unwrap();
     assert_eq!(
         rec.trigger.status,
         TriggerStatus::Completed,
@@ -374,8 +374,11 @@ fn rollout_needs_approvers_of_every_remaining_phase() {
         approval(phase("b", &["staging"], 0), &["alice"], 1),
     ]);
     let mut rec = start(p, 0);
-    assert_eq!(code(run(&mut rec, Action::Rollout, "bob", 1)), "forbidden");
-    run(&mut rec, Action::Rollout, "alice", 1).unwrap();
+    assert_eq!(
+        code(run(&mut rec, TriggerAction::Rollout, "bob", 1)),
+        "forbidden"
+    );
+    run(&mut rec, TriggerAction::Rollout, "alice", 1).unwrap();
     let h = history(&rec);
     assert_eq!(&h[h.len() - 2..], [H::Rollout, H::Completed]);
     assert_eq!(rec.trigger.status, TriggerStatus::Completed);
@@ -425,8 +428,8 @@ fn health_pause_and_recovery() {
 
     // Paused by health, then by an operator: recovery does not resume.
     observe(&mut rec, &fleet(&[("dev", 2, 2, 1)]), 4_000);
-    run(&mut rec, Action::Resume, "op", 4_100).unwrap();
-    run(&mut rec, Action::Pause, "op", 4_200).unwrap();
+    run(&mut rec, TriggerAction::Resume, "op", 4_100).unwrap();
+    run(&mut rec, TriggerAction::Pause, "op", 4_200).unwrap();
     observe(&mut rec, &fleet(&[("dev", 2, 2, 2)]), 4_300);
     assert!(rec.trigger.paused);
     assert_eq!(rec.trigger.paused_reason, Some(PausedReason::Manual));
@@ -471,7 +474,7 @@ fn globs_cover_segments() {
 #[test]
 fn finished_fields_are_cleared() {
     let mut rec = in_state("baking+paused");
-    run(&mut rec, Action::Abort, "op", 30).unwrap();
+    run(&mut rec, TriggerAction::Abort, "op", 30).unwrap();
     let t = &rec.trigger;
     assert_eq!(t.status, TriggerStatus::Aborted);
     assert!(!t.paused && t.paused_reason.is_none());
@@ -509,7 +512,7 @@ fn long_comments_are_refused() {
     let mut rec = start(pipeline(vec![phase("a", &["dev"], 1_000)]), 0);
     let mut r = req(&rec, "op");
     r.comment = Some("x".repeat(2000));
-    let e = act(&mut rec, Action::Pause, &r, 1).unwrap_err();
+    let e = act(&mut rec, TriggerAction::Pause, &r, 1).unwrap_err();
     assert_eq!(e.code, ErrorCode::Invalid);
 }
 
@@ -539,7 +542,7 @@ fn history_is_bounded_and_keeps_its_start() {
     let before = rec.trigger.history.len();
     let mut r = req(&rec, "op");
     r.comment = Some("y".repeat(1024));
-    act(&mut rec, Action::Abort, &r, 5_000).unwrap();
+    act(&mut rec, TriggerAction::Abort, &r, 5_000).unwrap();
     assert_eq!(rec.trigger.history.len(), before + 1);
     assert!(
         phasegate_proto::encode(Encoding::MsgPack, &rec)

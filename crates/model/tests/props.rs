@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use phasegate_model::desired::{phase_rollout, trigger_state};
-use phasegate_model::{Action, FleetView, SegmentFleet, act, observe, tick};
+use phasegate_model::{FleetView, SegmentFleet, act, observe, tick};
 use phasegate_proto::*;
 use proptest::prelude::*;
 
@@ -81,15 +81,6 @@ fn arb_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-const ACTIONS: [Action; 6] = [
-    Action::Approve,
-    Action::Pause,
-    Action::Resume,
-    Action::Skip,
-    Action::Rollout,
-    Action::Abort,
-];
-
 fn rules_of(rec: &TriggerRecord, segment: &str) -> Vec<(usize, f64)> {
     phase_rollout(rec, segment)
         .map(|r| {
@@ -119,7 +110,7 @@ proptest! {
                         2 => None,
                         _ => Some(PhaseId::new("elsewhere").unwrap()),
                     };
-                    let res = act(&mut rec, ACTIONS[*action], &r, now);
+                    let res = act(&mut rec, TriggerAction::ALL[*action], &r, now);
                     if res.is_err() {
                         prop_assert_eq!(&rec, &before, "a refused action changed the trigger");
                     }

@@ -78,71 +78,37 @@ impl fmt::Display for SuccessCondition {
     }
 }
 
-/// The comparison of a [`SuccessCondition`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum CompareOp {
-    /// `<`
-    #[serde(rename = "<")]
-    Lt,
-    /// `<=`
-    #[serde(rename = "<=")]
-    Le,
-    /// `>`
-    #[serde(rename = ">")]
-    Gt,
-    /// `>=`
-    #[serde(rename = ">=")]
-    Ge,
-}
-
-impl CompareOp {
-    /// The wire word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lt => "<",
-            Self::Le => "<=",
-            Self::Gt => ">",
-            Self::Ge => ">=",
-        }
+crate::wire_enum! {
+    /// The comparison of a [`SuccessCondition`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum CompareOp as "comparison" {
+        /// The sample is below the threshold.
+        #[serde(rename = "<")]
+        Lt => "<",
+        /// The sample is at most the threshold.
+        #[serde(rename = "<=")]
+        Le => "<=",
+        /// The sample is above the threshold.
+        #[serde(rename = ">")]
+        Gt => ">",
+        /// The sample is at least the threshold.
+        #[serde(rename = ">=")]
+        Ge => ">=",
     }
 }
 
-impl fmt::Display for CompareOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What one run of an analysis gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnalysisResult {
-    /// The sample satisfied `success`.
-    Success,
-    /// The sample violated `success`.
-    Failure,
-    /// No verdict: the query failed, timed out, or did not return exactly
-    /// one sample (or no Prometheus is configured).
-    Inconclusive,
-}
-
-impl AnalysisResult {
-    /// Every result, in the order metrics list them.
-    pub const ALL: [Self; 3] = [Self::Success, Self::Failure, Self::Inconclusive];
-
-    /// The wire word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-            Self::Inconclusive => "inconclusive",
-        }
-    }
-}
-
-impl fmt::Display for AnalysisResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::wire_enum! {
+    /// What one run of an analysis gave.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AnalysisResult as "analysis result" {
+        /// The sample satisfied `success`.
+        Success => "success",
+        /// The sample violated `success`.
+        Failure => "failure",
+        /// No verdict: the query failed, timed out, or did not return
+        /// exactly one sample (or no Prometheus is configured).
+        Inconclusive => "inconclusive",
     }
 }
 

@@ -8,44 +8,27 @@ use serde::{Deserialize, Serialize};
 use crate::entity::{EntityKind, EntitySpec, User, ValueMap};
 use crate::names::{Actor, AgentId, EntityName, PhaseId, PipelineName, Segment, TriggerId};
 use crate::pipeline::Pipeline;
+use crate::subjects::Command;
 use crate::trigger::{Trigger, TriggerStatus};
 
-/// Error codes of the contract, in the order of precedence used when
-/// several apply (`invalid` first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed body, unknown field value, failed validation.
-    Invalid,
-    /// The named thing does not exist.
-    NotFound,
-    /// The current state does not allow it.
-    Conflict,
-    /// The actor may not do it.
-    Forbidden,
-    /// Not ready or not the leader: retry.
-    Unavailable,
-    /// A fault of the service.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Invalid => "invalid",
-            Self::NotFound => "not_found",
-            Self::Conflict => "conflict",
-            Self::Forbidden => "forbidden",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::wire_enum! {
+    /// Error codes of the contract, in the order of precedence used when
+    /// several apply (`invalid` first).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorCode as "error code" {
+        /// Malformed body, unknown field value, failed validation.
+        Invalid => "invalid",
+        /// The named thing does not exist.
+        NotFound => "not_found",
+        /// The current state does not allow it.
+        Conflict => "conflict",
+        /// The actor may not do it.
+        Forbidden => "forbidden",
+        /// Not ready or not the leader: retry.
+        Unavailable => "unavailable",
+        /// A fault of the service.
+        Internal => "internal",
     }
 }
 
@@ -145,9 +128,10 @@ pub struct Empty {}
 /// `pipeline.put`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelinePutRequest {
-    /// The definition.
+    /// The whole definition: it replaces the stored one.
     pub pipeline: Pipeline,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -170,7 +154,8 @@ pub struct PipelineGetRequest {
 pub struct PipelineDeleteRequest {
     /// Which pipeline.
     pub name: PipelineName,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -207,7 +192,8 @@ pub struct PipelineListResult {
 pub struct EntityPutRequest {
     /// The definition (`kind` and `version` are ignored).
     pub spec: EntitySpec,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
     /// Optional remark, recorded in the trigger's history.
     #[serde(default)]
@@ -238,7 +224,8 @@ pub struct EntityGetRequest {
 pub struct EntityDeleteRequest {
     /// Which entity.
     pub name: EntityName,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -278,7 +265,7 @@ pub struct TriggerListRequest {
     /// Only this status.
     #[serde(default)]
     pub status: Option<TriggerStatus>,
-    /// Items per page.
+    /// Items per page: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
     #[serde(default)]
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
@@ -296,6 +283,71 @@ pub struct TriggerListResult {
     pub next_cursor: Option<String>,
 }
 
+/// The operator actions on a trigger (SPEC.md §4). Each is sent as its own
+/// command, `trigger.<verb>`, with an [`ActionRequest`]; the verb is the
+/// action's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerAction {
+    /// Approve the current phase.
+    Approve,
+    /// Stop all progress.
+    Pause,
+    /// Continue after a pause, whoever or whatever paused.
+    Resume,
+    /// End the current phase now.
+    Skip,
+    /// Full roll-out now: every remaining phase at once.
+    Rollout,
+    /// Roll back, irreversibly.
+    Abort,
+}
+
+impl TriggerAction {
+    /// Every action, in contract order.
+    pub const ALL: [Self; 6] = [
+        Self::Approve,
+        Self::Pause,
+        Self::Resume,
+        Self::Skip,
+        Self::Rollout,
+        Self::Abort,
+    ];
+
+    /// The command it is sent as.
+    pub fn command(self) -> Command {
+        match self {
+            Self::Approve => Command::TriggerApprove,
+            Self::Pause => Command::TriggerPause,
+            Self::Resume => Command::TriggerResume,
+            Self::Skip => Command::TriggerSkip,
+            Self::Rollout => Command::TriggerRollout,
+            Self::Abort => Command::TriggerAbort,
+        }
+    }
+
+    /// The action `command` asks for; `None` for a command that is no action.
+    pub fn of_command(command: Command) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.command() == command)
+    }
+
+    /// The verb (`approve`): its command's verb.
+    pub fn as_str(self) -> &'static str {
+        self.command().verb()
+    }
+
+    /// Whether the contract requires `phase_id`: the actions that move
+    /// forward must name the phase they move past.
+    pub fn needs_phase_id(self) -> bool {
+        matches!(self, Self::Approve | Self::Skip | Self::Rollout)
+    }
+}
+
+impl fmt::Display for TriggerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `trigger.approve|pause|resume|skip|rollout|abort`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRequest {
@@ -304,7 +356,8 @@ pub struct ActionRequest {
     /// Must equal the current phase; required for approve, skip, rollout.
     #[serde(default)]
     pub phase_id: Option<PhaseId>,
-    /// Who acts.
+    /// Who acts, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
     /// Optional remark, recorded in history.
     #[serde(default)]
@@ -317,7 +370,7 @@ pub struct AgentListRequest {
     /// Only agents of this segment.
     #[serde(default)]
     pub segment: Option<Segment>,
-    /// Items per page.
+    /// Items per page: default [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
     #[serde(default)]
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
@@ -330,7 +383,8 @@ pub struct AgentListRequest {
 pub struct AgentForgetRequest {
     /// The agent to forget.
     pub agent_id: AgentId,
-    /// Who asks.
+    /// Who asks, as recorded in history; with authentication on, the
+    /// sender's identity takes its place (SPEC.md §8).
     pub actor: Actor,
 }
 
@@ -372,7 +426,7 @@ pub struct AgentListResult {
 /// `POST /v1/check_gate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckGateRequest {
-    /// The gate.
+    /// The gate to evaluate.
     pub gate: EntityName,
     /// The user; absent or null = a user with no fields.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -391,9 +445,9 @@ where
 /// Reply of `POST /v1/check_gate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckGateResponse {
-    /// The gate.
+    /// The gate evaluated, as asked.
     pub gate: EntityName,
-    /// Pass or fail.
+    /// Whether the user passes; `false` for an unknown gate.
     pub value: bool,
     /// The version that answered (0 for unknown).
     pub version: u64,
@@ -410,7 +464,7 @@ pub struct CheckGateResponse {
 /// `POST /v1/get_config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetConfigRequest {
-    /// The config.
+    /// The config to evaluate.
     pub config: EntityName,
     /// The user; absent or null = a user with no fields.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -420,9 +474,10 @@ pub struct GetConfigRequest {
 /// Reply of `POST /v1/get_config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetConfigResponse {
-    /// The config.
+    /// The config evaluated, as asked.
     pub config: EntityName,
-    /// The value.
+    /// The passing rule's value, else the default value; `{}` for an
+    /// unknown config.
     pub value: ValueMap,
     /// The version that answered (0 for unknown).
     pub version: u64,
@@ -458,7 +513,7 @@ pub struct EntityView {
 pub struct Healthz {
     /// The segment served.
     pub segment: Segment,
-    /// This agent.
+    /// This agent, as its reports name it.
     pub agent_id: AgentId,
     /// Connected to NATS now.
     pub connected: bool,
@@ -481,6 +536,6 @@ pub struct Healthz {
 /// The body of an HTTP error reply: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpError {
-    /// The error.
+    /// The same code and message a command reply would carry.
     pub error: ApiError,
 }

@@ -29,7 +29,8 @@ pub enum Encoding {
     /// MessagePack with string-keyed maps (`rmp_serde::to_vec_named`).
     #[default]
     MsgPack,
-    /// JSON.
+    /// JSON, for people and tools: accepted on requests and answered in
+    /// kind.
     Json,
 }
 
@@ -64,9 +65,9 @@ pub enum CodecError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
-        /// Size of the body.
+        /// Size of the body, in bytes.
         size: usize,
-        /// The limit.
+        /// The most a body may take, in bytes.
         limit: usize,
     },
     /// Malformed or mistyped MessagePack.

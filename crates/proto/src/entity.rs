@@ -10,32 +10,19 @@ use crate::names::{EntityName, PipelineName, RuleId};
 /// A JSON-like map: the value of a config or of one of its rules.
 pub type ValueMap = serde_json::Map<String, serde_json::Value>;
 
-/// Gates and configs live in separate namespaces.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum EntityKind {
-    /// A feature gate: evaluates to a boolean.
-    #[default]
-    Gate,
-    /// A dynamic config: evaluates to a map.
-    Config,
-}
-
-impl EntityKind {
-    /// The wire name (`gate`, `config`), also the subject group.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gate => "gate",
-            Self::Config => "config",
-        }
-    }
-}
-
-impl fmt::Display for EntityKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::wire_enum! {
+    /// Gates and configs live in separate namespaces; the word is also the
+    /// subject group of their commands and the first part of their keys.
+    #[derive(
+        Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum EntityKind as "entity kind" {
+        /// A feature gate: evaluates to a boolean.
+        #[default]
+        Gate => "gate",
+        /// A dynamic config: evaluates to a map.
+        Config => "config",
     }
 }
 
@@ -69,7 +56,7 @@ pub struct EntitySpec {
     /// The attached release pipeline, if any.
     #[serde(default)]
     pub pipeline: Option<PipelineName>,
-    /// Free text.
+    /// For people; a change of it alone is applied everywhere at once.
     #[serde(default)]
     pub description: String,
 }
@@ -130,7 +117,7 @@ impl Rule {
 /// A predicate on one field of the user or of the evaluating agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
-    /// What is tested.
+    /// The user's (or the agent's) field it reads.
     pub field: Field,
     /// How it is tested.
     pub op: Op,
@@ -206,36 +193,38 @@ impl<'de> Deserialize<'de> for Field {
     }
 }
 
-/// Condition operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    /// Equals one of the values, as strings, case-insensitive.
-    Any,
-    /// Equals none of the values, as strings, case-insensitive.
-    None,
-    /// Equal to `values[0]`: numerically when both are numbers, else exact strings.
-    Eq,
-    /// Not equal to `values[0]`.
-    Neq,
-    /// Greater than `values[0]`, numerically.
-    Gt,
-    /// Greater than or equal to `values[0]`, numerically.
-    Gte,
-    /// Less than `values[0]`, numerically.
-    Lt,
-    /// Less than or equal to `values[0]`, numerically.
-    Lte,
-    /// Some value is a case-insensitive substring of the field.
-    StrContainsAny,
-    /// Some value is a case-insensitive prefix of the field.
-    StrStartsWithAny,
-    /// Unanchored regular-expression search with `values[0]`.
-    StrMatches,
-    /// Version greater than or equal to `values[0]`.
-    VersionGte,
-    /// Version less than `values[0]`.
-    VersionLt,
+crate::wire_enum! {
+    /// How a condition compares its field with its values (SPEC.md §2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Op as "condition operator" {
+        /// Equals one of the values, as strings, case-insensitive.
+        Any => "any",
+        /// Equals none of the values, as strings, case-insensitive.
+        None => "none",
+        /// Equal to `values[0]`: numerically when both are numbers, else exact strings.
+        Eq => "eq",
+        /// Not equal to `values[0]`.
+        Neq => "neq",
+        /// Greater than `values[0]`, numerically.
+        Gt => "gt",
+        /// Greater than or equal to `values[0]`, numerically.
+        Gte => "gte",
+        /// Less than `values[0]`, numerically.
+        Lt => "lt",
+        /// Less than or equal to `values[0]`, numerically.
+        Lte => "lte",
+        /// Some value is a case-insensitive substring of the field.
+        StrContainsAny => "str_contains_any",
+        /// Some value is a case-insensitive prefix of the field.
+        StrStartsWithAny => "str_starts_with_any",
+        /// Unanchored regular-expression search with `values[0]`.
+        StrMatches => "str_matches",
+        /// Version greater than or equal to `values[0]`.
+        VersionGte => "version_gte",
+        /// Version less than `values[0]`.
+        VersionLt => "version_lt",
+    }
 }
 
 /// A condition operand: a string or a number (taken as f64).
@@ -298,13 +287,14 @@ pub struct User {
     /// The unit of bucketing.
     #[serde(default)]
     pub user_id: serde_json::Value,
-    /// E-mail address.
+    /// Read by `email` conditions.
     #[serde(default)]
     pub email: serde_json::Value,
-    /// Country code.
+    /// Read by `country` conditions.
     #[serde(default)]
     pub country: serde_json::Value,
-    /// Application version.
+    /// Read by `app_version` conditions, as a version by the `version_*`
+    /// operators.
     #[serde(default)]
     pub app_version: serde_json::Value,
     /// Free attributes, read by `custom.<key>` conditions.

@@ -4,10 +4,14 @@
 //!
 //! This crate describes bytes on the wire and nothing more: it must never
 //! depend on tokio, ractor or NATS, and holds no behaviour beyond validation
-//! of names and (de)serialisation.
+//! of names, the words of wire enums ([`wire_enum!`]), (de)serialisation and
+//! reading the clock in the wire's unit ([`now_ms`]).
+
+pub mod words;
 
 pub mod analysis;
 pub mod api;
+pub mod clock;
 pub mod codec;
 pub mod entity;
 pub mod names;
@@ -19,6 +23,7 @@ pub mod trigger;
 
 pub use analysis::*;
 pub use api::*;
+pub use clock::now_ms;
 pub use codec::{CodecError, Encoding, decode, encode};
 pub use entity::*;
 pub use names::*;
@@ -27,3 +32,4 @@ pub use store::*;
 pub use subjects::{Bucket, Command, Subjects, entity_key};
 pub use sync::*;
 pub use trigger::*;
+pub use words::UnknownWord;

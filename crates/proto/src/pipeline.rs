@@ -8,9 +8,9 @@ use crate::names::{Actor, PhaseId, PipelineName, SegmentPattern};
 /// An ordered list of phases that a change walks through.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
-    /// Unique name.
+    /// Unique; what entities attach it by.
     pub name: PipelineName,
-    /// Free text.
+    /// For people.
     #[serde(default)]
     pub description: String,
     /// 1 to 50 phases.
@@ -95,17 +95,19 @@ impl ApprovalPolicy {
     }
 }
 
-/// What to do when health falls below the bar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnhealthy {
-    /// Pause the trigger until health recovers.
-    #[default]
-    Pause,
-    /// Abort the trigger, rolling back.
-    Abort,
-    /// Record it and go on.
-    Ignore,
+crate::wire_enum! {
+    /// What to do when health falls below the bar.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum OnUnhealthy as "on_unhealthy value" {
+        /// Pause the trigger until health recovers.
+        #[default]
+        Pause => "pause",
+        /// Abort the trigger, rolling back.
+        Abort => "abort",
+        /// Record it and go on.
+        Ignore => "ignore",
+    }
 }
 
 fn default_min_healthy_ratio() -> f64 {

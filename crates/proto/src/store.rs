@@ -11,9 +11,9 @@ use crate::trigger::Trigger;
 /// Everything the coordinator knows of one entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityRecord {
-    /// Gate or config.
+    /// Gate or config: with `name`, the entity's key.
     pub kind: EntityKind,
-    /// Its name.
+    /// Unique per kind.
     pub name: EntityName,
     /// The latest version (the active trigger's `to_version` while one
     /// runs); `None` when absent (never created, deleted, or aborted back to
@@ -29,6 +29,16 @@ pub struct EntityRecord {
     /// The trigger rolling out `latest`, if one is active.
     #[serde(default)]
     pub active_trigger: Option<TriggerId>,
+}
+
+impl EntityRecord {
+    /// Which entity this is.
+    pub fn entity(&self) -> crate::EntityRef {
+        crate::EntityRef {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
 }
 
 /// A trigger and what its rollout needs beyond the contract's view of it.
@@ -69,7 +79,7 @@ fn default_true() -> bool {
 /// entity and its rollout a single atomic, revision-checked write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEntity {
-    /// The entity.
+    /// The entity: its versions and which trigger, if any, rolls one out.
     pub record: EntityRecord,
     /// Its active trigger, if any.
     #[serde(default)]
@@ -86,14 +96,15 @@ pub struct StoredEntity {
 /// coordinator still waits for it before calling a phase applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {
-    /// The agent.
+    /// The agent, as its reports name it.
     pub agent_id: crate::names::AgentId,
-    /// Its segment.
+    /// The segment it serves: its absence blocks that segment's phases.
     pub segment: crate::names::Segment,
-    /// Its tier.
+    /// Its tier, as last reported; shown by `agent.list`.
     #[serde(default)]
     pub tier: Option<String>,
-    /// Its heartbeat interval.
+    /// Its heartbeat interval as last reported: a restarted coordinator
+    /// counts it unreachable after three of them without a report.
     pub heartbeat_ms: u64,
     /// When it was first heard from.
     pub first_seen_ms: u64,

@@ -37,6 +37,12 @@ macro_rules! commands {
             pub fn verb(self) -> &'static str {
                 match self { $(Command::$variant => $verb,)* }
             }
+
+            /// The kind of entity a `gate.*` or `config.*` command acts on;
+            /// `None` for other commands.
+            pub fn entity_kind(self) -> Option<crate::EntityKind> {
+                self.group().parse().ok()
+            }
         }
     };
 }
@@ -155,7 +161,7 @@ impl Subjects {
         }
     }
 
-    /// The prefix.
+    /// The prefix every subject and bucket name starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -260,6 +266,20 @@ mod tests {
         assert_eq!(s.parse_command("acme.pg.v1.gate.nope"), None);
         assert_eq!(s.parse_command("phasegate.v1.gate.put"), None);
         assert_eq!(Command::ALL.len(), 22, "SPEC §6 with agent.forget");
+    }
+
+    #[test]
+    fn entity_commands_name_their_kind() {
+        assert_eq!(
+            Command::GatePut.entity_kind(),
+            Some(crate::EntityKind::Gate)
+        );
+        assert_eq!(
+            Command::ConfigList.entity_kind(),
+            Some(crate::EntityKind::Config)
+        );
+        assert_eq!(Command::PipelinePut.entity_kind(), None);
+        assert_eq!(Command::TriggerAbort.entity_kind(), None);
     }
 
     #[test]

@@ -45,14 +45,14 @@ pub struct EntityState {
 /// One published phase, as agents need it to derive their segment's view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTarget {
-    /// The phase.
+    /// The phase, reported back as `phase_id` by evaluations it answers.
     pub id: PhaseId,
     /// The segments it names (names or globs).
     pub segments: Vec<SegmentPattern>,
-    /// Its extra targeting.
+    /// Extra targeting inside its segments: all must hold.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Its share of units.
+    /// Share of units, 0–100, bucketed with the snapshot's salt.
     pub pass_percentage: f64,
     /// Its metric analyses, run by the agents of the segments it names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -82,9 +82,9 @@ pub struct DesiredRollout {
 /// re-sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredEntity {
-    /// Gate or config.
+    /// Gate or config: with `name`, the entity's key.
     pub kind: crate::entity::EntityKind,
-    /// Its name.
+    /// Unique per kind.
     pub name: crate::names::EntityName,
     /// The version outside rollouts; `None` = absent.
     #[serde(default)]
@@ -98,11 +98,12 @@ pub struct DesiredEntity {
 /// when it has applied a new revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {
-    /// The agent.
+    /// The agent: one record per id, whatever its segment says.
     pub agent_id: AgentId,
-    /// Its segment.
+    /// The segment it serves; must be the one its subject names, or the
+    /// report is ignored (SPEC.md §8).
     pub segment: Segment,
-    /// Its tier.
+    /// Its tier, for `tier` conditions and `agent.list`.
     #[serde(default)]
     pub tier: Option<String>,
     /// Every health probe passes.

@@ -8,25 +8,42 @@ use crate::entity::EntityKind;
 use crate::names::{Actor, EntityName, PhaseId, PipelineName, TriggerId};
 use crate::pipeline::Pipeline;
 
-/// Which entity a trigger changes.
+/// Which entity: what a trigger changes, and the key of an entity in
+/// memory (ordered by kind, then name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
-    /// Gate or config.
+    /// Gate or config: names are unique per kind.
     pub kind: EntityKind,
-    /// Its name.
+    /// Unique per kind.
     pub name: EntityName,
 }
 
-/// Overall status of a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerStatus {
-    /// Walking through its phases.
-    InProgress,
-    /// The new version is the base everywhere.
-    Completed,
-    /// Rolled back; irreversible.
-    Aborted,
+impl EntityRef {
+    /// Its key in the entity and desired-state buckets: `<kind>.<name>`.
+    pub fn key(&self) -> String {
+        crate::entity_key(self.kind, &self.name)
+    }
+}
+
+impl std::fmt::Display for EntityRef {
+    /// `<kind> <name>`, as messages name an entity (`gate checkout`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+crate::wire_enum! {
+    /// Overall status of a trigger.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum TriggerStatus as "trigger status" {
+        /// Walking through its phases.
+        InProgress => "in_progress",
+        /// The new version is the base everywhere.
+        Completed => "completed",
+        /// Rolled back; irreversible.
+        Aborted => "aborted",
+    }
 }
 
 impl TriggerStatus {
@@ -36,38 +53,42 @@ impl TriggerStatus {
     }
 }
 
-/// Where the current phase stands while the trigger is in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhaseState {
-    /// Waiting for approvals; nothing of the phase is applied yet.
-    AwaitingApproval,
-    /// Published; waiting for every live agent of its segments to apply it.
-    Applying,
-    /// Applied; the bake timer runs.
-    Baking,
+crate::wire_enum! {
+    /// Where the current phase stands while the trigger is in progress.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PhaseState as "phase state" {
+        /// Waiting for approvals; nothing of the phase is applied yet.
+        AwaitingApproval => "awaiting_approval",
+        /// Published; waiting for every live agent of its segments to apply it.
+        Applying => "applying",
+        /// Applied; the bake timer runs.
+        Baking => "baking",
+    }
 }
 
-/// Why a trigger is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PausedReason {
-    /// An operator paused it.
-    Manual,
-    /// Health fell below the phase's bar with `on_unhealthy = pause`.
-    Health,
-    /// The phase stayed `applying` longer than its `apply_timeout_ms`.
-    ApplyTimeout,
+crate::wire_enum! {
+    /// Why a trigger is paused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PausedReason as "paused reason" {
+        /// An operator paused it.
+        Manual => "manual",
+        /// Health fell below the phase's bar with `on_unhealthy = pause`.
+        Health => "health",
+        /// The phase stayed `applying` longer than its `apply_timeout_ms`.
+        ApplyTimeout => "apply_timeout",
+    }
 }
 
 /// One recorded approval of the current phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
-    /// Who approved.
+    /// Who approved: counted once per phase.
     pub actor: Actor,
     /// When, in Unix-epoch milliseconds.
     pub at_ms: u64,
-    /// Optional remark.
+    /// The approval's comment, as sent.
     #[serde(default)]
     pub comment: Option<String>,
 }
@@ -88,40 +109,44 @@ pub struct SegmentProgress {
     pub agents_healthy: u32,
 }
 
-/// The kind of a history entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HistoryType {
-    /// The trigger was created.
-    Started,
-    /// An actor approved the current phase.
-    Approved,
-    /// A phase began (awaiting approval or applying).
-    PhaseStarted,
-    /// Every live agent of the phase applied it.
-    PhaseApplied,
-    /// Progress stopped.
-    Paused,
-    /// Progress continued.
-    Resumed,
-    /// A phase was ended early.
-    Skipped,
-    /// Full roll-out was ordered.
-    Rollout,
-    /// The trigger was aborted.
-    Aborted,
-    /// Health fell below the bar.
-    HealthDegraded,
-    /// Health rose back.
-    HealthRecovered,
-    /// The trigger completed.
-    Completed,
+crate::wire_enum! {
+    /// The kind of a history entry.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum HistoryType as "history type" {
+        /// The trigger was created.
+        Started => "started",
+        /// An actor approved the current phase.
+        Approved => "approved",
+        /// A phase began (awaiting approval or applying).
+        PhaseStarted => "phase_started",
+        /// Every live agent of the phase applied it.
+        PhaseApplied => "phase_applied",
+        /// Progress stopped: by an operator, health or an apply timeout
+        /// (the comment says which).
+        Paused => "paused",
+        /// Progress continued: by an operator, or health recovering from a
+        /// pause it made.
+        Resumed => "resumed",
+        /// A phase was ended early.
+        Skipped => "skipped",
+        /// Full roll-out was ordered.
+        Rollout => "rollout",
+        /// The trigger was aborted.
+        Aborted => "aborted",
+        /// Health fell below the bar.
+        HealthDegraded => "health_degraded",
+        /// Health rose back to the bar.
+        HealthRecovered => "health_recovered",
+        /// The trigger completed.
+        Completed => "completed",
+    }
 }
 
 /// One entry of a trigger's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// What happened.
+    /// What happened; `type` on the wire.
     #[serde(rename = "type")]
     pub kind: HistoryType,
     /// The phase it concerns, if any.
@@ -131,7 +156,8 @@ pub struct HistoryEntry {
     pub actor: Actor,
     /// When, in Unix-epoch milliseconds.
     pub at_ms: u64,
-    /// Optional remark.
+    /// The action's comment, or why an automatic step was taken
+    /// (`health`, `apply_timeout`, `kill switch`).
     #[serde(default)]
     pub comment: Option<String>,
 }
@@ -139,7 +165,7 @@ pub struct HistoryEntry {
 /// One rollout of one change through a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
-    /// Opaque, unique forever.
+    /// Opaque, unique forever: never reused, even after deletes.
     pub id: TriggerId,
     /// The entity being changed.
     pub entity: EntityRef,
@@ -151,17 +177,18 @@ pub struct Trigger {
     pub from_version: u64,
     /// The version being rolled out.
     pub to_version: u64,
-    /// Overall status.
+    /// In progress until completed or aborted; never changes after.
     pub status: TriggerStatus,
     /// Index of the current phase.
     pub current_phase: u32,
     /// Id of the current phase.
     pub current_phase_id: Option<PhaseId>,
-    /// Nil once finished.
+    /// Where the current phase stands; nil once finished.
     pub phase_state: Option<PhaseState>,
     /// Whether progress is stopped.
     pub paused: bool,
-    /// Why, while paused.
+    /// Why it is paused; nil while not paused. Only a pause health made
+    /// is lifted by health recovering.
     pub paused_reason: Option<PausedReason>,
     /// End of the bake: set only while baking and not paused.
     pub phase_ends_at_ms: Option<u64>,
@@ -170,14 +197,16 @@ pub struct Trigger {
     /// Approvals of the current phase.
     #[serde(default)]
     pub approvals: Vec<ApprovalRecord>,
-    /// Progress per segment.
+    /// Progress per segment: every segment the pipeline names literally,
+    /// and those its globs match that have known agents.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentProgress>,
     /// Who made the change.
     pub created_by: Actor,
-    /// Creation time.
+    /// When the put that started it was accepted, Unix-epoch ms: the
+    /// order of `trigger.list`, newest first.
     pub created_at_ms: u64,
-    /// Last change.
+    /// When anything shown here last changed, progress counts included.
     pub updated_at_ms: u64,
     /// Every action and automatic step, oldest first.
     #[serde(default)]
@@ -194,7 +223,7 @@ pub struct Trigger {
 /// triggers' histories (SPEC.md §6). `trigger.get` answers the whole one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerSummary {
-    /// Unique id.
+    /// Opaque, unique forever: never reused, even after deletes.
     pub id: TriggerId,
     /// The entity being changed.
     pub entity: EntityRef,
@@ -204,30 +233,33 @@ pub struct TriggerSummary {
     pub from_version: u64,
     /// The version being rolled out.
     pub to_version: u64,
-    /// Overall status.
+    /// In progress until completed or aborted; never changes after.
     pub status: TriggerStatus,
     /// Index of the current phase.
     pub current_phase: u32,
     /// Id of the current phase.
     pub current_phase_id: Option<PhaseId>,
-    /// Nil once finished.
+    /// Where the current phase stands; nil once finished.
     pub phase_state: Option<PhaseState>,
     /// Whether progress is stopped.
     pub paused: bool,
-    /// Why, while paused.
+    /// Why it is paused; nil while not paused. Only a pause health made
+    /// is lifted by health recovering.
     pub paused_reason: Option<PausedReason>,
     /// End of the bake: set only while baking and not paused.
     pub phase_ends_at_ms: Option<u64>,
     /// Bake time left: set only while paused in `baking`.
     pub remaining_wait_ms: Option<u64>,
-    /// Progress per segment.
+    /// Progress per segment: every segment the pipeline names literally,
+    /// and those its globs match that have known agents.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentProgress>,
     /// Who made the change.
     pub created_by: Actor,
-    /// Creation time.
+    /// When the put that started it was accepted, Unix-epoch ms: the
+    /// order of `trigger.list`, newest first.
     pub created_at_ms: u64,
-    /// Last change.
+    /// When anything shown here last changed, progress counts included.
     pub updated_at_ms: u64,
 }
 

@@ -50,7 +50,7 @@ impl std::str::FromStr for LogFormat {
 pub struct Options {
     /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
     pub service_name: &'static str,
-    /// Log format.
+    /// Text for people, JSON for log collectors.
     pub log_format: LogFormat,
     /// Filter used when `RUST_LOG` is unset.
     pub default_filter: String,
