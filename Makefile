@@ -18,7 +18,8 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := test
 
-# The tests find nats-server through this one variable (tests/src/lib.rs);
+# The tests and the demo find nats-server through this variable first
+# (crates/devkit, `nats_server_binary`);
 # through make they always use the pinned, project-local binary.
 export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 

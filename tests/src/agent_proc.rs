@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::http::{Http, free_port};
-use crate::{PATIENCE, Proc, wait_for};
+use crate::http::Http;
+use crate::{ChildProcess, PATIENCE, free_port, spawn_phasegate_env, wait_for};
 
 /// An agent process.
 pub struct AgentProc {
     /// The process.
-    pub proc: Proc,
+    pub proc: ChildProcess,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
     /// Its state directory.
@@ -78,7 +78,7 @@ impl AgentProc {
             "100",
         ];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn_env(&format!("agent-{id}"), &args, envs)?;
+        let proc = spawn_phasegate_env(&format!("agent-{id}"), &args, envs)?;
         let a = Self {
             proc,
             addr,
@@ -92,11 +92,9 @@ impl AgentProc {
 
     /// Waits until `/healthz` answers.
     pub async fn wait_serving(&self) -> anyhow::Result<()> {
-        wait_for(
-            || async { self.http.get(self.addr, "/healthz").await },
-            PATIENCE,
-            "the agent's HTTP API to answer",
-        )
+        wait_for("the agent's HTTP API to answer", PATIENCE, || async {
+            self.http.get(self.addr, "/healthz").await
+        })
         .await?;
         Ok(())
     }

@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use phasegate_client::PhasegateClient;
 
-use crate::{NatsServer, PATIENCE, Proc, wait_for};
+use crate::{ChildProcess, NatsServer, PATIENCE, spawn_phasegate_env, wait_for};
 
 /// A nats-server and a `phasegate coordinator` process on it.
 pub struct CoordEnv {
     /// The server.
     pub nats: NatsServer,
     /// The coordinator process.
-    pub coord: Proc,
+    pub coord: ChildProcess,
     /// A client of its command API.
     pub client: PhasegateClient,
 }
@@ -28,7 +28,7 @@ impl CoordEnv {
     pub async fn start_with(metrics_listen: &str, envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let url = nats.url();
-        let coord = Proc::spawn_env(
+        let coord = spawn_phasegate_env(
             "coordinator",
             &[
                 "coordinator",
@@ -52,9 +52,9 @@ impl CoordEnv {
     /// Waits until the coordinator answers a command.
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         wait_for(
-            || async { self.client.pipeline_list().await },
-            PATIENCE,
             "the coordinator to answer pipeline.list",
+            PATIENCE,
+            || async { self.client.pipeline_list().await },
         )
         .await?;
         Ok(())
@@ -68,7 +68,7 @@ impl CoordEnv {
 
     /// `kill -9` of the coordinator, then a fresh start; waits until ready.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        self.coord.kill9()?;
+        self.coord.kill()?;
         self.coord.restart()?;
         self.wait_ready().await
     }
@@ -86,23 +86,19 @@ pub async fn wait_live_agents_within(
     n: usize,
     patience: Duration,
 ) -> anyhow::Result<()> {
-    wait_for(
-        || async {
-            let live = c
-                .agents(None)
-                .await
-                .map_err(|e| e.to_string())?
-                .iter()
-                .filter(|a| a.live)
-                .count();
-            if live == n {
-                Ok(())
-            } else {
-                Err(format!("{live} live agents"))
-            }
-        },
-        patience,
-        &format!("{n} live agents"),
-    )
-    .await
+    Ok(wait_for(&format!("{n} live agents"), patience, || async {
+        let live = c
+            .agents(None)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|a| a.live)
+            .count();
+        if live == n {
+            Ok(())
+        } else {
+            Err(format!("{live} live agents"))
+        }
+    })
+    .await?)
 }

@@ -75,12 +75,6 @@ impl Http {
     }
 }
 
-/// A free loopback port (bound, then released for the process under test).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// A health endpoint answering every request with the status the test sets.
 pub struct HealthEndpoint {
     addr: SocketAddr,

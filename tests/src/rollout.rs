@@ -1,7 +1,7 @@
 //! Helpers to drive rollouts through the typed client.
 
 use phasegate_client::PhasegateClient;
-use phasegate_proto::{Actor, EntityKind, EntityResult, PhaseId, PhaseState, Trigger, TriggerId};
+use phasegate_proto::{Actor, EntityKind, EntityResult, PhaseId, Trigger, TriggerId};
 
 use crate::{PATIENCE, wait_for};
 
@@ -41,28 +41,19 @@ pub async fn wait_trigger(
     what: &str,
     cond: impl Fn(&Trigger) -> bool,
 ) -> anyhow::Result<Trigger> {
-    wait_for(
-        || async {
-            let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
-            if cond(&t) {
-                Ok(t)
-            } else {
-                Err(format!(
-                    "phase {:?} state {:?} status {:?} paused {:?}",
-                    t.current_phase_id.as_ref().map(PhaseId::as_str),
-                    t.phase_state,
-                    t.status,
-                    t.paused_reason
-                ))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
-}
-
-/// True when the trigger is in phase `id`, state `state`.
-pub fn phase_is(t: &Trigger, id: &str, state: PhaseState) -> bool {
-    t.current_phase_id.as_ref().map(PhaseId::as_str) == Some(id) && t.phase_state == Some(state)
+    Ok(wait_for(what, PATIENCE, || async {
+        let t = c.trigger_get(id.clone()).await.map_err(|e| e.to_string())?;
+        if cond(&t) {
+            Ok(t)
+        } else {
+            Err(format!(
+                "phase {:?} state {:?} status {:?} paused {:?}",
+                t.current_phase_id.as_ref().map(PhaseId::as_str),
+                t.phase_state,
+                t.status,
+                t.paused_reason
+            ))
+        }
+    })
+    .await?)
 }

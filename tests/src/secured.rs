@@ -66,7 +66,7 @@ impl AuthDir {
 
     /// A server running the generated configuration.
     pub async fn serve(&self) -> anyhow::Result<NatsServer> {
-        NatsServer::start_with_config(&self.server_conf()).await
+        Ok(NatsServer::start_with_config(&self.server_conf()).await?)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::http::HealthEndpoint;
 use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, wait_for, wait_until};
@@ -21,18 +22,14 @@ async fn until_answer(
     what: &str,
     cond: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Value> {
-    wait_for(
-        || async {
-            let v = a
-                .check_gate(gate, user.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            if cond(&v) { Ok(v) } else { Err(v.to_string()) }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
+    Ok(wait_for(what, PATIENCE, || async {
+        let v = a
+            .check_gate(gate, user.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        if cond(&v) { Ok(v) } else { Err(v.to_string()) }
+    })
+    .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,21 +187,17 @@ async fn configs_and_the_tier_reach_the_agent() -> anyhow::Result<()> {
         None,
     )
     .await?;
-    let v = wait_for(
-        || async {
-            let v = dev
-                .get_config("limits", json!({"user_id": "u"}))
-                .await
-                .map_err(|e| e.to_string())?;
-            if v["version"] == 1 {
-                Ok(v)
-            } else {
-                Err(v.to_string())
-            }
-        },
-        PATIENCE,
-        "the config at dev",
-    )
+    let v = wait_for("the config at dev", PATIENCE, || async {
+        let v = dev
+            .get_config("limits", json!({"user_id": "u"}))
+            .await
+            .map_err(|e| e.to_string())?;
+        if v["version"] == 1 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
     .await?;
     assert_eq!(
         (v["value"].clone(), v["reason"].clone()),
@@ -232,7 +225,7 @@ async fn an_agent_down_during_a_phase_catches_up() -> anyhow::Result<()> {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
-    dev.proc.kill9()?;
+    dev.proc.kill()?;
     // dev's agent is down when phase two opens dev.
     let t = c
         .act(
@@ -297,9 +290,9 @@ async fn restarted_without_nats_serves_from_disk_and_turns_stale() -> anyhow::Re
         v["version"] == 1
     })
     .await?;
-    env.coord.kill9()?;
+    env.coord.kill()?;
     env.nats.kill()?;
-    dev.proc.kill9()?;
+    dev.proc.kill()?;
     dev.proc.restart()?;
     dev.wait_serving().await?;
     // Straight from disk, before NATS exists again.
@@ -323,16 +316,12 @@ async fn restarted_without_nats_serves_from_disk_and_turns_stale() -> anyhow::Re
     assert_eq!(h["stale"], json!(true));
     // NATS back: in sync again.
     env.nats.restart().await?;
-    wait_until(
-        || async {
-            dev.healthz()
-                .await
-                .map(|h| h["stale"] == false && h["connected"] == true)
-                .unwrap_or(false)
-        },
-        PATIENCE,
-        "the agent to be in sync again",
-    )
+    wait_until("the agent to be in sync again", PATIENCE, || async {
+        dev.healthz()
+            .await
+            .map(|h| h["stale"] == false && h["connected"] == true)
+            .unwrap_or(false)
+    })
     .await?;
     Ok(())
 }
@@ -351,7 +340,7 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
         v["version"] == 1
     })
     .await?;
-    dev.proc.kill9()?;
+    dev.proc.kill()?;
     // Half-written: the tail of the gate's record is lost (the last record
     // of the journal, in the current entities directory).
     let file = std::fs::read_dir(&dev.state_dir)?
@@ -361,7 +350,7 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
         .expect("the journal");
     let bytes = std::fs::read(&file)?;
     std::fs::write(&file, &bytes[..bytes.len() / 2])?;
-    env.coord.kill9()?;
+    env.coord.kill()?;
     env.nats.kill()?;
     dev.proc.restart()?;
     dev.wait_serving().await?;
@@ -382,11 +371,9 @@ async fn a_corrupt_state_file_is_never_served() -> anyhow::Result<()> {
         Value::Null,
         "with an entity lost, the agent no longer knows itself in sync: {h}"
     );
-    wait_until(
-        || async { dev.proc.log_tail(200).contains("corrupt") },
-        PATIENCE,
-        "the agent to report the corrupt file",
-    )
+    wait_until("the agent to report the corrupt file", PATIENCE, || async {
+        dev.proc.log_tail(200).contains("corrupt")
+    })
     .await?;
     // Once NATS is back it catches up from the coordinator's published state.
     env.nats.restart().await?;

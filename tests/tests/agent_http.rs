@@ -159,13 +159,13 @@ async fn slowloris_does_not_stop_the_agent_answering() -> anyhow::Result<()> {
         })
         .collect();
     wait_until(
+        "the agent to hold every slow connection",
+        PATIENCE,
         || async {
             metric(addr, OPEN)
                 .await
                 .is_ok_and(|n| n >= TRICKLERS as f64)
         },
-        PATIENCE,
-        "the agent to hold every slow connection",
     )
     .await?;
     let body = r#"{"gate": "checkout", "user": {"user_id": "u1"}}"#;
@@ -373,15 +373,11 @@ async fn the_state_directory_is_private() -> anyhow::Result<()> {
         json!({"name": "g", "rules": [{"id": "all", "pass_percentage": 100}]}),
     )
     .await?;
-    wait_until(
-        || async {
-            a.check_gate("g", json!({}))
-                .await
-                .is_ok_and(|v| v["version"] == 1)
-        },
-        PATIENCE,
-        "the gate to be served",
-    )
+    wait_until("the gate to be served", PATIENCE, || async {
+        a.check_gate("g", json!({}))
+            .await
+            .is_ok_and(|v| v["version"] == 1)
+    })
     .await?;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root.path().join("var")), 0o700);

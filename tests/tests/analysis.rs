@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +25,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
-use phasegate_tests::http::{Http, free_port};
+use phasegate_tests::http::Http;
 use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
-use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, phasegate_binary, wait_for, wait_until};
+use phasegate_tests::{
+    AgentProc, ChildProcess, CoordEnv, PATIENCE, free_port, phasegate_binary, wait_for, wait_until,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -110,11 +112,12 @@ impl Exporter {
     async fn wait_scrapes(&self, n: u64) -> anyhow::Result<()> {
         let target = self.scrapes() + n;
         wait_until(
-            || async { self.scrapes() >= target },
-            PATIENCE,
             &format!("{n} more scrapes of the exporter"),
+            PATIENCE,
+            || async { self.scrapes() >= target },
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 
@@ -143,11 +146,13 @@ fn prometheus_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A Prometheus server on a free port with its own data directory,
-/// scraping the exporter every second; killed when dropped.
+/// scraping the exporter every second; killed when dropped (its log is
+/// printed when a test fails).
 struct Prometheus {
-    child: Option<Child>,
+    process: ChildProcess,
     addr: SocketAddr,
-    dir: tempfile::TempDir,
+    /// Its configuration and data.
+    _dir: tempfile::TempDir,
     http: Http,
 }
 
@@ -156,8 +161,9 @@ impl Prometheus {
         let dir = tempfile::Builder::new()
             .prefix("phasegate-prom-")
             .tempdir()?;
+        let config = dir.path().join("prometheus.yml");
         std::fs::write(
-            dir.path().join("prometheus.yml"),
+            &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
                  scrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
@@ -165,48 +171,32 @@ impl Prometheus {
             ),
         )?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut p = Self {
-            child: None,
+        let mut command = Command::new(prometheus_binary()?);
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn");
+        let p = Self {
+            process: ChildProcess::spawn("prometheus", command)?,
             addr,
-            dir,
+            _dir: dir,
             http: Http::default(),
         };
-        p.spawn()?;
         p.wait_ready().await?;
         Ok(p)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let d = self.dir.path();
-        let log = std::fs::File::create(d.join("prometheus.log"))?;
-        let child = Command::new(prometheus_binary()?)
-            .arg(format!(
-                "--config.file={}",
-                d.join("prometheus.yml").display()
-            ))
-            .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
-            .arg(format!("--web.listen-address={}", self.addr))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start prometheus")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        wait_until(
-            || async {
-                matches!(
-                    self.http.get(self.addr, "/api/v1/status/buildinfo").await,
-                    Ok((200, _))
-                )
-            },
-            PROMETHEUS_START,
-            "prometheus to answer",
-        )
+        wait_until("prometheus to answer", PROMETHEUS_START, || async {
+            matches!(
+                self.http.get(self.addr, "/api/v1/status/buildinfo").await,
+                Ok((200, _))
+            )
+        })
         .await
         .with_context(|| self.log_tail())
     }
@@ -215,17 +205,13 @@ impl Prometheus {
         format!("http://{}", self.addr)
     }
 
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn kill(&mut self) -> anyhow::Result<()> {
+        Ok(self.process.kill()?)
     }
 
     /// Started again on the same port and data.
     async fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill();
-        self.spawn()?;
+        self.process.restart()?;
         self.wait_ready().await
     }
 
@@ -234,6 +220,8 @@ impl Prometheus {
     async fn wait_sample(&self, segment: &str) -> anyhow::Result<()> {
         let path = format!("/api/v1/query?query=app_error_ratio%7Bsegment%3D%22{segment}%22%7D");
         wait_for(
+            "prometheus to hold a sample of the exporter",
+            PROMETHEUS_START,
             || async {
                 let (_, v) = self
                     .http
@@ -245,27 +233,13 @@ impl Prometheus {
                     _ => Err(v.to_string()),
                 }
             },
-            PROMETHEUS_START,
-            "prometheus to hold a sample of the exporter",
         )
         .await
         .with_context(|| self.log_tail())
     }
 
     fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "prometheus log:\n{}",
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        )
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.kill();
+        format!("prometheus log:\n{}", self.process.log_tail(20))
     }
 }
 
@@ -376,6 +350,8 @@ async fn inconclusive_until_limit(
     let seen: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
     let s = seen.clone();
     wait_for(
+        &format!("{name}: {limit} inconclusive results in a row ({detail})"),
+        PATIENCE,
         || {
             let s = s.clone();
             async move {
@@ -397,8 +373,6 @@ async fn inconclusive_until_limit(
                 }
             }
         },
-        PATIENCE,
-        &format!("{name}: {limit} inconclusive results in a row ({detail})"),
     )
     .await?;
     let seen = seen.lock().unwrap().clone();
@@ -496,11 +470,9 @@ async fn a_passing_error_rate_lets_the_phase_complete_and_stops_with_it() -> any
     );
     // Analyses stop with the trigger: the agent no longer lists it, and
     // its results stop counting while Prometheus keeps scraping.
-    wait_until(
-        || async { matches!(agent_analysis(&eu, "error-rate").await, Ok(None)) },
-        PATIENCE,
-        "the agent to stop the analysis",
-    )
+    wait_until("the agent to stop the analysis", PATIENCE, || async {
+        matches!(agent_analysis(&eu, "error-rate").await, Ok(None))
+    })
     .await?;
     let before = results_total(&eu, "error-rate").await?;
     assert!(before >= 1.0);
@@ -639,16 +611,12 @@ async fn with_abort_a_failing_analysis_rolls_every_segment_back() -> anyhow::Res
         (HistoryType::Aborted, "phasegate", Some("health"))
     );
     for agent in [&staging, &eu] {
-        wait_until(
-            || async {
-                agent
-                    .check_gate("g", json!({"user_id": "u"}))
-                    .await
-                    .is_ok_and(|v| v["version"] == 1 && v["value"] == false)
-            },
-            PATIENCE,
-            "every segment back on v1",
-        )
+        wait_until("every segment back on v1", PATIENCE, || async {
+            agent
+                .check_gate("g", json!({"user_id": "u"}))
+                .await
+                .is_ok_and(|v| v["version"] == 1 && v["value"] == false)
+        })
         .await?;
     }
     Ok(())
@@ -703,10 +671,12 @@ async fn inconclusive_results_fail_an_analysis_only_at_the_limit() -> anyhow::Re
     .await?;
     assert!(!t.paused, "on_unhealthy ignore: {:?}", t.history);
     // Prometheus down: the working analysis turns inconclusive too.
-    s.prom.kill();
+    s.prom.kill()?;
     inconclusive_until_limit(&eu, "error-rate", 2, "prometheus unreachable").await?;
     s.prom.restart().await?;
     wait_until(
+        "the analysis to succeed again once prometheus is back",
+        PATIENCE,
         || async {
             agent_analysis(&eu, "error-rate")
                 .await
@@ -714,8 +684,6 @@ async fn inconclusive_results_fail_an_analysis_only_at_the_limit() -> anyhow::Re
                 .flatten()
                 .is_some_and(|a| a["result"] == "success" && a["failing"] == false)
         },
-        PATIENCE,
-        "the analysis to succeed again once prometheus is back",
     )
     .await?;
     let h = eu.healthz().await?;

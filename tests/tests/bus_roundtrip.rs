@@ -10,6 +10,7 @@ use phasegate_proto::{
     ApiError, Command, Encoding, ErrorCode, PipelineGetRequest, PipelineName, Reply, decode,
 };
 use phasegate_tests::NatsServer;
+use phasegate_tests::NatsServerExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

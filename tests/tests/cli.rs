@@ -267,19 +267,15 @@ async fn agents_listing_in_json_and_tables() -> anyhow::Result<()> {
     let env = CoordEnv::start().await?;
     let url = env.nats.url();
     let _dev = AgentProc::start(&url, "dev-1", "dev", &["--tier", "development"]).await?;
-    let v = wait_for(
-        || async {
-            let o = cli(&url, &["agents", "-o", "json"]).map_err(|e| e.to_string())?;
-            let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
-            if v.as_array().is_some_and(|a| a.len() == 1) {
-                Ok(v)
-            } else {
-                Err(v.to_string())
-            }
-        },
-        PATIENCE,
-        "the agent listed",
-    )
+    let v = wait_for("the agent listed", PATIENCE, || async {
+        let o = cli(&url, &["agents", "-o", "json"]).map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+        if v.as_array().is_some_and(|a| a.len() == 1) {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
     .await?;
     assert_eq!(v[0]["agent_id"], json!("dev-1"));
     assert_eq!(v[0]["tier"], json!("development"));
@@ -316,7 +312,7 @@ fn deploy_nats_configs_are_valid() -> anyhow::Result<()> {
 #[test]
 fn unreachable_nats_is_one_line_at_once() -> anyhow::Result<()> {
     // A port that was free a moment ago: nobody listens there.
-    let port = phasegate_tests::http::free_port()?;
+    let port = phasegate_tests::free_port()?;
     let url = format!("nats://user:secret@127.0.0.1:{port}");
     let started = std::time::Instant::now();
     let out = Command::new(phasegate_binary()?)
@@ -424,19 +420,15 @@ async fn remote_text_never_reaches_the_terminal_as_controls() -> anyhow::Result<
         );
         checked(&args.join(" "), &o);
     }
-    let o = wait_for(
-        || async {
-            let o = cli(&url, &["agents"]).map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            if text.contains("dev-1") {
-                Ok(o)
-            } else {
-                Err(text)
-            }
-        },
-        PATIENCE,
-        "the agent listed",
-    )
+    let o = wait_for("the agent listed", PATIENCE, || async {
+        let o = cli(&url, &["agents"]).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if text.contains("dev-1") {
+            Ok(o)
+        } else {
+            Err(text)
+        }
+    })
     .await?;
     let text = checked("agents", &o);
     assert!(text.contains(r"prod\x1b[2J"), "{text}");

@@ -10,6 +10,7 @@ use phasegate_bus::{HeaderMap, headers_for};
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
 use phasegate_tests::CoordEnv;
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::rollout::actor;
 use serde_json::json;
 

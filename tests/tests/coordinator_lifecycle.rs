@@ -8,19 +8,9 @@
 
 use phasegate_client::{PhasegateClient, TriggerAction};
 use phasegate_proto::*;
-use phasegate_tests::rollout::{actor, phase_is, put_gate, put_pipeline, wait_trigger};
+use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0),
-    )
-    .unwrap_or(0)
-}
 
 async fn act(
     c: &PhasegateClient,
@@ -49,18 +39,14 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     let url = env.nats.url();
     let _dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
     let staging = FakeAgent::start(&url, "staging-1", "staging", 100).await?;
-    wait_for(
-        || async {
-            let n = c.agents(None).await.map_err(|e| e.to_string())?.len();
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("{n} agents"))
-            }
-        },
-        PATIENCE,
-        "both agents to register",
-    )
+    wait_for("both agents to register", PATIENCE, || async {
+        let n = c.agents(None).await.map_err(|e| e.to_string())?.len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} agents"))
+        }
+    })
     .await?;
     put_pipeline(
         c,
@@ -78,7 +64,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
     let t = r.trigger.expect("a trigger");
     assert_eq!((t.from_version, t.to_version), (0, 1));
     let t = wait_trigger(c, &t.id, "dev baking", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     let ends = t.phase_ends_at_ms.expect("deadline while baking");
@@ -93,7 +79,7 @@ async fn full_walk_with_acks_bake_and_approval() -> anyhow::Result<()> {
         .unwrap_or(0);
     assert_eq!(ends, applied_at + 300);
     let t = wait_trigger(c, &t.id, "staging awaiting approval", |t| {
-        phase_is(t, "staging", PhaseState::AwaitingApproval)
+        t.is_at("staging", PhaseState::AwaitingApproval)
     })
     .await?;
     assert!(now_ms() + 5 >= ends, "the bake was not cut short");
@@ -156,7 +142,7 @@ async fn pause_resume_skip_rollout_abort_and_conflicts() -> anyhow::Result<()> {
     .await?;
     let r = put_gate(c, json!({"name": "g", "pipeline": "slow"})).await?;
     let t = wait_trigger(c, &r.trigger.expect("trigger").id, "baking", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     // Frozen pipeline, one active trigger per entity.
@@ -237,7 +223,7 @@ async fn pause_resume_skip_rollout_abort_and_conflicts() -> anyhow::Result<()> {
     // Skip ends the phase now; the next requires approval.
     let t = act(c, TriggerAction::Skip, &resumed, "op").await?;
     assert!(
-        phase_is(&t, "two", PhaseState::AwaitingApproval),
+        t.is_at("two", PhaseState::AwaitingApproval),
         "{:?}",
         t.phase_state
     );
@@ -352,7 +338,7 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
     let r = put_gate(c, json!({"name": "g", "pipeline": "careful"})).await?;
     let id = r.trigger.expect("trigger").id;
     wait_trigger(c, &id, "baking with both agents", |t| {
-        phase_is(t, "eu", PhaseState::Baking)
+        t.is_at("eu", PhaseState::Baking)
             && t.segments
                 .get("prod-eu")
                 .is_some_and(|s| s.agents_live == 2)
@@ -374,7 +360,7 @@ async fn health_pauses_recovers_and_aborts() -> anyhow::Result<()> {
 
     let r = put_gate(c, json!({"name": "h", "pipeline": "strict"})).await?;
     let id = r.trigger.expect("trigger").id;
-    wait_trigger(c, &id, "baking", |t| phase_is(t, "eu", PhaseState::Baking)).await?;
+    wait_trigger(c, &id, "baking", |t| t.is_at("eu", PhaseState::Baking)).await?;
     a1.set_healthy(false);
     let t = wait_trigger(c, &id, "aborted by health", |t| {
         t.status == TriggerStatus::Aborted
@@ -409,6 +395,8 @@ async fn apply_timeout_pauses_and_silent_agents_block_until_forgotten() -> anyho
     // keeps blocking; the apply timeout pauses the trigger again.
     stuck.stop();
     wait_for(
+        "the stopped agent to be listed, unreachable",
+        PATIENCE,
         || async {
             let a = c.agents(None).await.map_err(|e| e.to_string())?;
             if a.len() == 1 && !a[0].live {
@@ -417,8 +405,6 @@ async fn apply_timeout_pauses_and_silent_agents_block_until_forgotten() -> anyho
                 Err(format!("{a:?}"))
             }
         },
-        PATIENCE,
-        "the stopped agent to be listed, unreachable",
     )
     .await?;
     let t = act(c, TriggerAction::Resume, &t, "op").await?;
@@ -465,7 +451,7 @@ async fn baking_in_phase_one(env: &CoordEnv, wait_ms: u64) -> anyhow::Result<(Tr
     let r = put_gate(&env.client, json!({"name": "g", "pipeline": "p"})).await?;
     let id = r.trigger.expect("trigger").id;
     let t = wait_trigger(&env.client, &id, "baking", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     Ok((id, t))
@@ -479,7 +465,7 @@ async fn kill9_mid_bake_keeps_the_deadline() -> anyhow::Result<()> {
     env.crash_and_restart().await?;
     let after = env.client.trigger_get(id.clone()).await?;
     assert!(
-        phase_is(&after, "one", PhaseState::Baking),
+        after.is_at("one", PhaseState::Baking),
         "same phase after restart: {after:?}"
     );
     assert_eq!(
@@ -510,10 +496,12 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
     let mut env = CoordEnv::start().await?;
     let (id, t) = baking_in_phase_one(&env, 400).await?;
     let ends = t.phase_ends_at_ms.expect("deadline");
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // The passing of time while the coordinator is down is the behaviour
     // under test: wait until the wall clock is past the deadline.
     wait_for(
+        "the deadline to pass while the coordinator is down",
+        PATIENCE,
         || async {
             if now_ms() > ends + 50 {
                 Ok(())
@@ -521,8 +509,6 @@ async fn a_deadline_that_passed_while_down_fires_at_once() -> anyhow::Result<()>
                 Err("deadline not passed")
             }
         },
-        PATIENCE,
-        "the deadline to pass while the coordinator is down",
     )
     .await?;
     env.coord.restart()?;

@@ -116,21 +116,17 @@ async fn nats_restarted_mid_rollout_everything_reconnects_and_finishes() -> anyh
     })
     .await?;
     assert!(t.segments["prod"].version_active);
-    wait_for(
-        || async {
-            let v = prod
-                .check_gate("g", json!({"user_id": "u"}))
-                .await
-                .map_err(|e| e.to_string())?;
-            if v["version"] == 1 && v["trigger_id"].is_null() {
-                Ok(())
-            } else {
-                Err(v.to_string())
-            }
-        },
-        PATIENCE,
-        "prod serving v1 as its base",
-    )
+    wait_for("prod serving v1 as its base", PATIENCE, || async {
+        let v = prod
+            .check_gate("g", json!({"user_id": "u"}))
+            .await
+            .map_err(|e| e.to_string())?;
+        if v["version"] == 1 && v["trigger_id"].is_null() {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
     .await?;
     Ok(())
 }
@@ -143,7 +139,7 @@ async fn a_standby_coordinator_takes_over_when_the_leader_dies() -> anyhow::Resu
     let conf = dir.path().join("coordinator.toml");
     std::fs::write(&conf, "leader_lease_ms = 1000\nmetrics_listen = \"off\"\n")?;
     let conf = conf.to_str().unwrap();
-    let mut leader = phasegate_tests::Proc::spawn(
+    let mut leader = phasegate_tests::spawn_phasegate(
         "coordinator-a",
         &[
             "coordinator",
@@ -161,11 +157,9 @@ async fn a_standby_coordinator_takes_over_when_the_leader_dies() -> anyhow::Resu
         std::time::Duration::from_secs(2),
     )
     .await?;
-    wait_for(
-        || async { client.pipeline_list().await },
-        PATIENCE,
-        "the leader to answer",
-    )
+    wait_for("the leader to answer", PATIENCE, || async {
+        client.pipeline_list().await
+    })
     .await?;
     client
         .pipeline_put(
@@ -175,7 +169,7 @@ async fn a_standby_coordinator_takes_over_when_the_leader_dies() -> anyhow::Resu
             Actor::new("alice")?,
         )
         .await?;
-    let standby = phasegate_tests::Proc::spawn(
+    let standby = phasegate_tests::spawn_phasegate(
         "coordinator-b",
         &[
             "coordinator",
@@ -187,28 +181,22 @@ async fn a_standby_coordinator_takes_over_when_the_leader_dies() -> anyhow::Resu
             "b",
         ],
     )?;
-    phasegate_tests::wait_until(
-        || async { standby.log_tail(50).contains("standing by") },
-        PATIENCE,
-        "the second coordinator to stand by",
-    )
+    phasegate_tests::wait_until("the second coordinator to stand by", PATIENCE, || async {
+        standby.log_tail(50).contains("standing by")
+    })
     .await?;
-    leader.kill9()?;
+    leader.kill()?;
     // The standby leads once the lease lapses, with the stored state.
-    let p = wait_for(
-        || async {
-            if standby.log_tail(50).contains("leading") {
-                client
-                    .pipeline_get(PipelineName::new("p").map_err(|e| e.to_string())?)
-                    .await
-                    .map_err(|e| e.to_string())
-            } else {
-                Err("not leading yet".to_owned())
-            }
-        },
-        PATIENCE,
-        "the standby to take over",
-    )
+    let p = wait_for("the standby to take over", PATIENCE, || async {
+        if standby.log_tail(50).contains("leading") {
+            client
+                .pipeline_get(PipelineName::new("p").map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            Err("not leading yet".to_owned())
+        }
+    })
     .await?;
     assert_eq!(p.phases.len(), 1);
     Ok(())

@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is a failed test
 
 use phasegate_proto::*;
-use phasegate_tests::rollout::{phase_is, put_gate, put_pipeline, wait_trigger};
+use phasegate_tests::NatsServerExt as _;
+use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::{CoordEnv, FakeAgent, PATIENCE, wait_for};
 use serde_json::json;
 
@@ -25,28 +26,23 @@ async fn one_phase(
 
 /// Waits until `agent.list` shows exactly `ids`, with their liveness.
 async fn wait_agents(env: &CoordEnv, want: &[(&str, bool)], what: &str) -> anyhow::Result<()> {
-    wait_for(
-        || async {
-            let got: Vec<(String, bool)> = env
-                .client
-                .agents(None)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|a| (a.agent_id.to_string(), a.live))
-                .collect();
-            let want: Vec<(String, bool)> =
-                want.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect();
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
+    Ok(wait_for(what, PATIENCE, || async {
+        let got: Vec<(String, bool)> = env
+            .client
+            .agents(None)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|a| (a.agent_id.to_string(), a.live))
+            .collect();
+        let want: Vec<(String, bool)> = want.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +70,7 @@ async fn a_segment_with_a_dot_is_seen_and_waited_for() -> anyhow::Result<()> {
     assert_eq!(t.phase_state, Some(PhaseState::Applying), "{t:?}");
     eu.set_acking(true);
     wait_trigger(c, &id, "baking once eu.prod acked", |t| {
-        phase_is(t, "eu", PhaseState::Baking)
+        t.is_at("eu", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -89,6 +85,18 @@ async fn an_agent_that_leaves_cleanly_is_forgotten_at_once() -> anyhow::Result<(
     wait_agents(&env, &[("dev-1", true), ("dev-2", true)], "both agents").await?;
     a.leave().await?;
     wait_agents(&env, &[("dev-2", true)], "dev-1 gone after saying so").await?;
+    // Its record goes next (leaving has no reply that promises durability:
+    // wait for the delete before crashing).
+    let kv = env
+        .nats
+        .client("observer")
+        .await?
+        .kv_existing(&Subjects::default().bucket(Bucket::Agents))
+        .await?;
+    phasegate_tests::wait_until("dev-1's record deleted", PATIENCE, || async {
+        matches!(kv.get("dev-1").await, Ok(None))
+    })
+    .await?;
     // And a restart does not bring it back.
     let mut env = env;
     env.crash_and_restart().await?;
@@ -153,10 +161,7 @@ async fn applying_without_ack(
         .trigger
         .expect("trigger")
         .id;
-    wait_trigger(c, &id, "applying", |t| {
-        phase_is(t, "one", PhaseState::Applying)
-    })
-    .await?;
+    wait_trigger(c, &id, "applying", |t| t.is_at("one", PhaseState::Applying)).await?;
     Ok((dev, id))
 }
 
@@ -185,7 +190,7 @@ async fn restored_agents_block_until_heard_after_a_restart() -> anyhow::Result<(
     // It comes back and acks: the phase is applied.
     let _dev = FakeAgent::start(&url, "dev-1", "dev", 100).await?;
     wait_trigger(&c, &id, "baking once dev-1 acked", |t| {
-        phase_is(t, "one", PhaseState::Baking)
+        t.is_at("one", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -197,22 +202,18 @@ async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase
     let mut env = CoordEnv::start().await?;
     let (dev, id) = applying_without_ack(&env, 1500).await?;
     let c = env.client.clone();
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // While the coordinator is down the agent applies, and the apply
     // timeout passes.
     dev.set_acking(true);
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1600);
-    wait_for(
-        || async {
-            if std::time::Instant::now() >= deadline {
-                Ok(())
-            } else {
-                Err("not yet")
-            }
-        },
-        PATIENCE,
-        "the apply timeout to pass",
-    )
+    wait_for("the apply timeout to pass", PATIENCE, || async {
+        if std::time::Instant::now() >= deadline {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
     .await?;
     env.coord.restart()?;
     env.wait_ready().await?;
@@ -220,7 +221,7 @@ async fn an_apply_timeout_that_passed_while_down_does_not_pause_an_applied_phase
         t.phase_state != Some(PhaseState::Applying)
     })
     .await?;
-    assert!(phase_is(&t, "one", PhaseState::Baking), "{t:?}");
+    assert!(t.is_at("one", PhaseState::Baking), "{t:?}");
     assert!(
         !t.paused,
         "the timeout must not pause an applied phase: {t:?}"
@@ -248,7 +249,7 @@ async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow
         .id;
     // The other entity's rollout goes on through the same agent...
     wait_trigger(c, &fine, "fine baking", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     // ...while the blocked one waits, with the reason listed.
@@ -259,7 +260,7 @@ async fn an_entity_an_agent_cannot_apply_blocks_only_its_own_rollout() -> anyhow
     assert_eq!(listed[0].blocked[0].key, "gate.broken");
     dev.set_blocked(None);
     wait_trigger(c, &broken, "broken baking once unblocked", |t| {
-        phase_is(t, "dev", PhaseState::Baking)
+        t.is_at("dev", PhaseState::Baking)
     })
     .await?;
     Ok(())
@@ -288,7 +289,7 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
         &conf,
         "metrics_listen = \"off\"\nmax_agents = 200\nmax_agents_per_segment = 50\nmax_segments = 10\n",
     )?;
-    let coord = phasegate_tests::Proc::spawn(
+    let coord = phasegate_tests::spawn_phasegate(
         "coordinator",
         &[
             "coordinator",
@@ -304,11 +305,9 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
         std::time::Duration::from_secs(5),
     )
     .await?;
-    wait_for(
-        || async { c.pipeline_list().await },
-        PATIENCE,
-        "the coordinator",
-    )
+    wait_for("the coordinator", PATIENCE, || async {
+        c.pipeline_list().await
+    })
     .await?;
     // A real agent first, whose change after the flood marks its end.
     let real = FakeAgent::start(&url, "real-1", "real", 100).await?;
@@ -344,21 +343,17 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
     flood.flush().await;
     let sent = started.elapsed();
     real.set_healthy(false);
-    wait_for(
-        || async {
-            let a = c
-                .agents(Some(Segment::new("real").map_err(|e| e.to_string())?))
-                .await
-                .map_err(|e| e.to_string())?;
-            if a.first().is_some_and(|a| !a.healthy) {
-                Ok(())
-            } else {
-                Err(format!("{a:?}"))
-            }
-        },
-        PATIENCE,
-        "the flood to be taken in",
-    )
+    wait_for("the flood to be taken in", PATIENCE, || async {
+        let a = c
+            .agents(Some(Segment::new("real").map_err(|e| e.to_string())?))
+            .await
+            .map_err(|e| e.to_string())?;
+        if a.first().is_some_and(|a| !a.healthy) {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
     .await?;
     let taken = started.elapsed();
     let listed = c.agents(None).await?.len();
@@ -400,7 +395,7 @@ async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
         json!({"id": "dev", "segments": ["dev"], "wait_ms": 3600000}),
     )
     .await?;
-    wait_trigger(c, &id, "baking", |t| phase_is(t, "dev", PhaseState::Baking)).await?;
+    wait_trigger(c, &id, "baking", |t| t.is_at("dev", PhaseState::Baking)).await?;
     let entities = env
         .nats
         .client("inspector")
@@ -416,7 +411,7 @@ async fn counts_that_merely_move_are_not_written() -> anyhow::Result<()> {
             .is_some_and(|s| s.agents_known == 2 && s.agents_applied == 2)
     })
     .await?;
-    assert!(phase_is(&t, "dev", PhaseState::Baking));
+    assert!(t.is_at("dev", PhaseState::Baking));
     let after = entities.get("gate.g").await?.expect("stored").revision;
     assert_eq!(before, after, "a counts-only view was written");
     Ok(())

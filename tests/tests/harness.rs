@@ -9,6 +9,7 @@ use futures_util::StreamExt as _;
 use phasegate_bus::async_nats::jetstream::kv;
 use phasegate_bus::{Command, Encoding, encoding_of, reply};
 use phasegate_proto::{PipelineGetRequest, PipelineName, Reply, decode};
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::{NatsServer, PATIENCE, wait_for, wait_until};
 
 #[tokio::test]
@@ -47,9 +48,9 @@ async fn restart_keeps_port_and_store_and_clients_reconnect() -> anyhow::Result<
 
     server.kill()?;
     wait_until(
-        || async { !client.is_connected() },
-        PATIENCE,
         "the client notices the server is gone",
+        PATIENCE,
+        || async { !client.is_connected() },
     )
     .await?;
 
@@ -58,6 +59,8 @@ async fn restart_keeps_port_and_store_and_clients_reconnect() -> anyhow::Result<
 
     // The old client reconnects by itself and reads what it wrote before.
     let value = wait_for(
+        "the key written before the restart is read back",
+        PATIENCE,
         || async {
             match bucket.get("greeting").await {
                 Ok(Some(value)) => Ok(value),
@@ -65,8 +68,6 @@ async fn restart_keeps_port_and_store_and_clients_reconnect() -> anyhow::Result<
                 Err(e) => Err(e.to_string()),
             }
         },
-        PATIENCE,
-        "the key written before the restart is read back",
     )
     .await?;
     assert_eq!(value.as_ref(), b"hello");

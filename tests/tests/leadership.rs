@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use phasegate_proto::*;
-use phasegate_tests::{NatsServer, PATIENCE, Proc, wait_for, wait_until};
+use phasegate_tests::NatsServerExt as _;
+use phasegate_tests::{ChildProcess, NatsServer, PATIENCE, spawn_phasegate, wait_for, wait_until};
 use serde_json::json;
 
-fn signal(p: &Proc, sig: &str) -> anyhow::Result<()> {
+fn signal(p: &ChildProcess, sig: &str) -> anyhow::Result<()> {
     let pid = p.pid().expect("running").to_string();
     let ok = std::process::Command::new("kill")
         .args([sig, &pid])
@@ -20,8 +21,8 @@ fn signal(p: &Proc, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn coordinator(name: &str, url: &str, conf: &str, instance: &str) -> anyhow::Result<Proc> {
-    Proc::spawn(
+fn coordinator(name: &str, url: &str, conf: &str, instance: &str) -> anyhow::Result<ChildProcess> {
+    spawn_phasegate(
         name,
         &[
             "coordinator",
@@ -48,31 +49,23 @@ async fn a_frozen_leader_that_wakes_up_deposed_stops_and_leaves_its_successor_al
     let client =
         phasegate_client::PhasegateClient::connect(&url, "phasegate", Duration::from_secs(2))
             .await?;
-    wait_for(
-        || async { client.pipeline_list().await },
-        PATIENCE,
-        "a to answer",
-    )
+    wait_for("a to answer", PATIENCE, || async {
+        client.pipeline_list().await
+    })
     .await?;
     let mut b = coordinator("coordinator-b", &url, conf, "b")?;
-    wait_until(
-        || async { b.log_tail(50).contains("standing by") },
-        PATIENCE,
-        "b to stand by",
-    )
+    wait_until("b to stand by", PATIENCE, || async {
+        b.log_tail(50).contains("standing by")
+    })
     .await?;
     signal(&a, "-STOP")?;
-    wait_for(
-        || async {
-            if b.log_tail(80).contains("leading") {
-                client.pipeline_list().await.map_err(|e| e.to_string())
-            } else {
-                Err("b not leading yet".to_owned())
-            }
-        },
-        PATIENCE,
-        "b to take over from the frozen a",
-    )
+    wait_for("b to take over from the frozen a", PATIENCE, || async {
+        if b.log_tail(80).contains("leading") {
+            client.pipeline_list().await.map_err(|e| e.to_string())
+        } else {
+            Err("b not leading yet".to_owned())
+        }
+    })
     .await?;
     signal(&a, "-CONT")?;
     // a wakes up deposed: it notices and stops, without releasing b's lease.

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
-use phasegate_tests::http::free_port;
+use phasegate_tests::free_port;
 use phasegate_tests::otlp::{OtlpReceiver, RecvSpan};
 use phasegate_tests::rollout::wait_trigger;
 use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, phasegate_binary, wait_for};
@@ -21,19 +21,15 @@ async fn until_spans(
     what: &str,
     cond: impl Fn(&[RecvSpan]) -> bool,
 ) -> anyhow::Result<Vec<RecvSpan>> {
-    wait_for(
-        || async {
-            let s = r.spans();
-            if cond(&s) {
-                Ok(s)
-            } else {
-                Err(format!("{} spans so far", s.len()))
-            }
-        },
-        PATIENCE,
-        what,
-    )
-    .await
+    Ok(wait_for(what, PATIENCE, || async {
+        let s = r.spans();
+        if cond(&s) {
+            Ok(s)
+        } else {
+            Err(format!("{} spans so far", s.len()))
+        }
+    })
+    .await?)
 }
 
 fn of_trigger<'a>(spans: &'a [RecvSpan], id: &str) -> Vec<&'a RecvSpan> {
@@ -141,7 +137,7 @@ async fn one_trace_per_rollout_across_processes_and_restarts() -> anyhow::Result
     assert_eq!(apply.attrs["phasegate.phase_id"], "dev");
 
     // kill -9, restart: the trigger keeps its trace.
-    env.coord.kill9()?;
+    env.coord.kill()?;
     env.coord.restart()?;
     env.wait_ready().await?;
     let t = env.client.trigger_get(id.clone()).await?;
@@ -220,18 +216,14 @@ async fn metrics_move_as_the_rollout_does() -> anyhow::Result<()> {
         t.phase_state == Some(PhaseState::Baking)
     })
     .await?;
-    let text = wait_for(
-        || async {
-            let t = raw_get(addr, "/metrics").await.map_err(|e| e.to_string())?;
-            if sample(&t, "phasegate_agents_live{segment=\"dev\"}") == Some(1.0) {
-                Ok(t)
-            } else {
-                Err(t)
-            }
-        },
-        PATIENCE,
-        "the agent counted live",
-    )
+    let text = wait_for("the agent counted live", PATIENCE, || async {
+        let t = raw_get(addr, "/metrics").await.map_err(|e| e.to_string())?;
+        if sample(&t, "phasegate_agents_live{segment=\"dev\"}") == Some(1.0) {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    })
     .await?;
     assert_eq!(
         sample(
@@ -330,21 +322,17 @@ async fn metrics_move_as_the_rollout_does() -> anyhow::Result<()> {
     );
 
     // The agent counts its evaluations and exposes its sync state.
-    wait_for(
-        || async {
-            let v = dev
-                .check_gate("m", json!({"user_id": "u"}))
-                .await
-                .map_err(|e| e.to_string())?;
-            if v["reason"] == "unknown" {
-                Ok(())
-            } else {
-                Err(v.to_string())
-            }
-        },
-        PATIENCE,
-        "the abort applied at dev",
-    )
+    wait_for("the abort applied at dev", PATIENCE, || async {
+        let v = dev
+            .check_gate("m", json!({"user_id": "u"}))
+            .await
+            .map_err(|e| e.to_string())?;
+        if v["reason"] == "unknown" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
     .await?;
     let key = "phasegate_agent_evaluations_total{segment=\"dev\",kind=\"gate\",reason=\"unknown\",source=\"base\"}";
     let before = sample(&raw_get(dev.addr, "/metrics").await?, key).unwrap_or(0.0);

@@ -8,6 +8,7 @@
 use phasegate_client::TriggerAction;
 use phasegate_proto::*;
 use phasegate_tests::CoordEnv;
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::rollout::{actor, put_gate, put_pipeline, wait_trigger};
 use serde_json::json;
 
@@ -44,7 +45,7 @@ async fn waiting_trigger(env: &CoordEnv) -> anyhow::Result<Trigger> {
 async fn an_archive_without_the_entity_write_finishes_nothing() -> anyhow::Result<()> {
     let mut env = CoordEnv::start().await?;
     let t = waiting_trigger(&env).await?;
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // What an older write order left after a stop between the archive and
     // the entity write: the archive says aborted, the entity says running.
     let (stored, _) = stored_entity(&env).await?;
@@ -87,7 +88,7 @@ async fn an_archive_without_the_entity_write_finishes_nothing() -> anyhow::Resul
 async fn a_finish_committed_but_not_archived_is_archived_at_start() -> anyhow::Result<()> {
     let mut env = CoordEnv::start().await?;
     let t = waiting_trigger(&env).await?;
-    env.coord.kill9()?;
+    env.coord.kill()?;
     // The commit point happened (entity settled, the aborted trigger
     // beside it), then the stop: no archive.
     let (mut stored, revision) = stored_entity(&env).await?;

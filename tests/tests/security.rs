@@ -15,7 +15,8 @@ use phasegate_proto::{Bucket, Subjects, TriggerStatus};
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::{AuthDir, Probe, Tls};
 use phasegate_tests::{
-    AgentProc, NatsServer, PATIENCE, Proc, phasegate_binary, wait_for, wait_live_agents,
+    AgentProc, ChildProcess, NatsServer, PATIENCE, phasegate_binary, spawn_phasegate,
+    spawn_phasegate_env, wait_for, wait_live_agents,
 };
 use serde_json::json;
 
@@ -57,9 +58,9 @@ async fn roll_out(c: &PhasegateClient, agent: &AgentProc) -> anyhow::Result<()> 
 
 /// The coordinator of `auth`'s installation, with its credentials (and no
 /// `[auth]` table: actors as declared).
-fn coordinator(url: &str, auth: &AuthDir, envs: &[(&str, &str)]) -> anyhow::Result<Proc> {
+fn coordinator(url: &str, auth: &AuthDir, envs: &[(&str, &str)]) -> anyhow::Result<ChildProcess> {
     let creds = auth.file("coordinator.creds").display().to_string();
-    Proc::spawn_env(
+    spawn_phasegate_env(
         "coordinator",
         &[
             "coordinator",
@@ -305,7 +306,7 @@ async fn failed_connections_print_no_secret() -> anyhow::Result<()> {
 
         // A server with the same credentials logs its failure, without
         // the seed either.
-        let mut agent = Proc::spawn_env(
+        let mut agent = spawn_phasegate_env(
             "agent",
             &[
                 "agent",
@@ -323,6 +324,8 @@ async fn failed_connections_print_no_secret() -> anyhow::Result<()> {
             &verbose,
         )?;
         wait_for(
+            "the agent to log its refused connection",
+            PATIENCE,
             || async {
                 let log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
                 let l = log.to_lowercase();
@@ -333,12 +336,10 @@ async fn failed_connections_print_no_secret() -> anyhow::Result<()> {
                     Err("no connection failure logged yet")
                 }
             },
-            PATIENCE,
-            "the agent to log its refused connection",
         )
         .await?;
         let log = std::fs::read_to_string(agent.log_path())?;
-        agent.kill9()?;
+        agent.kill()?;
         assert!(!log.contains(seed), "a seed was logged:\n{log}");
     }
     Ok(())
@@ -382,7 +383,7 @@ async fn actors_are_identities_and_roles_are_enforced() -> anyhow::Result<()> {
     let nats = auth.serve().await?;
     let url = nats.url();
     let conf = auth.file("coordinator.toml").display().to_string();
-    let coord = Proc::spawn(
+    let coord = spawn_phasegate(
         "coordinator",
         &[
             "coordinator",
@@ -399,11 +400,9 @@ async fn actors_are_identities_and_roles_are_enforced() -> anyhow::Result<()> {
     let bob = operator(&url, who("bob")).await?;
     let carol = operator(&url, who("carol")).await?;
     let dave = operator(&url, who("dave")).await?;
-    wait_for(
-        || async { alice.pipeline_list().await },
-        PATIENCE,
-        "the coordinator",
-    )
+    wait_for("the coordinator", PATIENCE, || async {
+        alice.pipeline_list().await
+    })
     .await?;
     assert!(
         !coord.log_tail(200).contains("running open"),

@@ -114,12 +114,12 @@ pub struct AgentFile {
 impl AgentFile {
     /// The credentials and TLS keys of the file.
     pub fn security(&self) -> phasegate_bus::Security {
-        phasegate_bus::Security {
-            creds: self.nats_creds.clone(),
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        }
+        phasegate_bus::Security::from_files(
+            &self.nats_creds,
+            &self.tls_ca,
+            &self.tls_cert,
+            &self.tls_key,
+        )
     }
 
     /// Reads `path`; errors name the file and the key.

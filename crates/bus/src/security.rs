@@ -40,6 +40,22 @@ pub struct Security {
 }
 
 impl Security {
+    /// From a configuration file's four keys (`nats_creds`, `tls_ca`,
+    /// `tls_cert`, `tls_key`), which every program's file names alike.
+    pub fn from_files(
+        creds: &Option<PathBuf>,
+        tls_ca: &Option<PathBuf>,
+        tls_cert: &Option<PathBuf>,
+        tls_key: &Option<PathBuf>,
+    ) -> Self {
+        Self {
+            creds: creds.clone(),
+            tls_ca: tls_ca.clone(),
+            tls_cert: tls_cert.clone(),
+            tls_key: tls_key.clone(),
+        }
+    }
+
     /// Whether any TLS option is set: then TLS is required.
     pub fn wants_tls(&self) -> bool {
         self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()

@@ -1,12 +1,14 @@
 //! `phasegate demo`: the whole system on one machine, out of the box.
 //!
-//! Starts nats-server (the project-installed one, or `$PHASEGATE_NATS_SERVER`),
+//! Starts nats-server (found as `phasegate_devkit::nats_server_binary`
+//! says: `$PHASEGATE_NATS_SERVER`, the project-installed one, or `PATH`),
 //! the coordinator and five agents (dev, staging, prod-us-west,
 //! prod-us-east, prod-eu) as real processes, then walks two rollouts while
 //! showing what the agents answer: a gate that bakes, waits for an
 //! approval, pauses when one region turns unhealthy and completes once it
 //! recovers; and a config that is rolled back when staging fails. Every
 //! step is checked; the exit code is 0 only when all of them happened.
+//! The walk is [`script`]: one function per act, named for what it shows.
 //!
 //! `phasegate demo --secured` walks the same rollouts in a secured
 //! installation (SPEC.md §8) written by `phasegate auth init`: every
@@ -15,10 +17,11 @@
 //! declares the approver's name. What differs lives in two places:
 //! [`Installation`] (how each process connects) and [`Cast`] (who acts).
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,16 +32,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use phasegate_client::{ClientError, PhasegateClient, TriggerAction};
+use phasegate_devkit::{ChildProcess, NatsServer, NatsServerOptions, free_port, wait_for};
 use phasegate_proto::{
-    Actor, EntityKind, ErrorCode, HistoryType, PausedReason, PhaseState, Trigger, TriggerId,
-    TriggerStatus,
+    Actor, EntityKind, EntityResult, ErrorCode, HistoryType, PausedReason, PhaseState, Trigger,
+    TriggerId, TriggerStatus,
 };
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Global;
 use crate::auth::{InitArgs, init};
-use crate::ops::history_line;
+use crate::render::history_line;
 
 const SEGMENTS: [(&str, &str); 5] = [
     ("dev", "development"),
@@ -56,88 +61,11 @@ const OPERATORS: [&str; 3] = ["alice:admin", "bob:editor", "mallory:editor"];
 /// How long any one step may take before the demo gives up.
 const STEP: Duration = Duration::from_secs(20);
 
+/// How long a process may take to stop after `SIGTERM`.
+const STOP: Duration = Duration::from_secs(10);
+
 fn say(line: impl AsRef<str>) {
     println!("{}", crate::output::sanitize(line.as_ref()));
-}
-
-/// Finds nats-server: `$PHASEGATE_NATS_SERVER`, else `.tools/bin/nats-server`
-/// in the working directory or above the binary (a cargo build lives in
-/// `<repo>/target/<profile>/`).
-fn nats_server() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PHASEGATE_NATS_SERVER") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut roots = vec![std::env::current_dir()?];
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().map(Path::to_path_buf));
-    }
-    for r in roots {
-        let p = r.join(".tools/bin/nats-server");
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "nats-server not found: run `make tools` (installs the pinned one into .tools/) or set PHASEGATE_NATS_SERVER"
-    )
-}
-
-/// A child process that is stopped with SIGTERM (then SIGKILL) on drop.
-struct Kid {
-    name: String,
-    child: Option<Child>,
-}
-
-impl Kid {
-    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child: Some(child),
-        })
-    }
-
-    /// SIGTERM and wait; true when it exited cleanly in time.
-    async fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.success() || status.code().is_none();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        eprintln!("{} did not stop in time", self.name);
-        false
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Health endpoints the demo controls: `GET /health/<segment>`.
@@ -191,6 +119,126 @@ impl Health {
                 l.push(segment.to_owned());
             }
         }
+    }
+}
+
+/// The installation's processes, their logs in the demo's working
+/// directory.
+struct Processes {
+    nats: NatsServer,
+    coordinator: ChildProcess,
+    agents: Vec<ChildProcess>,
+}
+
+impl Processes {
+    /// Starts nats-server, the coordinator and one agent per segment, the
+    /// agents probing `health`; returns them with where each agent serves.
+    async fn start(
+        install: &Installation,
+        work: &Path,
+        health: &Health,
+    ) -> anyhow::Result<(Self, Vec<(String, SocketAddr)>)> {
+        let nats = NatsServer::start_with(install.nats_options(work)).await?;
+        say(format!(
+            "  nats-server with JetStream at {}{}",
+            nats.url(),
+            install.when_secured(
+                ", configured by nats-server.conf: anonymous connections are refused"
+            )
+        ));
+        let launch = Launch {
+            install,
+            work,
+            exe: std::env::current_exe()?,
+            url: nats.url(),
+        };
+        let coordinator = launch.coordinator()?;
+        let mut agents = Vec::new();
+        let mut serving = Vec::new();
+        for (segment, tier) in SEGMENTS {
+            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            agents.push(launch.agent(segment, tier, listen, health)?);
+            serving.push((segment.to_owned(), listen));
+        }
+        say(format!(
+            "  coordinator{} and five agents{} started: dev, staging, prod-us-west, prod-us-east, prod-eu",
+            install.when_secured(" (--config coordinator.toml)"),
+            install.when_secured(" (--nats-creds agent-<segment>.creds)"),
+        ));
+        let processes = Self {
+            nats,
+            coordinator,
+            agents,
+        };
+        Ok((processes, serving))
+    }
+
+    /// Stops the agents, the coordinator and the server, in that order;
+    /// whether every one stopped cleanly in time.
+    async fn stop(mut self) -> bool {
+        let mut clean = true;
+        for agent in &mut self.agents {
+            clean &= stopped_cleanly(agent.terminate(STOP).await);
+        }
+        clean &= stopped_cleanly(self.coordinator.terminate(STOP).await);
+        clean &= stopped_cleanly(self.nats.terminate(STOP).await);
+        clean
+    }
+}
+
+/// Whether a process stopped cleanly in time: it exited with success, or
+/// by the signal it was sent.
+fn stopped_cleanly(stopped: Result<ExitStatus, phasegate_devkit::Error>) -> bool {
+    match stopped {
+        Ok(status) => status.success() || status.code().is_none(),
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
+}
+
+/// What the demo's `phasegate` processes are started with.
+struct Launch<'a> {
+    install: &'a Installation,
+    work: &'a Path,
+    exe: PathBuf,
+    url: String,
+}
+
+impl Launch<'_> {
+    fn coordinator(&self) -> anyhow::Result<ChildProcess> {
+        let mut command = Command::new(&self.exe);
+        command
+            .args(["coordinator", "--nats-url", &self.url])
+            .args(self.install.coordinator_args());
+        let log = self.work.join("coordinator.log");
+        Ok(ChildProcess::spawn_with_log("coordinator", command, log)?)
+    }
+
+    fn agent(
+        &self,
+        segment: &str,
+        tier: &str,
+        listen: SocketAddr,
+        health: &Health,
+    ) -> anyhow::Result<ChildProcess> {
+        let mut command = Command::new(&self.exe);
+        command
+            .args(["agent", "--segment", segment, "--tier", tier])
+            .args(["--nats-url", &self.url, "--listen", &listen.to_string()])
+            .args(self.install.agent_args(segment))
+            .args([
+                "--agent-id",
+                &format!("{segment}-1"),
+                "--heartbeat-ms",
+                "200",
+            ])
+            .args(["--health-url", &health.url(segment)])
+            .arg("--state-dir")
+            .arg(self.work.join(format!("state-{segment}")));
+        let log = self.work.join(format!("agent-{segment}.log"));
+        Ok(ChildProcess::spawn_with_log(segment, command, log)?)
     }
 }
 
@@ -268,15 +316,14 @@ impl Installation {
         }
     }
 
-    /// nats-server flags besides address, port and store: JetStream, and
-    /// in a secured installation its configuration (accounts, users).
-    fn nats_args(&self) -> Vec<OsString> {
-        let mut args = Vec::new();
-        if let Some(conf) = self.file("nats-server.conf") {
-            args.extend(["-c".into(), conf.into()]);
+    /// How nats-server runs: in `work` (its log, ports file and store),
+    /// and in a secured installation from its configuration (accounts,
+    /// users).
+    fn nats_options(&self, work: &Path) -> NatsServerOptions {
+        NatsServerOptions {
+            config: self.file("nats-server.conf"),
+            dir: Some(work.to_path_buf()),
         }
-        args.push("-js".into());
-        args
     }
 
     /// `phasegate coordinator` flags besides the URL: its configuration
@@ -347,10 +394,16 @@ struct Demo {
     http: Client<HttpConnector, Full<Bytes>>,
     agents: Vec<(String, SocketAddr)>,
     health: Health,
-    printed: usize,
+    /// History lines of the current rollout printed so far.
+    printed: Cell<usize>,
 }
 
 impl Demo {
+    /// The client of the operator who makes the changes.
+    fn client(&self) -> &PhasegateClient {
+        &self.cast.release.client
+    }
+
     fn agent(&self, segment: &str) -> anyhow::Result<SocketAddr> {
         self.agents
             .iter()
@@ -408,26 +461,28 @@ impl Demo {
 
     /// Polls the trigger, printing new history lines, until `cond` holds.
     async fn until(
-        &mut self,
+        &self,
         id: &TriggerId,
         what: &str,
         cond: impl Fn(&Trigger) -> bool,
     ) -> anyhow::Result<Trigger> {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let t = self.cast.release.client.trigger_get(id.clone()).await?;
-            for h in t.history.iter().skip(self.printed) {
+        Ok(wait_for(what, STEP, || async {
+            let t = self
+                .client()
+                .trigger_get(id.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            for h in t.history.iter().skip(self.printed.get()) {
                 say(format!("  {}", history_line(h)));
             }
-            self.printed = t.history.len();
+            self.printed.set(t.history.len());
             if cond(&t) {
-                return Ok(t);
+                Ok(t)
+            } else {
+                Err(format!("{:?} in {:?}", t.status, t.phase_state))
             }
-            if Instant::now() > deadline {
-                bail!("demo step did not happen in {STEP:?}: {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await?)
     }
 
     /// Polls an agent until `cond` holds on its answer.
@@ -439,23 +494,50 @@ impl Demo {
         what: &str,
         cond: impl Fn(&Value) -> bool,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Ok(v) = self.post(segment, path, body.clone()).await
-                && cond(&v)
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("demo step did not happen in {STEP:?}: {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(what, STEP, || async {
+            let v = self
+                .post(segment, path, body.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if cond(&v) { Ok(()) } else { Err(v.to_string()) }
+        })
+        .await?;
+        Ok(())
     }
-}
 
-fn phase_is(t: &Trigger, id: &str, state: PhaseState) -> bool {
-    t.current_phase_id.as_ref().map(|p| p.as_str()) == Some(id) && t.phase_state == Some(state)
+    /// Puts `spec` as operator `release`, with `comment`.
+    async fn put(
+        &self,
+        kind: EntityKind,
+        spec: Value,
+        comment: Option<&str>,
+    ) -> anyhow::Result<EntityResult> {
+        let name = self.cast.release.name.clone();
+        let comment = comment.map(str::to_owned);
+        let spec = serde_json::from_value(spec)?;
+        Ok(self
+            .client()
+            .entity_put(kind, spec, name, comment, None)
+            .await?)
+    }
+
+    /// Puts `spec`, a change through a pipeline, and returns the rollout it
+    /// starts; history is printed from its start.
+    async fn start_rollout(
+        &self,
+        kind: EntityKind,
+        spec: Value,
+        comment: &str,
+    ) -> anyhow::Result<TriggerId> {
+        let r = self.put(kind, spec, Some(comment)).await?;
+        let t = r.trigger.context("the change did not start a rollout")?;
+        say(format!(
+            "  rollout {}: v{} → v{}",
+            t.id, t.from_version, t.to_version
+        ));
+        self.printed.set(0);
+        Ok(t.id)
+    }
 }
 
 /// `phasegate demo` (`--secured`: as a secured installation).
@@ -464,7 +546,6 @@ pub(crate) async fn run(_g: &Global, secured: bool) -> anyhow::Result<u8> {
     let dir = tempfile::Builder::new()
         .prefix("phasegate-demo-")
         .tempdir()?;
-    let nats_bin = nats_server()?;
     if secured {
         say(
             "phasegate demo --secured: a release pipeline across five segments, on this machine, every connection authenticated",
@@ -476,121 +557,41 @@ pub(crate) async fn run(_g: &Global, secured: bool) -> anyhow::Result<u8> {
         "  working directory {} (logs of every process are there)",
         dir.path().display()
     ));
+    let outcome = start_and_walk(secured, dir.path()).await;
+    conclude(outcome, dir, started)
+}
+
+/// Starts the installation, walks the script, stops everything; whether
+/// every process stopped cleanly.
+async fn start_and_walk(secured: bool, work: &Path) -> anyhow::Result<bool> {
     let install = if secured {
-        Installation::secure(dir.path())?
+        Installation::secure(work)?
     } else {
         Installation::Open
     };
-
-    // NATS with JetStream on a free port, learnt from its ports file.
-    let ports_dir = dir.path().join("ports");
-    std::fs::create_dir_all(&ports_dir)?;
-    let mut nats = Kid::spawn(
-        "nats-server",
-        Command::new(&nats_bin)
-            .args(install.nats_args())
-            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
-            .arg(&ports_dir)
-            .arg("-sd")
-            .arg(dir.path().join("jetstream")),
-        &dir.path().join("nats-server.log"),
-    )?;
-    let url = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = std::fs::read_dir(&ports_dir)?
-                .filter_map(Result::ok)
-                .find_map(|e| std::fs::read_to_string(e.path()).ok())
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| v["nats"][0].as_str().map(str::to_owned));
-            if let Some(u) = found {
-                break u;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nats-server did not start; see {}",
-                    dir.path().join("nats-server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    say(format!(
-        "  nats-server with JetStream at {url}{}",
-        install.when_secured(", configured by nats-server.conf: anonymous connections are refused")
-    ));
-
-    let exe = std::env::current_exe()?;
-    let mut coordinator = Kid::spawn(
-        "coordinator",
-        Command::new(&exe)
-            .args(["coordinator", "--nats-url", &url])
-            .args(install.coordinator_args()),
-        &dir.path().join("coordinator.log"),
-    )?;
     let health = Health::start().await?;
-    let mut kids = Vec::new();
-    let mut agents = Vec::new();
-    for (segment, tier) in SEGMENTS {
-        let port = free_port()?;
-        let listen = format!("127.0.0.1:{port}");
-        let state = dir.path().join(format!("state-{segment}"));
-        kids.push(Kid::spawn(
-            segment,
-            Command::new(&exe)
-                .args([
-                    "agent",
-                    "--segment",
-                    segment,
-                    "--tier",
-                    tier,
-                    "--nats-url",
-                    &url,
-                    "--listen",
-                    &listen,
-                ])
-                .args(install.agent_args(segment))
-                .args([
-                    "--agent-id",
-                    &format!("{segment}-1"),
-                    "--heartbeat-ms",
-                    "200",
-                    "--health-url",
-                    &health.url(segment),
-                ])
-                .arg("--state-dir")
-                .arg(&state),
-            &dir.path().join(format!("agent-{segment}.log")),
-        )?);
-        agents.push((segment.to_owned(), listen.parse()?));
-    }
-    say(format!(
-        "  coordinator{} and five agents{} started: dev, staging, prod-us-west, prod-us-east, prod-eu",
-        install.when_secured(" (--config coordinator.toml)"),
-        install.when_secured(" (--nats-creds agent-<segment>.creds)"),
-    ));
-
+    let (processes, agents) = Processes::start(&install, work, &health).await?;
     // The demo's own connections close when `walk` returns, before the
     // server stops, so that stopping it is quiet.
-    let result = walk(&install, &url, agents, health).await;
-
+    let walked = walk(&install, &processes.nats.url(), agents, health).await;
     say("");
     say("stopping everything");
-    let mut clean = true;
-    for k in &mut kids {
-        clean &= k.stop().await;
-    }
-    clean &= coordinator.stop().await;
-    clean &= nats.stop().await;
-    match result {
-        Ok(()) if clean => {
+    let clean = processes.stop().await;
+    walked.map(|()| clean)
+}
+
+/// The verdict: 0 when every step happened and every process stopped
+/// cleanly; otherwise an error, and the logs are kept.
+fn conclude(outcome: anyhow::Result<bool>, dir: TempDir, started: Instant) -> anyhow::Result<u8> {
+    match outcome {
+        Ok(true) => {
             say(format!(
                 "demo finished in {:.1}s: every step above happened",
                 started.elapsed().as_secs_f64()
             ));
             Ok(0)
         }
-        Ok(()) => bail!(
+        Ok(false) => bail!(
             "a process did not stop cleanly; logs in {}",
             dir.keep().display()
         ),
@@ -608,34 +609,47 @@ async fn walk(
     agents: Vec<(String, SocketAddr)>,
     health: Health,
 ) -> anyhow::Result<()> {
-    let mut demo = Demo {
+    let demo = Demo {
         cast: install.cast(url).await?,
         http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         agents,
         health,
-        printed: 0,
+        printed: Cell::new(0),
     };
-    script(&mut demo).await
+    script(&demo).await
 }
 
-async fn script(d: &mut Demo) -> anyhow::Result<()> {
-    let c = d.cast.release.client.clone();
-    // Ready: the coordinator answers and every agent has reported.
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Ok(a) = c.agents(None).await
-            && a.iter().filter(|a| a.live).count() == SEGMENTS.len()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the coordinator and five live agents did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ops = d.cast.release.name.clone();
-    let approver = d.cast.approver.name.clone();
+/// The walk, act by act.
+async fn script(d: &Demo) -> anyhow::Result<()> {
+    wait_until_the_fleet_is_up(d).await?;
+    define_the_seed_pipeline(d).await?;
+    let id = roll_out_a_gate_until_it_awaits_approval(d).await?;
+    approve(d, &id).await?;
+    bake_through_to_prod_eu(d, &id).await?;
+    pause_while_prod_eu_is_unhealthy(d, &id).await?;
+    put_a_config_behind_a_careful_pipeline(d).await?;
+    roll_back_when_staging_fails(d).await
+}
 
+/// Ready: the coordinator answers and every agent has reported.
+async fn wait_until_the_fleet_is_up(d: &Demo) -> anyhow::Result<()> {
+    wait_for("the coordinator and five live agents", STEP, || async {
+        let agents = d.client().agents(None).await.map_err(|e| e.to_string())?;
+        let live = agents.iter().filter(|a| a.live).count();
+        if live == SEGMENTS.len() {
+            Ok(())
+        } else {
+            Err(format!("{live} live agents"))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// 1. Five segments in a row, prod-us-west behind an approval, prod-eu
+///    pausing when unhealthy.
+async fn define_the_seed_pipeline(d: &Demo) -> anyhow::Result<()> {
+    let approver = &d.cast.approver.name;
     say("");
     say(format!(
         "1. the pipeline: dev → staging → prod-us-west (needs approval by {approver}) → prod-us-east → prod-eu"
@@ -653,42 +667,28 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
              "health": {"on_unhealthy": "pause", "min_healthy_ratio": 1.0}}
         ]
     }))?;
-    c.pipeline_put(pipeline, ops.clone()).await?;
+    d.client()
+        .pipeline_put(pipeline, d.cast.release.name.clone())
+        .await?;
+    Ok(())
+}
 
+/// 2. A gate turned on through the pipeline: dev applies and bakes while
+///    staging still serves the old version, up to prod-us-west's approval.
+async fn roll_out_a_gate_until_it_awaits_approval(d: &Demo) -> anyhow::Result<TriggerId> {
     say("");
     say(
         "2. gate new-checkout exists, off for everyone; the change turns it on through the pipeline",
     );
-    c.entity_put(
-        EntityKind::Gate,
-        serde_json::from_value(
-            json!({"name": "new-checkout", "rules": [{"id": "everyone", "pass_percentage": 0}]}),
-        )?,
-        ops.clone(),
-        None,
-        None,
-    )
-    .await?;
-    let r = c
-        .entity_put(
-            EntityKind::Gate,
-            serde_json::from_value(json!({"name": "new-checkout", "pipeline": "demo-seed", "rules": [{"id": "everyone", "pass_percentage": 100}]}))?,
-            ops.clone(),
-            Some("turn on the new checkout".into()),
-            None,
-        )
+    let off = json!({"name": "new-checkout", "rules": [{"id": "everyone", "pass_percentage": 0}]});
+    d.put(EntityKind::Gate, off, None).await?;
+    let on = json!({"name": "new-checkout", "pipeline": "demo-seed", "rules": [{"id": "everyone", "pass_percentage": 100}]});
+    let id = d
+        .start_rollout(EntityKind::Gate, on, "turn on the new checkout")
         .await?;
-    let t = r.trigger.context("the change did not start a rollout")?;
-    let id = t.id.clone();
-    say(format!(
-        "  rollout {id}: v{} → v{}",
-        t.from_version, t.to_version
-    ));
-    d.printed = 0;
-
     let t = d
         .until(&id, "dev applied and baking", |t| {
-            phase_is(t, "dev", PhaseState::Baking)
+            t.is_at("dev", PhaseState::Baking)
         })
         .await?;
     say(format!(
@@ -698,13 +698,19 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
     d.show_gate("dev", "new-checkout", "user-1").await?;
     d.show_gate("staging", "new-checkout", "user-1").await?;
     d.until(&id, "prod-us-west awaiting approval", |t| {
-        phase_is(t, "prod-us-west", PhaseState::AwaitingApproval)
+        t.is_at("prod-us-west", PhaseState::AwaitingApproval)
     })
     .await?;
-    approve(d, &id).await?;
+    Ok(id)
+}
+
+/// After the approval the rollout goes on to prod-eu, and the one approval
+/// recorded is the approver's.
+async fn bake_through_to_prod_eu(d: &Demo, id: &TriggerId) -> anyhow::Result<()> {
+    let approver = &d.cast.approver.name;
     let t = d
-        .until(&id, "prod-eu baking", |t| {
-            phase_is(t, "prod-eu", PhaseState::Baking)
+        .until(id, "prod-eu baking", |t| {
+            t.is_at("prod-eu", PhaseState::Baking)
         })
         .await?;
     let approvals: Vec<&str> = t
@@ -723,12 +729,17 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
         ));
     }
     d.show_gate("prod-eu", "new-checkout", "user-1").await?;
+    Ok(())
+}
 
+/// 3. prod-eu turns unhealthy while it bakes: the rollout pauses, keeps
+///    what is applied, resumes when prod-eu recovers and completes.
+async fn pause_while_prod_eu_is_unhealthy(d: &Demo, id: &TriggerId) -> anyhow::Result<()> {
     say("");
     say("3. prod-eu turns unhealthy while it bakes: the rollout pauses");
     d.health.set_failing("prod-eu", true);
     let t = d
-        .until(&id, "paused by health", |t| {
+        .until(id, "paused by health", |t| {
             t.paused_reason == Some(PausedReason::Health)
         })
         .await?;
@@ -740,7 +751,7 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
     say("  prod-eu recovers: the rollout resumes by itself and finishes the bake");
     d.health.set_failing("prod-eu", false);
     let t = d
-        .until(&id, "completed", |t| t.status == TriggerStatus::Completed)
+        .until(id, "completed", |t| t.status == TriggerStatus::Completed)
         .await?;
     if !t
         .history
@@ -761,7 +772,12 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
     for (s, _) in SEGMENTS {
         d.show_gate(s, "new-checkout", "user-1").await?;
     }
+    Ok(())
+}
 
+/// 4, first half: a pipeline whose staging phase aborts when unhealthy,
+///    and config checkout-limits v1 served at staging.
+async fn put_a_config_behind_a_careful_pipeline(d: &Demo) -> anyhow::Result<()> {
     say("");
     say("4. a config change that staging does not survive: rolled back at once");
     let careful = serde_json::from_value(json!({
@@ -773,17 +789,11 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
             {"id": "prod", "segments": ["prod-*"], "wait_ms": 1000}
         ]
     }))?;
-    c.pipeline_put(careful, ops.clone()).await?;
-    c.entity_put(
-        EntityKind::Config,
-        serde_json::from_value(
-            json!({"name": "checkout-limits", "default_value": {"max_items": 10}}),
-        )?,
-        ops.clone(),
-        None,
-        None,
-    )
-    .await?;
+    d.client()
+        .pipeline_put(careful, d.cast.release.name.clone())
+        .await?;
+    let v1 = json!({"name": "checkout-limits", "default_value": {"max_items": 10}});
+    d.put(EntityKind::Config, v1, None).await?;
     d.until_agent(
         "staging",
         "/v1/get_config",
@@ -791,25 +801,18 @@ async fn script(d: &mut Demo) -> anyhow::Result<()> {
         "v1 at staging",
         |v| v["version"] == 1,
     )
-    .await?;
-    let r = c
-        .entity_put(
-            EntityKind::Config,
-            serde_json::from_value(json!({"name": "checkout-limits", "pipeline": "demo-careful", "default_value": {"max_items": 50}}))?,
-            ops.clone(),
-            Some("raise the limit".into()),
-            None,
-        )
+    .await
+}
+
+/// 4, second half: v2 reaches staging, staging turns unhealthy, and the
+///    rollout aborts: every segment is back on v1.
+async fn roll_back_when_staging_fails(d: &Demo) -> anyhow::Result<()> {
+    let v2 = json!({"name": "checkout-limits", "pipeline": "demo-careful", "default_value": {"max_items": 50}});
+    let id = d
+        .start_rollout(EntityKind::Config, v2, "raise the limit")
         .await?;
-    let t = r.trigger.context("the change did not start a rollout")?;
-    let id = t.id.clone();
-    d.printed = 0;
-    say(format!(
-        "  rollout {id}: v{} → v{}",
-        t.from_version, t.to_version
-    ));
     d.until(&id, "staging baking", |t| {
-        phase_is(t, "staging", PhaseState::Baking)
+        t.is_at("staging", PhaseState::Baking)
     })
     .await?;
     d.show_config("staging", "checkout-limits").await?;

@@ -14,7 +14,6 @@ use crate::Global;
 use crate::output::{say, show};
 use crate::render;
 // The demo (crates/cli/src/demo.rs) still takes the history line from here.
-pub(crate) use crate::render::history_line;
 
 /// `phasegate pipeline …`
 #[derive(Debug, Subcommand)]

@@ -154,12 +154,12 @@ impl CoordinatorConfig {
 
     /// The credentials and TLS settings for NATS.
     pub fn security(&self) -> phasegate_bus::Security {
-        phasegate_bus::Security {
-            creds: self.nats_creds.clone(),
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        }
+        phasegate_bus::Security::from_files(
+            &self.nats_creds,
+            &self.tls_ca,
+            &self.tls_cert,
+            &self.tls_key,
+        )
     }
 
     /// How long finished triggers are kept.

@@ -218,6 +218,14 @@ pub struct Trigger {
     pub analysis: BTreeMap<String, Vec<crate::analysis::SegmentAnalysis>>,
 }
 
+impl Trigger {
+    /// Whether the trigger is in phase `phase`, in `state`.
+    pub fn is_at(&self, phase: &str, state: PhaseState) -> bool {
+        self.current_phase_id.as_ref().map(PhaseId::as_str) == Some(phase)
+            && self.phase_state == Some(state)
+    }
+}
+
 /// A trigger as `trigger.list` shows it: everything but `history`,
 /// `pipeline_snapshot` and `approvals`, so a page stays small whatever the
 /// triggers' histories (SPEC.md §6). `trigger.get` answers the whole one.

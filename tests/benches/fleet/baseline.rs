@@ -10,7 +10,8 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use phasegate_bus::{BucketOptions, ConnectOptions};
-use phasegate_tests::NatsServer;
+use phasegate_devkit::NatsServer;
+use phasegate_tests::NatsServerExt as _;
 use tokio::time::Instant;
 
 const BUCKET: &str = "bench_baseline";

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phasegate_agent::{Agent, AgentConfig};
 use phasegate_client::PhasegateClient;
+use phasegate_devkit::{ChildProcess, NatsServer, wait_for};
 use phasegate_proto::{AgentId, Segment};
-use phasegate_tests::{NatsServer, Proc, wait_for};
+use phasegate_tests::spawn_phasegate_env;
 use tempfile::TempDir;
 
 /// How long a fleet may take to start and be counted live: a thousand
@@ -21,7 +22,7 @@ const STARTING_AT_ONCE: usize = 32;
 
 /// A coordinator process on `nats` with a client of its command API.
 pub(crate) struct Coord {
-    pub(crate) proc: Proc,
+    pub(crate) proc: ChildProcess,
     pub(crate) client: PhasegateClient,
 }
 
@@ -31,16 +32,16 @@ impl Coord {
     /// answers.
     pub(crate) async fn start(nats: &NatsServer) -> anyhow::Result<Self> {
         let url = nats.url();
-        let proc = Proc::spawn_env(
+        let proc = spawn_phasegate_env(
             "coordinator",
             &["coordinator", "--nats-url", &url, "--metrics-listen", "off"],
             &[("RUST_LOG", "warn")],
         )?;
         let client = PhasegateClient::connect(&url, "phasegate", Duration::from_secs(60)).await?;
         wait_for(
-            || async { client.pipeline_list().await },
-            Duration::from_secs(30),
             "the coordinator to answer pipeline.list",
+            Duration::from_secs(30),
+            || async { client.pipeline_list().await },
         )
         .await?;
         Ok(Self { proc, client })

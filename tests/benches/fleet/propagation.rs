@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use phasegate_bus::Kv;
+use phasegate_devkit::NatsServer;
 use phasegate_proto::subjects::entity_key;
 use phasegate_proto::{
     AgentReport, Bucket, Encoding, EntityKind, EntityName, HistoryType, Subjects, Trigger,
     TriggerStatus, decode,
 };
-use phasegate_tests::NatsServer;
+use phasegate_tests::NatsServerExt as _;
 use phasegate_tests::rollout::{actor, put_pipeline};
 use serde_json::json;
 use tokio::time::Instant;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use phasegate_client::PhasegateClient;
+use phasegate_devkit::NatsServer;
 use phasegate_proto::{EntityKind, TriggerId};
-use phasegate_tests::NatsServer;
 use phasegate_tests::rollout::{actor, put_pipeline};
 use serde_json::json;
 use tokio::task::JoinSet;

@@ -34,11 +34,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_millis(400);
 const MAX_VIOLATIONS: usize = 40;
 
 /// Unix ms now.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
-}
+pub(super) use phasegate_proto::now_ms;
 
 /// What each gate of the installation serves after the last episode:
 /// (version, value), absent = (0, false).
@@ -227,7 +223,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, phasegate_bus::BusError>>,
 {
-    crate::wait_for(&mut f, Duration::from_secs(10), "the command API to answer").await
+    Ok(crate::wait_for("the command API to answer", Duration::from_secs(10), &mut f).await?)
 }
 
 // ---------------------------------------------------------------- faults
@@ -340,7 +336,7 @@ fn begin_fault(inst: &mut Installation, f: Fault) -> anyhow::Result<bool> {
                 return Ok(false);
             }
             if matches!(f, Fault::KillCoordinator { .. }) {
-                c.proc.kill9()?;
+                c.proc.kill()?;
                 c.down = true;
             } else {
                 signal(c.proc.pid(), "STOP");
@@ -353,7 +349,7 @@ fn begin_fault(inst: &mut Installation, f: Fault) -> anyhow::Result<bool> {
                 return Ok(false);
             }
             if matches!(f, Fault::KillAgent { .. }) {
-                a.proc.proc.kill9()?;
+                a.proc.proc.kill()?;
                 a.down = true;
             } else {
                 signal(a.proc.proc.pid(), "STOP");
@@ -764,27 +760,20 @@ async fn converge(sh: &Shared, healed_at: Instant, report: &mut Report) {
                 sh.count("agents converge on the final version");
                 let body =
                     json!({"gate": k.plan.entity, "user": {"user_id": user, "country": country}});
-                let seen = crate::wait_for(
-                    || async {
-                        let (_, v) = tokio::time::timeout(
-                            AGENT_TIMEOUT,
-                            sh.http.post(*addr, "/v1/check_gate", &body),
-                        )
-                        .await
-                        .map_err(|_| "no answer".to_owned())?
-                        .map_err(|e| e.to_string())?;
-                        if v["version"] == version
-                            && v["value"] == value
-                            && v["trigger_id"].is_null()
-                        {
-                            Ok(())
-                        } else {
-                            Err(v.to_string())
-                        }
-                    },
-                    CONVERGE_DEADLINE,
-                    "",
-                )
+                let seen = crate::wait_for("", CONVERGE_DEADLINE, || async {
+                    let (_, v) = tokio::time::timeout(
+                        AGENT_TIMEOUT,
+                        sh.http.post(*addr, "/v1/check_gate", &body),
+                    )
+                    .await
+                    .map_err(|_| "no answer".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                    if v["version"] == version && v["value"] == value && v["trigger_id"].is_null() {
+                        Ok(())
+                    } else {
+                        Err(v.to_string())
+                    }
+                })
                 .await;
                 match seen {
                     Ok(()) => {

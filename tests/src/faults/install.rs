@@ -10,7 +10,7 @@ use std::time::Duration;
 use phasegate_client::PhasegateClient;
 use tempfile::TempDir;
 
-use crate::{AgentProc, NatsServer, Proc, wait_for};
+use crate::{AgentProc, ChildProcess, NatsServer, spawn_phasegate, wait_for};
 
 /// The coordinators' lease: short, so that a standby takes over within an
 /// episode.
@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// A coordinator process and what the injector did to it.
 pub struct Coordinator {
     /// The process (log in JSON lines).
-    pub proc: Proc,
+    pub proc: ChildProcess,
     /// Its `--instance-id`.
     pub instance: String,
     /// Killed by the test and not restarted yet.
@@ -88,7 +88,7 @@ impl Installation {
         let mut coords = Vec::new();
         for i in 0..2 {
             let instance = format!("c{i}");
-            let proc = Proc::spawn(
+            let proc = spawn_phasegate(
                 &format!("coordinator-{instance}"),
                 &[
                     "--log-format",
@@ -146,11 +146,9 @@ impl Installation {
 
     /// Waits until some coordinator answers the command API.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        wait_for(
-            || async { self.client.pipeline_list().await },
-            timeout,
-            "a coordinator to answer pipeline.list",
-        )
+        wait_for("a coordinator to answer pipeline.list", timeout, || async {
+            self.client.pipeline_list().await
+        })
         .await?;
         Ok(())
     }
