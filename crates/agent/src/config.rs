@@ -29,6 +29,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// The most HTTP connections open at once; more are closed at accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// The most OFREP event streams open at once; more are answered 503.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 256;
+/// How often an OFREP event stream sends a keep-alive comment, in ms.
+pub const DEFAULT_EVENT_STREAM_KEEP_ALIVE_MS: u64 = 15_000;
 
 /// The keys of an agent configuration file. Every key matches a flag of
 /// `phasegate agent`; flags given on the command line win.
@@ -109,6 +113,15 @@ pub struct AgentFile {
     /// Default 1024 (keep it below the process's file descriptor limit).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// The most OFREP event streams (server-sent events) open at once;
+    /// more are answered 503. Default 256; each is also a connection, so
+    /// keep it below `max_connections` to leave room for evaluations.
+    #[serde(default)]
+    pub max_event_streams: Option<usize>,
+    /// How often an OFREP event stream sends a keep-alive comment, in ms.
+    /// Default 15000.
+    #[serde(default)]
+    pub event_stream_keep_alive_ms: Option<u64>,
 }
 
 impl AgentFile {
@@ -172,6 +185,10 @@ pub struct AgentConfig {
     pub body_read_timeout_ms: u64,
     /// Most HTTP connections open at once; one more is closed at accept.
     pub max_connections: usize,
+    /// Most OFREP event streams open at once.
+    pub max_event_streams: usize,
+    /// Keep-alive interval of an OFREP event stream.
+    pub event_stream_keep_alive_ms: u64,
     /// The segment's Prometheus, for analyses.
     pub prometheus_url: Option<String>,
 }
@@ -199,6 +216,8 @@ impl AgentConfig {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            event_stream_keep_alive_ms: DEFAULT_EVENT_STREAM_KEEP_ALIVE_MS,
             prometheus_url: None,
         }
     }
@@ -253,7 +272,18 @@ impl AgentConfig {
             in_range(key, ms, 100..=600_000, " ms")?;
         }
         let connections = u64::try_from(self.max_connections).unwrap_or(u64::MAX);
-        in_range("max_connections", connections, 1..=1_000_000, "")
+        in_range("max_connections", connections, 1..=1_000_000, "")?;
+        // Above max_connections it changes nothing (each stream is a
+        // connection), so it is not refused: a small max_connections
+        // alone stays a valid configuration.
+        let streams = u64::try_from(self.max_event_streams).unwrap_or(u64::MAX);
+        in_range("max_event_streams", streams, 1..=1_000_000, "")?;
+        in_range(
+            "event_stream_keep_alive_ms",
+            self.event_stream_keep_alive_ms,
+            100..=600_000,
+            " ms",
+        )
     }
 }
 

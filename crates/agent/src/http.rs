@@ -48,13 +48,14 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/v1/entities", get(entities))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::ofrep::routes())
         // Must follow the routes: it is set on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         // Not reachable with the types served; still an envelope.
@@ -68,7 +69,7 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     json(
         status,
         &HttpError {
@@ -116,6 +117,13 @@ fn closing(status: StatusCode, message: String) -> Response {
 /// Reads and parses a JSON body, refusing oversized ones (413, at once
 /// when `Content-Length` says so) and slow ones (408).
 async fn body<T: DeserializeOwned>(req: Request, api: &ApiState) -> Result<T, Response> {
+    let bytes = body_bytes(req, api).await?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
+}
+
+/// Reads a body whole, under the same limits as [`body`]; what it is made
+/// of is the caller's business (OFREP answers malformed bodies its own way).
+pub(crate) async fn body_bytes(req: Request, api: &ApiState) -> Result<Bytes, Response> {
     let limit = api.max_body_bytes;
     let too_large = || {
         closing(
@@ -151,7 +159,7 @@ async fn body<T: DeserializeOwned>(req: Request, api: &ApiState) -> Result<T, Re
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed request: {e}")))
+    Ok(bytes)
 }
 
 /// Evaluates `name` for `user` against the current snapshot, counts it,
@@ -167,7 +175,11 @@ fn evaluate<T: Serialize>(
     let served = api.shared.served.load();
     let stale = api.shared.stale();
     let answer = match served.get(kind, name) {
-        Some(state) => state.evaluate(user, &api.shared.context),
+        Some(state) => {
+            let answer = state.evaluate(user, &api.shared.context);
+            crate::flag_metrics::record(&api.shared.flags, kind, name, state, &answer);
+            answer
+        }
         None => unknown_answer(kind),
     };
     api.shared.count(kind, &answer);
@@ -286,6 +298,8 @@ async fn metrics(State(api): State<ApiState>) -> Response {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         write_sample(&mut out, name, &agent, v);
     }
+    s.flags.render(&mut out, s.segment.as_str());
+    phasegate_telemetry::metrics::write_build_info(&mut out, "agent");
     s.analysis.write_metrics(&mut out, s.segment.as_str());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -323,14 +337,21 @@ fn write_evaluations(out: &mut String, s: &Shared) {
 }
 
 /// The gauges: name, help, value.
-fn gauges(s: &Shared) -> [(&'static str, &'static str, f64); 6] {
+fn gauges(s: &Shared) -> [(&'static str, &'static str, f64); 7] {
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     let open = s.http.open.load(Ordering::Relaxed) as f64;
+    #[allow(clippy::cast_precision_loss)] // at most max_event_streams
+    let streams = s.push.open() as f64;
     [
         (
             "phasegate_agent_http_connections",
             "HTTP connections open now",
             open,
+        ),
+        (
+            "phasegate_agent_event_streams",
+            "OFREP event streams (server-sent events) open now",
+            streams,
         ),
         (
             "phasegate_agent_stale",
@@ -356,12 +377,12 @@ fn gauges(s: &Shared) -> [(&'static str, &'static str, f64); 6] {
             },
         ),
         (
-            "phasegate_agent_last_sync_age_seconds",
-            "seconds since the agent last knew itself in sync (-1: never)",
-            s.last_sync().map_or(-1.0, |t| {
+            "phasegate_agent_last_sync_timestamp_seconds",
+            "Unix time the agent last knew itself in sync (0: never)",
+            s.last_sync().map_or(0.0, |t| {
                 #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
-                let age = crate::served::now_ms().saturating_sub(t) as f64 / 1000.0;
-                age
+                let seconds = t as f64 / 1000.0;
+                seconds
             }),
         ),
     ]

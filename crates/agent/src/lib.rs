@@ -10,14 +10,17 @@
 
 mod analysis;
 pub mod config;
+mod flag_metrics;
 mod health;
 mod http;
 mod journal;
+mod ofrep;
 mod plan;
 mod prometheus;
 mod report;
 mod serve;
 mod served;
+mod sse;
 pub mod state;
 mod sync;
 
@@ -75,6 +78,7 @@ pub struct Agent {
     stop_http: tokio::sync::oneshot::Sender<()>,
     actors: Actors,
     client: phasegate_bus::Client,
+    shared: Arc<served::Shared>,
 }
 
 /// The agent's actors (see the crate's documentation).
@@ -118,7 +122,7 @@ impl Agent {
             max_connections: config.max_connections,
         };
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(serve::serve(listener, app, limits, shared, stopped));
+        let http = tokio::spawn(serve::serve(listener, app, limits, shared.clone(), stopped));
         tracing::info!(%addr, segment = %config.segment, agent_id = %config.agent_id, "agent serving");
         Ok(Self {
             addr,
@@ -126,6 +130,7 @@ impl Agent {
             stop_http,
             actors,
             client,
+            shared,
         })
     }
 
@@ -139,6 +144,9 @@ impl Agent {
     /// coordinator forgets it at once rather than wait for its silence;
     /// that takes at most [`LEAVE_TIMEOUT`].
     pub async fn stop(self) {
+        // Event streams never end by themselves: end them, so the HTTP
+        // server's graceful stop does not wait for them.
+        self.shared.push.close();
         let _ = self.stop_http.send(());
         let _ = self.http.await;
         let Actors {

@@ -40,6 +40,15 @@ impl Served {
         self.maps.iter().flat_map(HashMap::values)
     }
 
+    /// Every entity with its kind and name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (EntityKind, &str, &Arc<CompiledState>)> {
+        EntityKind::ALL.iter().copied().flat_map(move |kind| {
+            self.maps[kind_index(kind)]
+                .iter()
+                .map(move |(name, s)| (kind, name.as_str(), s))
+        })
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.maps.iter().map(HashMap::len).sum()
     }
@@ -79,6 +88,10 @@ pub(crate) struct Shared {
     pub(crate) evaluations: [[[AtomicU64; 2]; 4]; 2],
     /// HTTP connections open and refused.
     pub(crate) http: ConnStats,
+    /// Tells the OFREP event streams that what is served changed.
+    pub(crate) push: crate::sse::Push,
+    /// Evaluations per flag, version, variant and reason.
+    pub(crate) flags: crate::flag_metrics::FlagMetrics,
     /// Metric analyses: latest results, counters, the running set.
     pub(crate) analysis: crate::analysis::Board,
 }
@@ -104,6 +117,11 @@ impl Shared {
             blocked: ArcSwap::from_pointee(Vec::new()),
             evaluations: Default::default(),
             http: ConnStats::default(),
+            push: crate::sse::Push::new(
+                config.max_event_streams,
+                std::time::Duration::from_millis(config.event_stream_keep_alive_ms),
+            ),
+            flags: crate::flag_metrics::FlagMetrics::default(),
             analysis: crate::analysis::Board::default(),
         }
     }

@@ -413,6 +413,10 @@ impl SyncState {
         if before != self.disk.applied_revision || blocks_changed {
             let _ = self.reporter.cast(ReportMsg::Applied);
         }
+        // OFREP event streams: only a new snapshot makes an event.
+        self.shared
+            .push
+            .announce(self.disk.applied_revision, &self.shared.served.load_full());
     }
 
     /// The `apply` span of one rollout, continuing its trace.

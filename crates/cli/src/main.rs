@@ -6,6 +6,7 @@ mod analysis;
 mod apply;
 mod auth;
 mod demo;
+mod eval;
 mod ops;
 mod output;
 mod render;
@@ -137,6 +138,9 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Evaluate a gate or config for a context against an agent, over
+    /// OpenFeature (OFREP): what a unit gets there right now.
+    Eval(eval::EvalArgs),
     /// Secured installations: NATS accounts, users and credentials.
     #[command(subcommand)]
     Auth(auth::AuthCmd),
@@ -226,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Agents { segment, .. } => ops::agents(&g, segment).await?,
         Cmd::Apply { files, dry_run } => apply::run(&g, &files, dry_run).await?,
         Cmd::Auth(c) => auth::run(c, g.prefix.as_deref())?,
+        Cmd::Eval(args) => return eval::run(&g, args).await,
         Cmd::Demo { secured } => return demo::run(&g, secured).await,
     }
     Ok(0)

@@ -135,6 +135,11 @@ fn settings(
     set(&mut cfg.header_read_timeout_ms, keys.header_read_timeout_ms);
     set(&mut cfg.body_read_timeout_ms, keys.body_read_timeout_ms);
     set(&mut cfg.max_connections, keys.max_connections);
+    set(&mut cfg.max_event_streams, keys.max_event_streams);
+    set(
+        &mut cfg.event_stream_keep_alive_ms,
+        keys.event_stream_keep_alive_ms,
+    );
     cfg.prometheus_url = keys.prometheus_url;
     Ok(cfg)
 }

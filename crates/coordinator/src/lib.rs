@@ -323,6 +323,7 @@ async fn render_metrics(
     gauge_agents(metrics, directory).await;
     let mut out = String::new();
     metrics.render(&mut out);
+    phasegate_telemetry::metrics::write_build_info(&mut out, "coordinator");
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -194,6 +194,16 @@ impl CompiledEntity {
         self.version
     }
 
+    /// The pass percentage of the rule `id`, if the spec has it: what
+    /// tells a targeting match (100 %) from a split (below) when that
+    /// rule decided (OpenFeature reasons, SPEC.md §5).
+    pub fn rule_percentage(&self, id: &str) -> Option<f64> {
+        self.rules
+            .iter()
+            .find(|r| r.id.as_str() == id)
+            .map(|r| r.pass_percentage)
+    }
+
     /// Evaluates the entity for `user` as seen by `agent` (SPEC.md §2).
     pub fn evaluate(&self, user: &User, agent: &AgentContext) -> Outcome<'_> {
         self.evaluate_unit(user, agent, &unit(user))

@@ -153,6 +153,21 @@ impl Registry {
     }
 }
 
+/// Writes `phasegate_build_info{version, component} 1`, Prometheus's
+/// info-metric idiom: which build of which program answers, to join on.
+pub fn write_build_info(out: &mut String, component: &str) {
+    out.push_str("# HELP phasegate_build_info the phasegate build that answers (always 1)\n# TYPE phasegate_build_info gauge\n");
+    write_sample(
+        out,
+        "phasegate_build_info",
+        &[
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ("component".to_owned(), component.to_owned()),
+        ],
+        1.0,
+    );
+}
+
 /// Writes one sample line, escaping label values.
 pub fn write_sample(out: &mut String, name: &str, l: &[(String, String)], value: f64) {
     out.push_str(name);
