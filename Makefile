@@ -2,8 +2,10 @@
 #
 #   make demo    the whole system on one machine, two rollouts shown live
 #   make demo-secured   the same as a secured installation (auth init, creds)
-#   make tools   install the pinned nats-server and OpenFeature SDKs into .tools/
-#                and, when missing, Debian's prometheus for the analysis tests (idempotent)
+#   make tools   install the pinned nats-server, OpenFeature SDKs and
+#                kubernetes-validate (the manifests' schema check) into
+#                .tools/, and, when missing, Debian's prometheus for the
+#                analysis tests (idempotent)
 #   make test    tools, then format check, clippy, and every test
 #   make lint    format check and clippy
 #   make fmt     format the workspace
@@ -28,6 +30,7 @@ export PHASEGATE_NATS_SERVER := $(CURDIR)/.tools/bin/nats-server
 tools:
 	bash scripts/install-nats-server.sh
 	bash scripts/install-ofrep-sdks.sh
+	bash scripts/install-kubernetes-validate.sh
 	bash scripts/install-prometheus.sh
 
 # The whole system on one machine: nats-server, the coordinator, five agents

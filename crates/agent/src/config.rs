@@ -48,6 +48,11 @@ pub struct AgentFile {
     /// NATS server URL(s).
     #[serde(default)]
     pub nats_url: Option<String>,
+    /// JetStream domain of the coordinator's buckets, for an agent on a
+    /// leaf node (`--nats-js-domain`). Default: none (the JetStream of the
+    /// server connected to).
+    #[serde(default)]
+    pub nats_js_domain: Option<String>,
     /// NATS credentials file (`--nats-creds`); relative to the working
     /// directory.
     #[serde(default)]
@@ -155,6 +160,11 @@ pub struct AgentConfig {
     pub nats_url: String,
     /// Credentials and TLS for NATS.
     pub security: phasegate_bus::Security,
+    /// JetStream domain of the coordinator's buckets when the agent
+    /// connects to a leaf node of the hub that holds them (the hub's
+    /// `jetstream { domain: … }`); `None`: the JetStream of the server
+    /// (or cluster) connected to.
+    pub nats_js_domain: Option<String>,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
     /// Where served state is kept; created (private) when missing.
@@ -203,6 +213,7 @@ impl AgentConfig {
             tier: None,
             nats_url: nats_url.into(),
             security: phasegate_bus::Security::default(),
+            nats_js_domain: None,
             listen: DEFAULT_LISTEN,
             agent_id,
             health_urls: Vec::new(),
@@ -259,6 +270,17 @@ impl AgentConfig {
         }
         phasegate_proto::Subjects::new(self.subject_prefix.clone())
             .map_err(|e| format!("subject_prefix: {e}"))?;
+        if let Some(domain) = &self.nats_js_domain
+            && (domain.is_empty()
+                || domain.len() > 64
+                || !domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!(
+                "nats_js_domain: {domain:?} is not a JetStream domain (1 to 64 letters, digits, '-' or '_')"
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(format!(
                 "max_body_bytes: must be at least 1024, got {}",
@@ -325,9 +347,25 @@ fn default_agent_id(segment: &Segment) -> AgentId {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)] // tests
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
     use super::*;
+
+    #[test]
+    fn js_domains_are_one_subject_token() {
+        let segment = Segment::new("eu").unwrap();
+        let mut cfg = AgentConfig::new(segment, "nats://leaf:4222");
+        assert_eq!(cfg.nats_js_domain, None);
+        cfg.nats_js_domain = Some("hub".into());
+        cfg.check("flags").unwrap();
+        for bad in ["", "hub.eu", "h*", "a b"] {
+            cfg.nats_js_domain = Some(bad.into());
+            let err = cfg.check("flags").unwrap_err().to_string();
+            assert!(err.contains("nats_js_domain"), "{err}");
+        }
+        let file: AgentFile = toml::from_str("nats_js_domain = \"hub\"").unwrap();
+        assert_eq!(file.nats_js_domain.as_deref(), Some("hub"));
+    }
 
     #[test]
     fn a_prometheus_url_comes_from_the_file_and_must_be_plain_http() {

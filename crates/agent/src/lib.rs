@@ -107,7 +107,8 @@ impl Agent {
                 format!("phasegate-agent {}", config.agent_id),
             )
             .with_subjects(subjects)
-            .with_security(config.security.clone()),
+            .with_security(config.security.clone())
+            .with_js_domain(config.nats_js_domain.clone()),
         )
         .await?;
         let actors = Actors::spawn(&config, &shared, &client).await?;

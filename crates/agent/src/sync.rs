@@ -569,8 +569,15 @@ async fn open_watch(client: &Client, bucket: &str) -> Result<Watch, BusError> {
 }
 
 /// Forwards `watch` to the actor, in batches, until it breaks, the actor
-/// asks for a fresh one, or the bucket's generation changes; then tells
-/// the actor the watch is lost. Fails only when the actor is gone.
+/// asks for a fresh one, the bucket's generation changes, or the watch
+/// has fallen silently behind; then tells the actor the watch is lost.
+/// Fails only when the actor is gone.
+///
+/// Falling behind: when the server that held the watch's consumer dies
+/// (a cluster's stream leader), the watch hears nothing until its idle
+/// heartbeats are missed, about ten seconds in `async-nats`. The periodic
+/// check sees it sooner: the bucket has writes the watch has not
+/// delivered, at two checks in a row without any progress between them.
 async fn forward(
     mut watch: Watch,
     sync: &ActorRef<SyncMsg>,
@@ -584,19 +591,27 @@ async fn forward(
     let mut check = tokio::time::interval(generation_check);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.reset();
+    // The highest revision delivered, and where it stood at the last check
+    // that found the bucket ahead of it.
+    let mut seen = 0;
+    let mut behind_at = None;
     loop {
         let next = tokio::select! {
             n = watch.changes.next() => n,
             () = resync.notified() => break,
             _ = check.tick() => {
-                if same_generation(&watch.kv, watch.generation).await {
-                    continue;
+                match still_fed(&watch.kv, watch.generation, seen, &mut behind_at).await {
+                    true => continue,
+                    false => break,
                 }
-                break;
             }
         };
         match next {
-            Some(Ok(first)) => sync.cast(SyncMsg::Changes(batch(first, &mut watch.changes)))?,
+            Some(Ok(first)) => {
+                let batch = batch(first, &mut watch.changes);
+                seen = batch.iter().map(|c| c.revision).fold(seen, u64::max);
+                sync.cast(SyncMsg::Changes(batch))?;
+            }
             other => {
                 if let Some(Err(e)) = other {
                     tracing::warn!(error = %e, "desired-state watch broke");
@@ -621,13 +636,31 @@ fn batch(first: KvChange, changes: &mut KvWatch) -> Vec<KvChange> {
     batch
 }
 
-/// Whether the bucket is still of `generation`; says why when not.
-async fn same_generation(kv: &Kv, generation: u64) -> bool {
-    match kv.generation().await {
-        Ok(g) if g == generation => true,
-        Ok(_) => {
+/// Whether the watch still feeds from the bucket: the bucket is still of
+/// `generation`, and it has no writes beyond `seen` that stayed undelivered
+/// since the previous check (`behind_at` remembers where that one found
+/// the watch behind). Says why when not.
+async fn still_fed(kv: &Kv, generation: u64, seen: u64, behind_at: &mut Option<u64>) -> bool {
+    match kv.generation_and_last_revision().await {
+        Ok((g, _)) if g != generation => {
             tracing::warn!("the desired-state bucket was created again; watching it afresh");
             false
+        }
+        Ok((_, last)) if last > seen => {
+            if *behind_at == Some(seen) {
+                tracing::warn!(
+                    seen,
+                    last,
+                    "the desired-state watch delivers nothing while the bucket moved on; watching it afresh"
+                );
+                return false;
+            }
+            *behind_at = Some(seen);
+            true
+        }
+        Ok(_) => {
+            *behind_at = None;
+            true
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot check the desired-state bucket; watching it afresh");

@@ -45,6 +45,12 @@ pub struct ConnectOptions {
     /// Credentials file and TLS (SPEC.md §8); credentials in `url` are
     /// honoured too.
     pub security: Security,
+    /// The JetStream domain whose buckets this connection uses; `None`:
+    /// the JetStream of the server connected to (or of its cluster). A
+    /// client of a leaf node names the hub's domain (`jetstream { domain:
+    /// hub }` in the hub's configuration) to reach the hub's buckets
+    /// through the leaf.
+    pub js_domain: Option<String>,
 }
 
 impl ConnectOptions {
@@ -58,7 +64,16 @@ impl ConnectOptions {
             subjects: Subjects::default(),
             initial_connect: InitialConnect::Retry,
             security: Security::default(),
+            js_domain: None,
         }
+    }
+
+    /// The same options using the buckets of JetStream domain `domain`
+    /// (`None`: the local JetStream).
+    #[must_use]
+    pub fn with_js_domain(mut self, domain: Option<String>) -> Self {
+        self.js_domain = domain;
+        self
     }
 
     /// The same options with credentials and TLS settings.
@@ -99,6 +114,7 @@ pub struct Client {
     nats: async_nats::Client,
     subjects: Subjects,
     request_timeout: Duration,
+    js_domain: Option<String>,
 }
 
 /// Connects to NATS.
@@ -146,6 +162,7 @@ pub async fn connect(opts: ConnectOptions) -> Result<Client, BusError> {
         nats,
         subjects: opts.subjects,
         request_timeout: opts.request_timeout,
+        js_domain: opts.js_domain,
     })
 }
 
@@ -223,9 +240,13 @@ impl Client {
         &self.nats
     }
 
-    /// A JetStream context on this connection (KV buckets, streams).
+    /// A JetStream context on this connection (KV buckets, streams), in
+    /// the connection's JetStream domain if it names one.
     pub fn jetstream(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(self.nats.clone())
+        match &self.js_domain {
+            Some(domain) => async_nats::jetstream::with_domain(self.nats.clone(), domain),
+            None => async_nats::jetstream::new(self.nats.clone()),
+        }
     }
 
     /// The subjects of the command API.
@@ -394,5 +415,64 @@ mod tests {
         assert_eq!(opts.subjects, Subjects::default());
         let opts = opts.with_request_timeout(Duration::from_millis(5));
         assert_eq!(opts.request_timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn server_lists_become_addresses_without_credentials() {
+        use async_nats::ToServerAddrs;
+        let opts = ConnectOptions::new(
+            "nats://u:pw@127.0.0.1:45001, nats://u:pw@127.0.0.1:45002,tls://u:pw@h3:45003",
+            "test",
+        );
+        let (servers, _) = nats_options(&opts).unwrap();
+        assert_eq!(
+            servers,
+            [
+                "nats://127.0.0.1:45001",
+                "nats://127.0.0.1:45002",
+                "tls://h3:45003"
+            ]
+        );
+        // What async-nats is given parses, one address per server (a
+        // comma-separated string does not: "invalid port number").
+        let addrs: Vec<_> = servers.to_server_addrs().unwrap().collect();
+        assert_eq!(addrs.len(), 3);
+        assert!("nats://a:1,nats://b:2".to_server_addrs().is_err());
+        for shown in [redact_url(&opts.url), format!("{servers:?}")] {
+            assert!(!shown.contains("pw") && !shown.contains("u:"), "{shown}");
+        }
+        assert_eq!(
+            redact_url(&opts.url),
+            "nats://***@127.0.0.1:45001, nats://***@127.0.0.1:45002,tls://***@h3:45003"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_out_of_reach_is_named_whole_and_redacted() {
+        // Two addresses where nothing listens: fail-fast names the whole
+        // list, credentials redacted.
+        let dead = |port| format!("nats://u:secret@127.0.0.1:{port}");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let url = format!("{},{}", dead(free()), dead(free()));
+        let err = connect(ConnectOptions::new(url, "test").fail_fast())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("***@127.0.0.1") && err.contains(','), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn js_domains_are_carried_to_the_client_options() {
+        let opts = ConnectOptions::new("nats://h:1", "t");
+        assert_eq!(opts.js_domain, None);
+        let opts = opts.with_js_domain(Some("hub".into()));
+        assert_eq!(opts.js_domain.as_deref(), Some("hub"));
     }
 }

@@ -14,9 +14,10 @@ use crate::client::Client;
 use crate::error::BusError;
 
 /// How a bucket is created when it does not exist yet. Of an existing
-/// bucket, [`Client::kv`] brings `max_age` and `description` in line (the
-/// settings a deployment tunes: retention, a lease's TTL); `history` and
-/// `max_value_size` stay as the bucket was created.
+/// bucket, [`Client::kv`] brings `max_age`, `description` and `replicas`
+/// in line (the settings a deployment tunes: retention, a lease's TTL,
+/// redundancy); `history` and `max_value_size` stay as the bucket was
+/// created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketOptions {
     /// Values kept per key (1 = latest only).
@@ -31,6 +32,10 @@ pub struct BucketOptions {
     /// the server's default (1,000 per stream since nats-server 2.15, too
     /// few for a bucket every agent watches).
     pub max_consumers: i32,
+    /// Copies of the bucket kept by a JetStream cluster (1 to 5; the
+    /// servers' own limit). More than 1 needs at least that many servers
+    /// with JetStream in one cluster.
+    pub replicas: usize,
 }
 
 impl Default for BucketOptions {
@@ -41,6 +46,7 @@ impl Default for BucketOptions {
             description: String::new(),
             max_age: Duration::ZERO,
             max_consumers: 0,
+            replicas: 1,
         }
     }
 }
@@ -77,6 +83,29 @@ pub type KvWatch = Pin<Box<dyn Stream<Item = Result<KvChange, BusError>> + Send>
 pub struct Kv {
     store: Store,
     bucket: String,
+}
+
+/// A bucket that cannot be created, saying what to do when it asked for
+/// more replicas than one server holds.
+fn replicas_err(
+    bucket: &str,
+    op: &'static str,
+    replicas: usize,
+    e: impl std::fmt::Display,
+) -> BusError {
+    let message = if replicas > 1 {
+        format!(
+            "{e} ({replicas} replicas need a JetStream cluster of at least {replicas} servers; \
+             on a single server configure 1 (coordinator.toml `bucket_replicas`))"
+        )
+    } else {
+        e.to_string()
+    };
+    BusError::Kv {
+        bucket: bucket.to_owned(),
+        op,
+        message,
+    }
 }
 
 /// A write's failure: its outcome is unknown (see [`BusError::KvUnconfirmed`]).
@@ -116,10 +145,11 @@ impl Client {
                     history: opts.history,
                     max_value_size: opts.max_value_size,
                     max_age: opts.max_age,
+                    num_replicas: opts.replicas,
                     ..Config::default()
                 })
                 .await
-                .map_err(|e| kv_err(bucket, "create bucket", e))?,
+                .map_err(|e| replicas_err(bucket, "create bucket", opts.replicas, e))?,
         };
         // An existing bucket's settings brought in line; of a new one, what
         // the key-value API cannot set at creation.
@@ -137,9 +167,11 @@ impl Client {
         })
     }
 
-    /// Updates the stream behind an existing bucket when its `max_age` or
-    /// description differ from `opts`; does nothing when they match.
-    /// Returns whether it updated.
+    /// Updates the stream behind an existing bucket when its `max_age`,
+    /// description or replica count differ from `opts`; does nothing when
+    /// they match. Returns whether it updated. A JetStream cluster moves a
+    /// stream to more or fewer replicas in place; a server that cannot
+    /// (too few servers, no cluster) refuses, and the error says so.
     async fn apply_settings(
         &self,
         store: &Store,
@@ -157,15 +189,24 @@ impl Client {
         let mut config = info.config;
         let description = config.description.as_deref().unwrap_or_default();
         let consumers_ok = opts.max_consumers <= 0 || config.max_consumers == opts.max_consumers;
-        if config.max_age == opts.max_age && description == opts.description && consumers_ok {
+        let replicas_ok = config.num_replicas == opts.replicas;
+        if config.max_age == opts.max_age
+            && description == opts.description
+            && consumers_ok
+            && replicas_ok
+        {
             return Ok(false);
         }
         tracing::info!(
             bucket,
             old_max_age_s = config.max_age.as_secs(),
             new_max_age_s = opts.max_age.as_secs(),
+            old_replicas = config.num_replicas,
+            new_replicas = opts.replicas,
             "bucket settings changed; updating"
         );
+        let old_replicas = config.num_replicas;
+        config.num_replicas = opts.replicas;
         config.max_age = opts.max_age;
         config.description = Some(opts.description.clone());
         if opts.max_consumers > 0 {
@@ -175,9 +216,23 @@ impl Client {
         if !opts.max_age.is_zero() && config.duplicate_window > opts.max_age {
             config.duplicate_window = opts.max_age;
         }
-        js.update_stream(config)
-            .await
-            .map_err(|e| kv_err(bucket, "update bucket settings", e))?;
+        js.update_stream(config).await.map_err(|e| {
+            if replicas_ok {
+                kv_err(bucket, "update bucket settings", e)
+            } else {
+                BusError::Kv {
+                    bucket: bucket.to_owned(),
+                    op: "change the bucket's replicas",
+                    message: format!(
+                        "it has {old_replicas}, {} configured, and the server refused ({e}): \
+                         run a JetStream cluster of at least {} servers, or configure {old_replicas} \
+                         replica(s) (coordinator.toml `bucket_replicas`), or move the bucket \
+                         yourself (`nats stream edit KV_{bucket} --replicas {}`)",
+                        opts.replicas, opts.replicas, opts.replicas
+                    ),
+                }
+            }
+        })?;
         Ok(true)
     }
 
@@ -324,15 +379,37 @@ impl Kv {
     /// [`BusError::Kv`] when the bucket no longer exists, or on transport
     /// or server failure.
     pub async fn generation(&self) -> Result<u64, BusError> {
-        let info = self
-            .store
+        Ok(self.generation_and_last_revision().await?.0)
+    }
+
+    /// The bucket's [generation](Kv::generation) and the revision of its
+    /// latest write (0 when nothing was ever written), in one request: a
+    /// watcher that has seen less than that for a while has lost its
+    /// feed.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] when the bucket no longer exists, or on transport
+    /// or server failure.
+    pub async fn generation_and_last_revision(&self) -> Result<(u64, u64), BusError> {
+        let info = self.stream_info("stream info").await?;
+        // Before 1970 or after 2554 cannot happen for a stream created by
+        // a working server; 0 then still names one generation.
+        let generation = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+        Ok((generation, info.state.last_sequence))
+    }
+
+    /// What the server says of the bucket's stream now; `op` names the
+    /// asking operation in errors.
+    async fn stream_info(
+        &self,
+        op: &'static str,
+    ) -> Result<async_nats::jetstream::stream::Info, BusError> {
+        self.store
             .stream
             .get_info()
             .await
-            .map_err(|e| kv_err(&self.bucket, "stream info", e))?;
-        // Before 1970 or after 2554 cannot happen for a stream created by
-        // a working server; 0 then still names one generation.
-        Ok(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0))
+            .map_err(|e| kv_err(&self.bucket, op, e))
     }
 
     /// How long values live in the bucket (zero: forever), as the server
@@ -342,13 +419,20 @@ impl Kv {
     ///
     /// [`BusError::Kv`] on transport or server failure.
     pub async fn max_age(&self) -> Result<Duration, BusError> {
-        let info = self
-            .store
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| kv_err(&self.bucket, "status", e))?;
-        Ok(info.config.max_age)
+        Ok(self.stream_info("status").await?.config.max_age)
+    }
+
+    /// How many replicas the server keeps of the bucket, and which server
+    /// leads it (`None` on a single server without a cluster, or while no
+    /// leader is elected).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Kv`] on transport or server failure.
+    pub async fn replicas(&self) -> Result<(usize, Option<String>), BusError> {
+        let info = self.stream_info("status").await?;
+        let leader = info.cluster.and_then(|c| c.leader);
+        Ok((info.config.num_replicas, leader))
     }
 
     /// True when the bucket holds no message at all.

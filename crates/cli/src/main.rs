@@ -35,7 +35,8 @@ struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Global {
-    /// NATS server URL [default nats://127.0.0.1:4222].
+    /// NATS server URL, or several comma-separated (a cluster's servers:
+    /// the client fails over between them) [default nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "PHASEGATE_NATS_URL")]
     pub(crate) nats_url: Option<String>,
     /// NATS credentials file: a user JWT and seed, or only an nkey seed

@@ -46,6 +46,11 @@ pub(crate) struct AgentArgs {
     /// [default 2].
     #[arg(long)]
     healthy_after: Option<u32>,
+    /// JetStream domain of the coordinator's buckets, for an agent on a
+    /// region's leaf node (the hub's `jetstream { domain }`) [default:
+    /// none, the JetStream of the server connected to].
+    #[arg(long, env = "PHASEGATE_NATS_JS_DOMAIN")]
+    nats_js_domain: Option<String>,
     /// The segment's Prometheus (http://host:port), which the metric
     /// analyses of active phases query; without it they are inconclusive.
     #[arg(long, env = "PHASEGATE_PROMETHEUS_URL")]
@@ -95,6 +100,7 @@ impl AgentArgs {
             probe_timeout_ms: self.probe_timeout_ms.or(file.probe_timeout_ms),
             unhealthy_after: self.unhealthy_after.or(file.unhealthy_after),
             healthy_after: self.healthy_after.or(file.healthy_after),
+            nats_js_domain: self.nats_js_domain.or(file.nats_js_domain),
             prometheus_url: self.prometheus_url.or(file.prometheus_url),
             ..file
         }
@@ -117,6 +123,7 @@ fn settings(
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
     let mut cfg = AgentConfig::new(segment, url);
     cfg.security = security;
+    cfg.nats_js_domain = keys.nats_js_domain;
     cfg.tier = keys.tier;
     if let Some(id) = keys.agent_id {
         cfg.agent_id =

@@ -68,6 +68,12 @@ pub struct CoordinatorConfig {
     /// bucket, applied at start when it changed. Default 365.
     #[serde(default = "default_trigger_retention_days")]
     pub trigger_retention_days: u64,
+    /// Copies of every bucket a JetStream cluster keeps (1 to 5): 3 in
+    /// production on a cluster of three servers, so that losing one loses
+    /// nothing. Applied at start to existing buckets too (a cluster moves
+    /// them in place). Default 1 (a single server).
+    #[serde(default = "default_bucket_replicas")]
+    pub bucket_replicas: usize,
     /// The most agents the coordinator tracks; reports of further unknown
     /// agents are ignored, so a flood of invented ids cannot grow its
     /// memory or its writes. Default 10000.
@@ -83,6 +89,10 @@ pub struct CoordinatorConfig {
     /// open (anyone who reaches NATS may do anything, actors are declared).
     #[serde(default)]
     pub auth: Option<crate::auth::AuthConfig>,
+}
+
+fn default_bucket_replicas() -> usize {
+    1
 }
 
 fn default_max_agents() -> usize {
@@ -127,6 +137,7 @@ impl Default for CoordinatorConfig {
             instance_id: None,
             leader_lease_ms: default_leader_lease_ms(),
             trigger_retention_days: default_trigger_retention_days(),
+            bucket_replicas: default_bucket_replicas(),
             max_agents: default_max_agents(),
             max_agents_per_segment: default_max_agents_per_segment(),
             max_segments: default_max_segments(),
@@ -214,6 +225,12 @@ impl CoordinatorConfig {
                 self.trigger_retention_days
             )));
         }
+        if !(1..=5).contains(&self.bucket_replicas) {
+            return Err(crate::CoordinatorError::Config(format!(
+                "{origin}: bucket_replicas: must be from 1 to 5 (NATS keeps at most 5 copies), got {}",
+                self.bucket_replicas
+            )));
+        }
         if self.forget_agents_after_ms < 3_600_000 {
             return Err(crate::CoordinatorError::Config(format!(
                 "{origin}: forget_agents_after_ms: must be at least 3600000 (one hour), got {}",
@@ -221,5 +238,35 @@ impl CoordinatorConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+
+    #[test]
+    fn bucket_replicas_default_to_one_and_stay_within_what_nats_keeps() {
+        assert_eq!(CoordinatorConfig::default().bucket_replicas, 1);
+        let cfg = CoordinatorConfig::parse("bucket_replicas = 3", "c.toml").unwrap();
+        assert_eq!(cfg.bucket_replicas, 3);
+        for bad in [0, 6] {
+            let err = CoordinatorConfig::parse(&format!("bucket_replicas = {bad}"), "c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("c.toml") && err.contains("bucket_replicas") && err.contains("1 to 5"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_lists_are_kept_as_written() {
+        let cfg =
+            CoordinatorConfig::parse("nats_url = \"nats://a:1,nats://b:2\"", "c.toml").unwrap();
+        assert_eq!(cfg.nats_url.as_deref(), Some("nats://a:1,nats://b:2"));
     }
 }

@@ -128,6 +128,7 @@ async fn bucket(
     client: &Client,
     subjects: &Subjects,
     lease: Duration,
+    replicas: usize,
 ) -> Result<Kv, CoordinatorError> {
     Ok(client
         .kv(
@@ -135,20 +136,23 @@ async fn bucket(
             BucketOptions {
                 description: "phasegate coordinator leadership lease".to_owned(),
                 max_age: lease,
+                replicas,
                 ..BucketOptions::default()
             },
         )
         .await?)
 }
 
-/// Waits until this instance holds the lease.
+/// Waits until this instance holds the lease; the lease's bucket is kept
+/// in `replicas` copies, like every other.
 pub(crate) async fn acquire(
     client: &Client,
     subjects: &Subjects,
     instance: &str,
     lease: Duration,
+    replicas: usize,
 ) -> Result<Lease, CoordinatorError> {
-    let kv = bucket(client, subjects, lease).await?;
+    let kv = bucket(client, subjects, lease, replicas).await?;
     let mut announced = false;
     loop {
         let sent = Instant::now();

@@ -94,10 +94,22 @@ impl Coordinator {
                 .with_security(config.security()),
         )
         .await?;
+        // Bound before the lease is sought: a standby answers `503 standing
+        // by` on it, so probes (Kubernetes) see both instances up, and the
+        // leader serves metrics on it.
+        let standby = bind_metrics(&config.metrics_listen).await.map(stand_by);
         // Nothing is read or served before this instance leads.
         let instance = config.instance_id.clone().unwrap_or_else(host_name);
         let lease = Duration::from_millis(config.leader_lease_ms);
-        let lease = leader::acquire(&client, &subjects, &instance, lease).await?;
+        let lease =
+            leader::acquire(&client, &subjects, &instance, lease, config.bucket_replicas).await?;
+        let metrics_listener = match standby {
+            Some((stop, task)) => {
+                let _ = stop.send(());
+                task.await.ok()
+            }
+            None => None,
+        };
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
         let mut tasks = vec![leader::keep(lease.clone(), failed_tx.clone())];
@@ -118,8 +130,7 @@ impl Coordinator {
         )
         .await?;
         tasks.extend(endpoint_tasks);
-        let metrics_addr =
-            start_metrics(&config.metrics_listen, metrics, &actors, &mut tasks).await;
+        let metrics_addr = start_metrics(metrics_listener, metrics, &actors, &mut tasks).await;
         // Everything above is subscribed; make sure the server has seen it
         // before anyone is told we are ready.
         client.ping().await?;
@@ -192,6 +203,7 @@ impl Actors {
             lease.clone(),
             config.trigger_retention(),
             config.max_agents,
+            config.bucket_replicas,
         )
         .await?;
         let (supervisor, _) = Actor::spawn(None, Supervisor, failed)
@@ -260,22 +272,14 @@ async fn listen_to_reports(
 /// Serves metrics on `listen` unless it is `off`; where, if it does.
 /// Rollouts matter more than their dashboard: a metrics server that cannot
 /// start is logged, and the coordinator goes on without it.
-async fn start_metrics(
-    listen: &str,
-    metrics: Arc<Registry>,
-    actors: &Actors,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Option<SocketAddr> {
+/// The metrics listener on `listen`, unless it is `"off"` or cannot be
+/// bound (logged: metrics are not worth failing the coordinator for).
+async fn bind_metrics(listen: &str) -> Option<tokio::net::TcpListener> {
     if listen == "off" {
         return None;
     }
-    let catalog = actors.catalog.clone();
-    let directory = actors.directory.clone();
-    match serve_metrics(listen, metrics, catalog, directory).await {
-        Ok((addr, task)) => {
-            tasks.push(task);
-            Some(addr)
-        }
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => Some(listener),
         Err(e) => {
             tracing::error!(listen = %listen, error = %e, "cannot serve metrics");
             None
@@ -283,15 +287,72 @@ async fn start_metrics(
     }
 }
 
-/// Serves Prometheus text on `listen`: counters kept as things happen, and
+/// Answers every connection to the metrics port with `503 standing by`
+/// while this instance waits for the lease; hands the listener back when
+/// `stop` is sent.
+fn stand_by(
+    listener: tokio::net::TcpListener,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    JoinHandle<tokio::net::TcpListener>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "standing by: another coordinator leads\n";
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return listener,
+                accepted = listener.accept() => {
+                    let Ok((mut conn, _)) = accepted else { continue };
+                    tokio::spawn(async move {
+                        // The request is read first: closing on unread bytes
+                        // would reset the connection before the answer.
+                        let mut buf = [0_u8; 1024];
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf)).await;
+                        let answer = format!(
+                            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+                            BODY.len()
+                        );
+                        let _ = conn.write_all(answer.as_bytes()).await;
+                        let _ = conn.shutdown().await;
+                    });
+                }
+            }
+        }
+    });
+    (stop, task)
+}
+
+async fn start_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    metrics: Arc<Registry>,
+    actors: &Actors,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    let listener = listener?;
+    let catalog = actors.catalog.clone();
+    let directory = actors.directory.clone();
+    match serve_metrics(listener, metrics, catalog, directory).await {
+        Ok((addr, task)) => {
+            tasks.push(task);
+            Some(addr)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve metrics");
+            None
+        }
+    }
+}
+
+/// Serves Prometheus text on `listener`: counters kept as things happen, and
 /// gauges read from the actors at scrape time.
 async fn serve_metrics(
-    listen: &str,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Registry>,
     catalog: ActorRef<CatalogMsg>,
     directory: ActorRef<DirectoryMsg>,
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",

@@ -36,21 +36,24 @@ pub(crate) struct Versioned<T> {
 }
 
 impl Store {
-    /// Opens (creating when needed) every bucket under `subjects`' prefix;
-    /// finished triggers expire after `trigger_retention`, which is applied
-    /// to an existing bucket when it changed.
+    /// Opens (creating when needed) every bucket under `subjects`' prefix
+    /// with `replicas` copies; finished triggers expire after
+    /// `trigger_retention`. Both are applied to an existing bucket when
+    /// they changed.
     pub(crate) async fn open(
         client: &Client,
         subjects: &Subjects,
         lease: crate::leader::Lease,
         trigger_retention: Duration,
         max_agents: usize,
+        replicas: usize,
     ) -> Result<Self, CoordinatorError> {
         let open_aged = |what: Bucket, description: &str, max_age: Duration| {
             let name = subjects.bucket(what);
             let opts = BucketOptions {
                 description: description.to_owned(),
                 max_age,
+                replicas,
                 ..BucketOptions::default()
             };
             async move { client.kv(&name, opts).await }
@@ -81,6 +84,7 @@ impl Store {
                             max_agents.saturating_mul(2).saturating_add(64),
                         )
                         .unwrap_or(i32::MAX),
+                        replicas,
                         ..BucketOptions::default()
                     },
                 )

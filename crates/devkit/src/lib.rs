@@ -6,6 +6,9 @@
 //!   (see there for the search order).
 //! - [`ChildProcess`]: a process whose output goes to a log file, killed on
 //!   drop; when a test panics meanwhile, the end of its log is printed.
+//! - [`NatsCluster`], [`start_leaf`] and [`TcpLink`]: the production
+//!   topology in small: a JetStream cluster, a leaf node per region, and a
+//!   link between them that a test cuts.
 //! - [`free_port`] and [`wait_for`] / [`wait_until`]: never sleep to
 //!   synchronise, poll with a deadline and say what was awaited.
 //!
@@ -16,6 +19,7 @@
 mod error;
 mod nats;
 mod process;
+mod topology;
 mod wait;
 
 pub use error::Error;
@@ -23,6 +27,7 @@ pub use nats::{
     MIN_NATS_SERVER, NATS_SERVER_ENV, NatsServer, NatsServerOptions, nats_server_binary,
 };
 pub use process::ChildProcess;
+pub use topology::{ClusterOptions, NatsCluster, TcpLink, start_leaf};
 pub use wait::{wait_for, wait_until};
 
 use std::path::{Path, PathBuf};
