@@ -4,8 +4,9 @@
 #   make demo-secured   the same as a secured installation (auth init, creds)
 #   make tools   install the pinned nats-server, OpenFeature SDKs and
 #                kubernetes-validate (the manifests' schema check) into
-#                .tools/, and Chromium with Playwright for the console's
-#                browser tests (idempotent)
+#                .tools/, and, when missing, Debian's prometheus for the
+#                analysis tests and chromium (with Playwright) for the
+#                console's browser tests (idempotent)
 #   make test    tools, then format check, clippy, and every test
 #   make lint    format check and clippy
 #   make fmt     format the workspace
@@ -31,6 +32,7 @@ tools:
 	bash scripts/install-nats-server.sh
 	bash scripts/install-ofrep-sdks.sh
 	bash scripts/install-kubernetes-validate.sh
+	bash scripts/install-prometheus.sh
 	bash scripts/install-chromium.sh
 
 # The whole system on one machine: nats-server, the coordinator, five agents

@@ -18,16 +18,21 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools"
 venv="$tools/playwright"
 
-if command -v chromium >/dev/null 2>&1; then
+if [[ -n "${PHASEGATE_CHROMIUM:-}" && -x "${PHASEGATE_CHROMIUM}" ]]; then
+    echo "chromium already installed at $PHASEGATE_CHROMIUM"
+elif command -v chromium >/dev/null 2>&1; then
     echo "chromium already installed: $(chromium --version 2>/dev/null || echo '?')"
 else
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "error: chromium is missing; install Debian's package: sudo apt-get install -y chromium" >&2
+    # As root, or through sudo when there is one.
+    as_root=(env DEBIAN_FRONTEND=noninteractive)
+    [[ $(id -u) -eq 0 ]] || as_root=(sudo "${as_root[@]}")
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: no apt-get; install Chromium by hand and set PHASEGATE_CHROMIUM to its binary" >&2
         exit 1
     fi
     # The package lists may be missing or old on a fresh machine.
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
     echo "installed $(chromium --version 2>/dev/null)"
 fi
 

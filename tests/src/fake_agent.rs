@@ -118,6 +118,7 @@ impl FakeAgent {
             sent_at_ms: 0,
             blocked: Vec::new(),
             leaving: true,
+            analyses: Vec::new(),
         };
         let subject = Subjects::default().agent_report(&self.segment);
         self.client
@@ -192,6 +193,7 @@ async fn run(
                 sent_at_ms: 0,
                 blocked: blocked.lock().map(|b| b.clone()).unwrap_or_default(),
                 leaving: false,
+                analyses: Vec::new(),
             };
             if let Ok(body) = encode(Encoding::MsgPack, &report) {
                 let _ = client.nats().publish(subject.clone(), body.into()).await;

@@ -93,7 +93,7 @@ async fn apply_every_example_then_walk_the_seed_pipeline() -> anyhow::Result<()>
     )?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let applied = json_out(&o);
-    assert_eq!(applied.as_array().map(Vec::len), Some(4), "{applied}");
+    assert_eq!(applied.as_array().map(Vec::len), Some(5), "{applied}");
     let o = cli(&url, &["pipeline", "list", "-o", "json"])?;
     let names: Vec<String> = json_out(&o)
         .as_array()
@@ -101,7 +101,7 @@ async fn apply_every_example_then_walk_the_seed_pipeline() -> anyhow::Result<()>
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["fast-lane", "seed"]);
+    assert_eq!(names, ["fast-lane", "metric-gated", "seed"]);
     // Creating the gate through the seed pipeline started a rollout.
     let o = cli(
         &url,

@@ -126,6 +126,7 @@ async fn a_report_for_another_segment_than_its_subject_is_ignored() -> anyhow::R
         sent_at_ms: 0,
         blocked: Vec::new(),
         leaving: false,
+        analyses: Vec::new(),
     };
     let subjects = Subjects::default();
     // Claims prod-eu on dev's subject: ignored. The same on its own
@@ -329,6 +330,7 @@ async fn a_flood_of_invented_agents_is_bounded() -> anyhow::Result<()> {
             sent_at_ms: 0,
             blocked: Vec::new(),
             leaving: false,
+            analyses: Vec::new(),
         };
         flood
             .nats()

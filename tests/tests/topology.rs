@@ -36,6 +36,11 @@ impl Drop for LogsOnFailure<'_> {
 }
 
 /// Every bucket the coordinator keeps.
+/// One cluster at a time: three servers electing stream leaders, with a
+/// coordinator and agents, are as much as two shared cores take while
+/// leader elections stay within the tests' patience.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const BUCKETS: [Bucket; 6] = [
     Bucket::Pipelines,
     Bucket::Entities,
@@ -257,6 +262,7 @@ impl Drop for ClusterFleet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_the_coordinators_server_mid_rollout_and_the_rollout_completes()
 -> anyhow::Result<()> {
+    let _one = ONE_CLUSTER.lock().await;
     let mut f = ClusterFleet::start().await?;
     let subjects = Subjects::default();
     for b in BUCKETS {
@@ -282,6 +288,7 @@ async fn a_cluster_loses_the_coordinators_server_mid_rollout_and_the_rollout_com
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_the_desired_state_leader_mid_rollout_and_the_rollout_completes()
 -> anyhow::Result<()> {
+    let _one = ONE_CLUSTER.lock().await;
     let mut f = ClusterFleet::start().await?;
     let desired = f
         .probe
@@ -314,6 +321,7 @@ async fn a_cluster_loses_the_desired_state_leader_mid_rollout_and_the_rollout_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_move_to_the_configured_replicas_or_the_coordinator_says_what_to_do()
 -> anyhow::Result<()> {
+    let _one = ONE_CLUSTER.lock().await;
     let cluster = NatsCluster::start(3).await?;
     let urls = cluster.urls();
     wait_jetstream(&urls, 3).await?;
@@ -370,6 +378,7 @@ async fn buckets_move_to_the_configured_replicas_or_the_coordinator_says_what_to
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_on_leaf_nodes_roll_out_and_a_region_cut_off_serves_stale_then_catches_up()
 -> anyhow::Result<()> {
+    let _one = ONE_CLUSTER.lock().await;
     let hub = NatsCluster::start_with(ClusterOptions {
         size: 1,
         js_domain: Some("hub".to_owned()),

@@ -99,6 +99,10 @@ pub struct AgentFile {
     /// Subject prefix. Default `phasegate`.
     #[serde(default)]
     pub subject_prefix: Option<String>,
+    /// The segment's Prometheus (`http://host:port`), which the analyses of
+    /// active phases query. Without it, every analysis is inconclusive.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
     /// Largest HTTP request body, in bytes. Default 65536.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
@@ -195,6 +199,8 @@ pub struct AgentConfig {
     pub max_event_streams: usize,
     /// Keep-alive interval of an OFREP event stream.
     pub event_stream_keep_alive_ms: u64,
+    /// The segment's Prometheus, for analyses.
+    pub prometheus_url: Option<String>,
 }
 
 impl AgentConfig {
@@ -223,6 +229,7 @@ impl AgentConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             event_stream_keep_alive_ms: DEFAULT_EVENT_STREAM_KEEP_ALIVE_MS,
+            prometheus_url: None,
         }
     }
 
@@ -252,6 +259,13 @@ impl AgentConfig {
         if let Some(url) = self.health_urls.iter().find(|u| !u.starts_with("http://")) {
             return Err(format!(
                 "health url {url:?}: only http:// URLs are supported (probes are local)"
+            ));
+        }
+        if let Some(url) = &self.prometheus_url
+            && (!url.starts_with("http://") || url.parse::<hyper::Uri>().is_err())
+        {
+            return Err(format!(
+                "prometheus_url {url:?}: must be an http:// URL (the segment's own Prometheus)"
             ));
         }
         phasegate_proto::Subjects::new(self.subject_prefix.clone())
@@ -351,5 +365,23 @@ mod tests {
         }
         let file: AgentFile = toml::from_str("nats_js_domain = \"hub\"").unwrap();
         assert_eq!(file.nats_js_domain.as_deref(), Some("hub"));
+    }
+
+    #[test]
+    fn a_prometheus_url_comes_from_the_file_and_must_be_plain_http() {
+        let file: AgentFile = toml::from_str("prometheus_url = \"http://127.0.0.1:9090\"").unwrap();
+        assert_eq!(
+            file.prometheus_url.as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+        let mut cfg = AgentConfig::new(Segment::new("dev").unwrap(), "nats://x");
+        cfg.prometheus_url = file.prometheus_url;
+        assert!(cfg.check("f").is_ok());
+        cfg.prometheus_url = Some("https://prom:9090".into());
+        let e = cfg.check("f").unwrap_err().to_string();
+        assert!(
+            e.contains("f: prometheus_url") && e.contains("http://"),
+            "{e}"
+        );
     }
 }

@@ -267,10 +267,11 @@ async fn healthz(State(api): State<ApiState>) -> Response {
             segment: s.segment.clone(),
             agent_id: s.agent_id.clone(),
             connected: s.connected.load(Ordering::Relaxed),
-            healthy: s.healthy.load(Ordering::Relaxed),
+            healthy: s.healthy.load(Ordering::Relaxed) && !s.analysis.failing(),
             last_sync_ms: s.last_sync(),
             stale: s.stale(),
             blocked: s.blocked.load().as_ref().clone(),
+            analyses: s.analysis.statuses(),
         },
     )
 }
@@ -299,6 +300,7 @@ async fn metrics(State(api): State<ApiState>) -> Response {
     }
     s.flags.render(&mut out, s.segment.as_str());
     phasegate_telemetry::metrics::write_build_info(&mut out, "agent");
+    s.analysis.write_metrics(&mut out, s.segment.as_str());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -8,6 +8,7 @@
 //! never writes to the coordinator's state and never evaluates anything it
 //! has not first written to its state directory.
 
+mod analysis;
 pub mod config;
 mod flag_metrics;
 mod health;
@@ -15,6 +16,7 @@ mod http;
 mod journal;
 mod ofrep;
 mod plan;
+mod prometheus;
 mod report;
 mod serve;
 mod served;
@@ -82,6 +84,7 @@ pub struct Agent {
 /// The agent's actors (see the crate's documentation).
 struct Actors {
     sync: ActorRef<sync::SyncMsg>,
+    analysis: ActorRef<analysis::AnalysisMsg>,
     health: ActorRef<health::HealthMsg>,
     reporter: ActorRef<report::ReportMsg>,
 }
@@ -149,11 +152,13 @@ impl Agent {
         let _ = self.http.await;
         let Actors {
             sync,
+            analysis,
             health,
             reporter,
         } = self.actors;
         health.stop(None);
         sync.stop(None);
+        analysis.stop(None);
         match reporter
             .call(report::ReportMsg::Leave, Some(LEAVE_TIMEOUT))
             .await
@@ -187,6 +192,19 @@ impl Actors {
         )
         .await
         .map_err(actor_err)?;
+        // Before the sync actor, whose first announcement of the analyses
+        // to run (from what is on disk) must find it.
+        let (analysis, _) = Actor::spawn(
+            None,
+            analysis::AnalysisActor,
+            analysis::AnalysisArgs {
+                shared: shared.clone(),
+                prometheus_url: config.prometheus_url.clone(),
+                reporter: reporter.clone(),
+            },
+        )
+        .await
+        .map_err(actor_err)?;
         let (sync, _) = Actor::spawn(
             None,
             sync::SyncActor,
@@ -216,6 +234,7 @@ impl Actors {
         .map_err(actor_err)?;
         Ok(Self {
             sync,
+            analysis,
             health,
             reporter,
         })

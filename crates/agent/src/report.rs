@@ -106,13 +106,16 @@ impl ReportState {
             agent_id: shared.agent_id.clone(),
             segment: shared.segment.clone(),
             tier: self.args.tier.clone(),
-            healthy: shared.healthy.load(Ordering::Relaxed),
+            // Unhealthy while failing an analysis, so the phase's health
+            // policy applies to it (SPEC.md §3).
+            healthy: shared.healthy.load(Ordering::Relaxed) && !shared.analysis.failing(),
             applied_revision,
             stale: shared.stale(),
             heartbeat_ms: self.args.heartbeat_ms,
             sent_at_ms: now_ms(),
             blocked: shared.blocked.load().as_ref().clone(),
             leaving,
+            analyses: shared.analysis.statuses(),
         };
         match encode(Encoding::MsgPack, &report) {
             Ok(body) => {

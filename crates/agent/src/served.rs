@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) push: crate::sse::Push,
     /// Evaluations per flag, version, variant and reason.
     pub(crate) flags: crate::flag_metrics::FlagMetrics,
+    /// Metric analyses: latest results, counters, the running set.
+    pub(crate) analysis: crate::analysis::Board,
 }
 
 /// Reason classes, in the order of [`Shared::evaluations`].
@@ -120,6 +122,7 @@ impl Shared {
                 std::time::Duration::from_millis(config.event_stream_keep_alive_ms),
             ),
             flags: crate::flag_metrics::FlagMetrics::default(),
+            analysis: crate::analysis::Board::default(),
         }
     }
 

@@ -398,6 +398,9 @@ impl SyncState {
     /// Makes the blocked keys, then the watermark, visible to the reports
     /// and the HTTP API; reports at once when either changed.
     fn publish(&self) {
+        self.shared
+            .analysis
+            .announce(self.shared.segment.as_str(), &self.disk);
         let blocked: Vec<_> = self.disk.blocked.values().cloned().collect();
         let blocks_changed = **self.shared.blocked.load() != blocked;
         if blocks_changed {

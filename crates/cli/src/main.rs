@@ -2,6 +2,7 @@
 //! operators (SPEC.md §7). Thin: parses flags, sets up logging, and hands
 //! over to the library crates.
 
+mod analysis;
 mod apply;
 mod auth;
 mod dashboard;

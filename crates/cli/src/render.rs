@@ -77,6 +77,10 @@ pub(crate) fn pipeline(p: &Pipeline) {
         t.row(phase_row(ph));
     }
     t.print();
+    if let Some(analyses) = crate::analysis::pipeline_table(p) {
+        println!();
+        analyses.print();
+    }
 }
 
 /// `pipeline list`.
@@ -255,6 +259,10 @@ pub(crate) fn trigger(t: &Trigger) {
     }
     println!();
     segs.print();
+    if let Some(analyses) = crate::analysis::table(t) {
+        println!();
+        analyses.print();
+    }
     println!();
     for h in &t.history {
         println!("{}", history_line(h));
@@ -376,6 +384,10 @@ pub(crate) fn watch_screen(t: &Trigger, now: u64) -> String {
         ]);
     }
     out.push_str(&segs.render());
+    if let Some(analyses) = crate::analysis::table(t) {
+        out.push_str("\n\n");
+        out.push_str(&analyses.render());
+    }
     out.push_str("\n\nhistory:\n");
     for h in &t.history {
         out.push_str(&history_line(h));

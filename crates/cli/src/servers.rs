@@ -51,6 +51,10 @@ pub(crate) struct AgentArgs {
     /// none, the JetStream of the server connected to].
     #[arg(long, env = "PHASEGATE_NATS_JS_DOMAIN")]
     nats_js_domain: Option<String>,
+    /// The segment's Prometheus (http://host:port), which the metric
+    /// analyses of active phases query; without it they are inconclusive.
+    #[arg(long, env = "PHASEGATE_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
     /// Configuration file (TOML); see config/agents/.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -97,6 +101,7 @@ impl AgentArgs {
             unhealthy_after: self.unhealthy_after.or(file.unhealthy_after),
             healthy_after: self.healthy_after.or(file.healthy_after),
             nats_js_domain: self.nats_js_domain.or(file.nats_js_domain),
+            prometheus_url: self.prometheus_url.or(file.prometheus_url),
             ..file
         }
     }
@@ -142,6 +147,7 @@ fn settings(
         &mut cfg.event_stream_keep_alive_ms,
         keys.event_stream_keep_alive_ms,
     );
+    cfg.prometheus_url = keys.prometheus_url;
     Ok(cfg)
 }
 

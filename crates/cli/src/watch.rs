@@ -32,6 +32,7 @@ pub(crate) async fn watch(
     let tty = std::io::stdout().is_terminal() && g.output == crate::Format::Table;
     let mut seen_history = 0usize;
     let mut last_state = String::new();
+    let mut analyses = crate::analysis::Seen::new();
     loop {
         let t = c.trigger_get(id.clone()).await?;
         match g.output {
@@ -51,6 +52,9 @@ pub(crate) async fn watch(
                     println!("{}", history_line(h));
                 }
                 seen_history = t.history.len();
+                for line in crate::analysis::changes(&t, &mut analyses) {
+                    println!("{line}");
+                }
             }
         }
         if t.status.is_finished() {

@@ -207,9 +207,11 @@ impl DirectoryState {
                 )
             })
             .collect();
+        let analysis = crate::analysis::of_segments(&self.fleet, id, &reg.segments, now);
         if let Err(e) = reg.actor.cast(TriggerMsg::Fleet {
             view,
             revision: reg.revision,
+            analysis,
         }) {
             tracing::debug!(trigger_id = %id, error = %e, "trigger actor gone");
         }

@@ -9,6 +9,7 @@
 //! never evaluates gates for users and never talks to NATS except through
 //! `phasegate-bus`.
 
+mod analysis;
 pub mod auth;
 mod catalog;
 mod clock;

@@ -62,6 +62,12 @@ pub(crate) enum CatalogMsg {
     Stats(RpcReplyPort<Vec<ActiveCount>>),
     /// An entity write made off the mailbox came back (see `writes`).
     Written(Box<Written>),
+    /// From a trigger actor: new analysis results (shown, not persisted).
+    TriggerAnalysis {
+        entity: EntityRef,
+        id: TriggerId,
+        analysis: crate::analysis::SegmentAnalyses,
+    },
     /// From a trigger actor: only progress counts moved (not persisted).
     TriggerProgress {
         entity: EntityRef,
@@ -144,7 +150,12 @@ pub(crate) enum TriggerMsg {
     },
     /// The fleet as the directory sees it for this trigger, with acks
     /// counted against desired-state `revision`.
-    Fleet { view: FleetView, revision: u64 },
+    Fleet {
+        view: FleetView,
+        revision: u64,
+        /// The latest result of each of the trigger's analyses per segment.
+        analysis: crate::analysis::SegmentAnalyses,
+    },
     /// A deadline may have passed.
     Tick,
 }

@@ -41,6 +41,7 @@ fn rollout_of(rec: &TriggerRecord) -> Option<DesiredRollout> {
             segments: ph.segments.clone(),
             conditions: ph.conditions.clone(),
             pass_percentage: ph.pass_percentage,
+            analysis: ph.analysis.clone(),
         })
         .collect();
     if phases.is_empty() {

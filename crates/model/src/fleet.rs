@@ -142,7 +142,7 @@ impl Changes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Agent {
     segment: Segment,
     tier: Option<String>,
@@ -161,6 +161,8 @@ struct Agent {
     settled: bool,
     first_seen_ms: u64,
     blocked: Vec<BlockedEntity>,
+    /// The latest result of every analysis it runs.
+    analyses: Vec<phasegate_proto::AnalysisStatus>,
 }
 
 impl Agent {
@@ -247,6 +249,7 @@ impl Fleet {
                 settled: false,
                 first_seen_ms: r.first_seen_ms,
                 blocked: Vec::new(),
+                analyses: Vec::new(),
             };
             self.insert(r.agent_id, agent);
         }
@@ -311,6 +314,7 @@ impl Fleet {
             settled: true,
             first_seen_ms: now,
             blocked: r.blocked.clone(),
+            analyses: r.analyses.clone(),
         };
         match self.agents.get(&r.agent_id).cloned() {
             Some(old)
@@ -336,7 +340,10 @@ impl Fleet {
                     || !old.live_at(now)
                     || !old.settled
                     || old.healthy != fresh.healthy
-                    || old.stale != fresh.stale;
+                    || old.stale != fresh.stale
+                    // New analysis results reach the triggers covering
+                    // the segment (`trigger.get` shows them).
+                    || old.analyses != fresh.analyses;
                 if !material && old.applied != fresh.applied {
                     out.acks.push(AckMove {
                         segment: r.segment.to_string(),
@@ -443,6 +450,26 @@ impl Fleet {
             f.applied += u32::from(a.applied >= revision && !a.blocked_on(key));
         }
         f
+    }
+
+    /// The latest result of each analysis of `trigger` in `segment`, from
+    /// its live agents (see [`crate::analysis::summarize`]).
+    pub fn analyses(
+        &self,
+        segment: &str,
+        trigger: &phasegate_proto::TriggerId,
+        now: u64,
+    ) -> Vec<phasegate_proto::SegmentAnalysis> {
+        let Some(ids) = self.by_segment.get(segment) else {
+            return Vec::new();
+        };
+        crate::analysis::summarize(
+            trigger,
+            ids.iter().filter_map(|i| {
+                let a = self.agents.get(i)?;
+                a.live_at(now).then_some((i, a.analyses.as_slice()))
+            }),
+        )
     }
 
     /// Every segment with a known agent, as a trigger of entity `key` sees

@@ -7,6 +7,7 @@
 //! what lets the coordinator persist before it acts and lets tests explore
 //! every sequence of actions.
 
+pub mod analysis;
 pub mod behaviour;
 pub mod desired;
 pub mod entity;

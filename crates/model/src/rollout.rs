@@ -87,6 +87,7 @@ pub fn start(p: StartParams) -> TriggerRecord {
         updated_at_ms: now_ms,
         history: Vec::new(),
         pipeline_snapshot: pipeline,
+        analysis: BTreeMap::new(),
     };
     let mut rec = TriggerRecord {
         trigger,
@@ -96,6 +97,7 @@ pub fn start(p: StartParams) -> TriggerRecord {
         apply_deadline_ms: None,
         health_ok: true,
         trace_parent: None,
+        degraded_by: Vec::new(),
     };
     record(
         &mut rec.trigger,
@@ -434,11 +436,17 @@ fn check_health(rec: &mut TriggerRecord, now_ms: u64) {
     let system = Actor::system();
     if !ok && rec.health_ok {
         rec.health_ok = false;
-        let comment = Some(format!(
+        let (degraded_by, analyses) = crate::analysis::failing(&rec.trigger);
+        let mut comment = format!(
             "healthy ratio {:.3} below {}",
             health_ratio(&rec.trigger),
             policy.min_healthy_ratio
-        ));
+        );
+        if !analyses.is_empty() {
+            comment = format!("{comment}; {analyses}");
+        }
+        rec.degraded_by = degraded_by;
+        let comment = Some(comment);
         record(
             &mut rec.trigger,
             HistoryType::HealthDegraded,
@@ -466,12 +474,14 @@ fn check_health(rec: &mut TriggerRecord, now_ms: u64) {
         }
     } else if ok && !rec.health_ok {
         rec.health_ok = true;
+        let comment = crate::analysis::recovered_comment(rec);
+        rec.degraded_by.clear();
         record(
             &mut rec.trigger,
             HistoryType::HealthRecovered,
             system.clone(),
             now_ms,
-            None,
+            comment,
         );
         // Only a pause that health itself made is lifted; a pause by anyone
         // since then changed the reason and stays.

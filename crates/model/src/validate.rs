@@ -33,7 +33,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -127,6 +127,7 @@ pub fn validate_pipeline(p: &Pipeline) -> Result<(), ValidationError> {
                 format!("must be a number from 0 to 1, got {r}"),
             ));
         }
+        crate::analysis::validate_analyses(&at, &ph.analysis)?;
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub fn phase(id: &str, segments: &[&str], wait_ms: u64) -> Phase {
         apply_timeout_ms: 5_000,
         approval: ApprovalPolicy::default(),
         health: HealthPolicy::default(),
+        analysis: vec![],
     }
 }
 

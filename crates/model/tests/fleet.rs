@@ -109,6 +109,7 @@ proptest! {
                             Vec::new()
                         },
                         leaving: false,
+                        analyses: Vec::new(),
                     };
                     reference.insert(agent, Ref { segment, healthy, applied, blocked, heartbeat_ms, last_seen: now, heard: true });
                     fleet.report(&report, now)
@@ -126,6 +127,7 @@ proptest! {
                         sent_at_ms: now,
                         blocked: Vec::new(),
                         leaving: true,
+                        analyses: Vec::new(),
                     };
                     reference.remove(&agent);
                     fleet.report(&report, now)
@@ -214,6 +216,7 @@ fn a_silent_agent_blocks_and_counts_unhealthy() {
         sent_at_ms: 0,
         blocked: Vec::new(),
         leaving: false,
+        analyses: Vec::new(),
     };
     fleet.report(&report("a", 5), 0);
     fleet.report(&report("b", 5), 0);
@@ -264,6 +267,7 @@ fn restored_agents_settle_by_report_or_silence() {
             sent_at_ms: 0,
             blocked: Vec::new(),
             leaving: false,
+            analyses: Vec::new(),
         },
         5_250,
     );
@@ -300,6 +304,7 @@ fn a_flood_of_invented_agents_is_bounded() {
             sent_at_ms: 0,
             blocked: Vec::new(),
             leaving: false,
+            analyses: Vec::new(),
         };
         let c = fleet.report(&r, u64::from(i));
         writes += c.persist.len();

@@ -509,7 +509,7 @@ pub struct EntityView {
 }
 
 /// Reply of `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Healthz {
     /// The segment served.
     pub segment: Segment,
@@ -517,7 +517,7 @@ pub struct Healthz {
     pub agent_id: AgentId,
     /// Connected to NATS now.
     pub connected: bool,
-    /// Every health probe passes.
+    /// Every health probe passes and no analysis is failing.
     pub healthy: bool,
     /// Last synchronisation with the coordinator, if any.
     pub last_sync_ms: Option<u64>,
@@ -527,6 +527,10 @@ pub struct Healthz {
     /// good version), with why.
     #[serde(default)]
     pub blocked: Vec<crate::BlockedEntity>,
+    /// The latest result of every analysis this agent runs (an addition:
+    /// left out when none runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<crate::AnalysisStatus>,
 }
 
 /// The body of an HTTP error reply: `{"error": {"code", "message"}}`.

@@ -9,6 +9,7 @@
 
 pub mod words;
 
+pub mod analysis;
 pub mod api;
 pub mod clock;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod subjects;
 pub mod sync;
 pub mod trigger;
 
+pub use analysis::*;
 pub use api::*;
 pub use clock::now_ms;
 pub use codec::{CodecError, Encoding, decode, encode};

@@ -123,6 +123,10 @@ slug_name!(
     /// The id of a rule, unique in its entity.
     RuleId, "rule id", 64, "must match [a-z0-9][a-z0-9._-]{0,63}"
 );
+slug_name!(
+    /// The name of a phase's metric analysis, unique in its phase.
+    AnalysisName, "analysis name", 64, "must match [a-z0-9][a-z0-9._-]{0,63}"
+);
 
 /// A segment name or a glob over segment names (`prod-us-*`); only `*` is special.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

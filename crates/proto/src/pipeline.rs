@@ -53,6 +53,11 @@ pub struct Phase {
     /// What falling health does to the trigger.
     #[serde(default)]
     pub health: HealthPolicy,
+    /// Metric checks run in every segment where the new version is active
+    /// (at most 10). Left out of the encoding when empty, so pipelines
+    /// without analyses keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::analysis::Analysis>,
 }
 
 fn default_min_approvals() -> u32 {

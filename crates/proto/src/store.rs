@@ -64,6 +64,10 @@ pub struct TriggerRecord {
     /// in the coordinator (across restarts) and in the agents, joins it.
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// The analyses failing when health last fell (`"<analysis> in
+    /// <segment>"`), so that `health_recovered` can name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded_by: Vec<String>,
 }
 
 fn default_true() -> bool {

@@ -54,6 +54,9 @@ pub struct PhaseTarget {
     pub conditions: Vec<Condition>,
     /// Share of units, 0–100, bucketed with the snapshot's salt.
     pub pass_percentage: f64,
+    /// Its metric analyses, run by the agents of the segments it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::analysis::Analysis>,
 }
 
 /// The rollout part of [`DesiredEntity`]: the new version and the phases
@@ -93,7 +96,7 @@ pub struct DesiredEntity {
 
 /// What an agent tells the coordinator, on every heartbeat and at once
 /// when it has applied a new revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {
     /// The agent: one record per id, whatever its segment says.
     pub agent_id: AgentId,
@@ -124,6 +127,10 @@ pub struct AgentReport {
     /// its silence to make it unreachable.
     #[serde(default)]
     pub leaving: bool,
+    /// The latest result of every analysis the agent runs. While one is
+    /// failing, `healthy` is false.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<crate::analysis::AnalysisStatus>,
 }
 
 /// An entity an agent could not apply.

@@ -211,6 +211,11 @@ pub struct Trigger {
     /// Every action and automatic step, oldest first.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// The latest result of each analysis per segment (an addition to
+    /// SPEC.md §4's `Trigger`); empty, and left out, when the pipeline has
+    /// no analysis or no agent has reported one yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub analysis: BTreeMap<String, Vec<crate::analysis::SegmentAnalysis>>,
 }
 
 impl Trigger {

@@ -123,6 +123,7 @@ fn trigger() -> Trigger {
             at_ms: 1_700_000_001_000,
             comment: None,
         }],
+        analysis: BTreeMap::new(),
     }
 }
 

@@ -57,6 +57,8 @@ fn every_wire_enum_says_what_serde_says() {
     pinned(PausedReason::ALL, PausedReason::as_str);
     pinned(HistoryType::ALL, HistoryType::as_str);
     pinned(OnUnhealthy::ALL, OnUnhealthy::as_str);
+    pinned(CompareOp::ALL, CompareOp::as_str);
+    pinned(AnalysisResult::ALL, AnalysisResult::as_str);
 }
 
 #[test]

@@ -125,6 +125,14 @@ impl Actor for Catalog {
             M::Stats(reply) => {
                 let _ = reply.send(state.active_counts());
             }
+            M::TriggerAnalysis {
+                entity,
+                id,
+                analysis,
+            } => {
+                let active = state.entities.get_mut(&entity).map(|s| &mut s.stored);
+                crate::analysis::show(active, &id, analysis);
+            }
             M::TriggerProgress {
                 entity,
                 id,

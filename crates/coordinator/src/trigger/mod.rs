@@ -250,7 +250,22 @@ impl Actor for TriggerActor {
                 };
                 reply.send(state.put(req, &pipelines).await);
             }
-            TriggerMsg::Fleet { view, revision } => state.observe(view, revision).await,
+            TriggerMsg::Fleet {
+                view,
+                revision,
+                analysis,
+            } => {
+                // Shown at once, like counts; persisted with the next step,
+                // which reads them (the history names failing analyses).
+                crate::analysis::adopt(
+                    &mut state.stored,
+                    &state.entity,
+                    &state.id,
+                    analysis,
+                    &state.catalog,
+                );
+                state.observe(view, revision).await;
+            }
             TriggerMsg::Tick => state.tick(&myself).await,
         }
         state.next(&myself)
