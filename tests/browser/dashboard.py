@@ -117,6 +117,10 @@ def main():
         expect(state_of(page)).to_have_attribute("data-state", "awaiting_approval")
         expect(page.locator('[data-action="approve"]')).to_be_visible()
         expect(page.locator(".approvals")).to_have_text("0 / 1")
+        # The dev phase's analysis, as the agent last reported it.
+        analysis = page.locator('tr[data-segment="dev"] [data-analysis="error-rate"]')
+        expect(analysis).to_have_attribute("data-result", "inconclusive")
+        passed("the segment shows its analysis' latest result")
 
         # 3. A non-approver's console: approve is refused, clearly.
         carol_ctx = browser.new_context(**laptop)

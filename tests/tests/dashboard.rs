@@ -89,7 +89,13 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
         &alice,
         json!({"name": "standard", "description": "dev, then staging once reviewed", "phases": [
             {"id": "dev", "segments": ["dev"], "wait_ms": BAKE_MS,
-             "health": {"on_unhealthy": "ignore", "min_healthy_ratio": 1.0}},
+             "health": {"on_unhealthy": "ignore", "min_healthy_ratio": 1.0},
+             // The agents have no Prometheus: the analysis is reported
+             // inconclusive (never failed: the limit is out of reach), and
+             // the console shows its latest result.
+             "analysis": [{"name": "error-rate", "query": "rate(errors{segment=\"{{segment}}\"}[1m])",
+                           "every_ms": 1000, "success": {"op": "<", "threshold": 0.01},
+                           "inconclusive_limit": 1000}]},
             {"id": "staging", "segments": ["staging"],
              "approval": {"required": true, "approvers": ["alice"], "min_approvals": 1}}]}),
     )

@@ -529,6 +529,9 @@
         const who = p.approval.approvers && p.approval.approvers.length ? p.approval.approvers.join(', ') : 'anyone';
         meta.push(`approval: ${p.approval.min_approvals} of ${who}`);
       }
+      for (const a of p.analysis || []) {
+        if (a.success) meta.push(`analysis ${a.name}: ${a.success.op} ${a.success.threshold}`);
+      }
       return h('li', { class: cls, 'data-phase': p.id },
         h('div', { class: 'phase-name' }, `${i + 1}. ${p.id} `,
           current ? statusBadge(t) : badge(cls === 'done' ? 'done' : cls === 'aborted' ? 'rolled back' : 'to come', cls === 'done' ? 'ok' : cls === 'aborted' ? 'bad' : 'plain')),
