@@ -206,7 +206,11 @@ async fn slowloris_does_not_stop_the_agent_answering() -> anyhow::Result<()> {
         held_midway >= TRICKLERS as f64,
         "the slow connections were held while measured ({held_midway} open)"
     );
-    assert!(max < Duration::from_millis(50), "max {max:?}: {took:?}");
+    // Served beside the slow connections, never behind them: one queued
+    // behind a trickler would wait for its next byte (a second) or its
+    // timeout (5 s). The latency figures are printed above, not asserted
+    // (a loaded machine stretches them).
+    assert!(max < Duration::from_secs(1), "max {max:?}: {took:?}");
     Ok(())
 }
 

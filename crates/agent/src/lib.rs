@@ -172,6 +172,14 @@ impl Agent {
     }
 }
 
+/// Starts one actor, unsupervised (the agent stops them all in `stop`).
+async fn spawn<A: Actor>(actor: A, args: A::Arguments) -> Result<ActorRef<A::Msg>, AgentError> {
+    Actor::spawn(None, actor, args)
+        .await
+        .map(|(r, _)| r)
+        .map_err(|e| AgentError::Actor(e.to_string()))
+}
+
 impl Actors {
     /// The reporter first: the sync actor tells it when to ack.
     async fn spawn(
@@ -179,9 +187,7 @@ impl Actors {
         shared: &Arc<served::Shared>,
         client: &phasegate_bus::Client,
     ) -> Result<Self, AgentError> {
-        let actor_err = |e: ractor::SpawnErr| AgentError::Actor(e.to_string());
-        let (reporter, _) = Actor::spawn(
-            None,
+        let reporter = spawn(
             report::Reporter,
             report::ReportArgs {
                 shared: shared.clone(),
@@ -190,12 +196,10 @@ impl Actors {
                 heartbeat_ms: config.heartbeat_ms,
             },
         )
-        .await
-        .map_err(actor_err)?;
+        .await?;
         // Before the sync actor, whose first announcement of the analyses
         // to run (from what is on disk) must find it.
-        let (analysis, _) = Actor::spawn(
-            None,
+        let analysis = spawn(
             analysis::AnalysisActor,
             analysis::AnalysisArgs {
                 shared: shared.clone(),
@@ -203,10 +207,8 @@ impl Actors {
                 reporter: reporter.clone(),
             },
         )
-        .await
-        .map_err(actor_err)?;
-        let (sync, _) = Actor::spawn(
-            None,
+        .await?;
+        let sync = spawn(
             sync::SyncActor,
             sync::SyncArgs {
                 shared: shared.clone(),
@@ -216,10 +218,8 @@ impl Actors {
                 generation_check: generation_check(config.heartbeat_ms),
             },
         )
-        .await
-        .map_err(actor_err)?;
-        let (health, _) = Actor::spawn(
-            None,
+        .await?;
+        let health = spawn(
             health::HealthActor,
             health::HealthArgs {
                 shared: shared.clone(),
@@ -230,8 +230,7 @@ impl Actors {
                 healthy_after: config.healthy_after,
             },
         )
-        .await
-        .map_err(actor_err)?;
+        .await?;
         Ok(Self {
             sync,
             analysis,

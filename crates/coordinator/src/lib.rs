@@ -69,6 +69,30 @@ struct Actors {
 /// Where a failed core actor is reported (see `supervisor`).
 type Failed = Arc<tokio::sync::watch::Sender<Option<String>>>;
 
+/// Waits until this instance leads, answering `503 standing by` on the
+/// metrics address meanwhile (bound before the lease is sought, so probes
+/// such as Kubernetes' see both instances up); returns the lease and the
+/// metrics listener the leader serves on. Nothing is read or served
+/// before this.
+async fn lead(
+    client: &Client,
+    subjects: &Subjects,
+    config: &CoordinatorConfig,
+) -> Result<(leader::Lease, Option<tokio::net::TcpListener>), CoordinatorError> {
+    let standby = bind_metrics(&config.metrics_listen).await.map(stand_by);
+    let instance = config.instance_id.clone().unwrap_or_else(host_name);
+    let lease = Duration::from_millis(config.leader_lease_ms);
+    let lease = leader::acquire(client, subjects, &instance, lease, config.bucket_replicas).await?;
+    let metrics_listener = match standby {
+        Some((stop, task)) => {
+            let _ = stop.send(());
+            task.await.ok()
+        }
+        None => None,
+    };
+    Ok((lease, metrics_listener))
+}
+
 impl Coordinator {
     /// Connects to NATS at `nats_url`, recovers the stored state, resumes
     /// every active trigger and starts answering commands.
@@ -94,22 +118,7 @@ impl Coordinator {
                 .with_security(config.security()),
         )
         .await?;
-        // Bound before the lease is sought: a standby answers `503 standing
-        // by` on it, so probes (Kubernetes) see both instances up, and the
-        // leader serves metrics on it.
-        let standby = bind_metrics(&config.metrics_listen).await.map(stand_by);
-        // Nothing is read or served before this instance leads.
-        let instance = config.instance_id.clone().unwrap_or_else(host_name);
-        let lease = Duration::from_millis(config.leader_lease_ms);
-        let lease =
-            leader::acquire(&client, &subjects, &instance, lease, config.bucket_replicas).await?;
-        let metrics_listener = match standby {
-            Some((stop, task)) => {
-                let _ = stop.send(());
-                task.await.ok()
-            }
-            None => None,
-        };
+        let (lease, metrics_listener) = lead(&client, &subjects, &config).await?;
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
         let mut tasks = vec![leader::keep(lease.clone(), failed_tx.clone())];

@@ -129,10 +129,7 @@ impl Actor for Catalog {
                 entity,
                 id,
                 analysis,
-            } => {
-                let active = state.entities.get_mut(&entity).map(|s| &mut s.stored);
-                crate::analysis::show(active, &id, analysis);
-            }
+            } => state.show_analysis(&entity, &id, analysis),
             M::TriggerProgress {
                 entity,
                 id,
@@ -150,10 +147,7 @@ impl Actor for Catalog {
                 desired_revision,
                 trigger,
             } => {
-                state.actors.remove(&trigger.trigger.id);
-                state
-                    .finished
-                    .insert(trigger.trigger.id.clone(), (&trigger.trigger).into());
+                state.forget_actor(&trigger);
                 state.adopt(stored, revision, desired_revision);
             }
         }

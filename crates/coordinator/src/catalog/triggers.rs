@@ -314,6 +314,25 @@ impl CatalogState {
         }
     }
 
+    /// The latest analysis results of an active trigger, shown by
+    /// `trigger.get` (not persisted).
+    pub(super) fn show_analysis(
+        &mut self,
+        entity: &EntityRef,
+        id: &TriggerId,
+        analysis: crate::analysis::SegmentAnalyses,
+    ) {
+        let active = self.entities.get_mut(entity).map(|s| &mut s.stored);
+        crate::analysis::show(active, id, analysis);
+    }
+
+    /// A finished trigger's actor is gone; its summary stays listed.
+    pub(super) fn forget_actor(&mut self, finished: &phasegate_proto::TriggerRecord) {
+        self.actors.remove(&finished.trigger.id);
+        self.finished
+            .insert(finished.trigger.id.clone(), (&finished.trigger).into());
+    }
+
     /// Progress counts of an active trigger, shown by `trigger.get`.
     pub(super) fn adopt_progress(
         &mut self,
