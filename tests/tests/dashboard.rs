@@ -14,13 +14,16 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use phasegate_client::{PhasegateClient, Security};
-use phasegate_proto::{HistoryType, PhaseState, TriggerStatus};
+use phasegate_proto::{HistoryType, PhaseState, Trigger, TriggerStatus};
 use phasegate_tests::browser::{Browser, DashboardProc};
 use phasegate_tests::faults::install::signal;
 use phasegate_tests::rollout::{put_gate, put_pipeline, wait_trigger};
 use phasegate_tests::secured::AuthDir;
-use phasegate_tests::{AgentProc, CoordEnv, PATIENCE, free_port, wait_for, workspace_root};
+use phasegate_tests::{
+    AgentProc, ChildProcess, CoordEnv, NatsServer, PATIENCE, free_port, wait_for, workspace_root,
+};
 use serde_json::json;
 
 /// The consoles poll the coordinator this often: fast enough that each
@@ -34,92 +37,111 @@ const BAKE_MS: u64 = 2_500;
 /// each of its own expectations up to 10 s).
 const STEP_PATIENCE: Duration = Duration::from_secs(40);
 
+/// A secured installation with one agent in `dev` and one in `staging`,
+/// and a console for alice (admin, the approver) and carol (editor).
+struct Installation {
+    _auth: AuthDir,
+    _nats: NatsServer,
+    _coord: ChildProcess,
+    dev: AgentProc,
+    staging: AgentProc,
+    alice: PhasegateClient,
+    alice_console: DashboardProc,
+    carol_console: DashboardProc,
+}
+
+impl Installation {
+    async fn start() -> anyhow::Result<Self> {
+        let auth = AuthDir::init(&["dev", "staging"], &["alice:admin", "carol:editor"])?;
+        let nats = auth.serve().await?;
+        let url = nats.url();
+        let coord = auth.coordinator(&url)?;
+        let agent = |segment: &'static str| {
+            let creds = auth.file(&format!("agent-{segment}.creds"));
+            let url = url.clone();
+            async move {
+                let creds = creds.display().to_string();
+                let id = format!("{segment}-1");
+                AgentProc::start(&url, &id, segment, &["--nats-creds", &creds]).await
+            }
+        };
+        let dev = agent("dev").await?;
+        let staging = agent("staging").await?;
+        let alice_creds = auth.file("operator-alice.creds");
+        let security = Security {
+            creds: Some(alice_creds.clone()),
+            ..Security::default()
+        };
+        let alice =
+            PhasegateClient::connect_secured(&url, security, "phasegate", Duration::from_secs(5))
+                .await?;
+        wait_for("the coordinator", PATIENCE, || async {
+            alice.pipeline_list().await
+        })
+        .await?;
+        phasegate_tests::wait_live_agents(&alice, 2).await?;
+        let alice_console =
+            DashboardProc::start("dashboard-alice", &url, Some(&alice_creds), POLL_MS).await?;
+        let carol_creds = auth.file("operator-carol.creds");
+        let carol_console =
+            DashboardProc::start("dashboard-carol", &url, Some(&carol_creds), POLL_MS).await?;
+        Ok(Self {
+            _auth: auth,
+            _nats: nats,
+            _coord: coord,
+            dev,
+            staging,
+            alice,
+            alice_console,
+            carol_console,
+        })
+    }
+
+    /// Puts gate `checkout` with one rule at `percentage`: a rollout.
+    async fn put_checkout(&self, percentage: u32) -> anyhow::Result<Trigger> {
+        let r = put_gate(
+            &self.alice,
+            json!({"name": "checkout", "pipeline": "standard", "description": "new checkout flow",
+                   "rules": [{"id": "all", "pass_percentage": percentage}]}),
+        )
+        .await?;
+        r.trigger.context("a rollout")
+    }
+}
+
+/// dev bakes (health ignored: its agent is stopped on purpose), then
+/// staging waits for alice's approval.
+fn pipeline() -> serde_json::Value {
+    json!({"name": "standard", "description": "dev, then staging once reviewed", "phases": [
+        {"id": "dev", "segments": ["dev"], "wait_ms": BAKE_MS,
+         "health": {"on_unhealthy": "ignore", "min_healthy_ratio": 1.0},
+         // The agents have no Prometheus: the analysis is reported
+         // inconclusive (never failed: the limit is out of reach), and the
+         // console shows its latest result.
+         "analysis": [{"name": "error-rate", "query": "rate(errors{segment=\"{{segment}}\"}[1m])",
+                       "every_ms": 1000, "success": {"op": "<", "threshold": 0.01},
+                       "inconclusive_limit": 1000}]},
+        {"id": "staging", "segments": ["staging"],
+         "approval": {"required": true, "approvers": ["alice"], "min_approvals": 1}}]})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Result<()> {
     let browser = Browser::find()?;
-    let auth = AuthDir::init(&["dev", "staging"], &["alice:admin", "carol:editor"])?;
-    let nats = auth.serve().await?;
-    let url = nats.url();
-    let _coord = auth.coordinator(&url)?;
-    let agent = |segment: &'static str| {
-        let creds = auth.file(&format!("agent-{segment}.creds"));
-        let url = url.clone();
-        async move {
-            let creds = creds.display().to_string();
-            AgentProc::start(
-                &url,
-                &format!("{segment}-1"),
-                segment,
-                &["--nats-creds", &creds],
-            )
-            .await
-        }
-    };
-    let dev = agent("dev").await?;
-    let staging = agent("staging").await?;
-    let alice_creds = auth.file("operator-alice.creds");
-    let alice = PhasegateClient::connect_secured(
-        &url,
-        Security {
-            creds: Some(alice_creds.clone()),
-            ..Security::default()
-        },
-        "phasegate",
-        Duration::from_secs(5),
-    )
-    .await?;
-    wait_for("the coordinator", PATIENCE, || async {
-        alice.pipeline_list().await
-    })
-    .await?;
-    phasegate_tests::wait_live_agents(&alice, 2).await?;
-    let alice_console =
-        DashboardProc::start("dashboard-alice", &url, Some(&alice_creds), POLL_MS).await?;
-    let carol_console = DashboardProc::start(
-        "dashboard-carol",
-        &url,
-        Some(&auth.file("operator-carol.creds")),
-        POLL_MS,
-    )
-    .await?;
-
-    // dev bakes (health ignored: the agent is stopped on purpose below),
-    // then staging waits for alice's approval.
-    put_pipeline(
-        &alice,
-        json!({"name": "standard", "description": "dev, then staging once reviewed", "phases": [
-            {"id": "dev", "segments": ["dev"], "wait_ms": BAKE_MS,
-             "health": {"on_unhealthy": "ignore", "min_healthy_ratio": 1.0},
-             // The agents have no Prometheus: the analysis is reported
-             // inconclusive (never failed: the limit is out of reach), and
-             // the console shows its latest result.
-             "analysis": [{"name": "error-rate", "query": "rate(errors{segment=\"{{segment}}\"}[1m])",
-                           "every_ms": 1000, "success": {"op": "<", "threshold": 0.01},
-                           "inconclusive_limit": 1000}]},
-            {"id": "staging", "segments": ["staging"],
-             "approval": {"required": true, "approvers": ["alice"], "min_approvals": 1}}]}),
-    )
-    .await?;
-
+    let i = Installation::start().await?;
+    put_pipeline(&i.alice, pipeline()).await?;
     // The dev agent is stopped: the first phase stays `applying` until the
     // browser has seen it so.
-    signal(dev.proc.pid(), "STOP");
-    let first = put_gate(
-        &alice,
-        json!({"name": "checkout", "pipeline": "standard", "description": "new checkout flow",
-               "rules": [{"id": "all", "pass_percentage": 100}]}),
-    )
-    .await?
-    .trigger
-    .expect("a trigger");
+    signal(i.dev.proc.pid(), "STOP");
+    let first = i.put_checkout(100).await?;
     let shots = workspace_root().join("target/dashboard-screenshots");
     let mut script = browser.run(
         &workspace_root().join("tests/browser/dashboard.py"),
         &[
             "--alice".into(),
-            alice_console.url(),
+            i.alice_console.url(),
             "--carol".into(),
-            carol_console.url(),
+            i.carol_console.url(),
             "--trigger".into(),
             first.id.to_string(),
             "--shots".into(),
@@ -128,11 +150,43 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
     )?;
 
     script.step("applying", STEP_PATIENCE).await?;
-    signal(dev.proc.pid(), "CONT");
+    signal(i.dev.proc.pid(), "CONT");
     script.go(None).await?;
 
     script.step("approved", STEP_PATIENCE).await?;
-    let done = wait_trigger(&alice, &first.id, "the first rollout completed", |t| {
+    approved_by_alice_only(&i, &first).await?;
+    // A second change, to be aborted in the browser: it bakes in dev.
+    let second = i.put_checkout(0).await?;
+    wait_trigger(&i.alice, &second.id, "the second rollout baking", |t| {
+        t.is_at("dev", PhaseState::Baking)
+    })
+    .await?;
+    let served = i
+        .dev
+        .check_gate("checkout", json!({"user_id": "u1"}))
+        .await?;
+    assert_eq!(served["version"], json!(2), "dev serves v2: {served}");
+    script
+        .go(Some(json!({"trigger": second.id, "from_version": 1})))
+        .await?;
+
+    script.step("aborted", STEP_PATIENCE).await?;
+    rolled_back_by_alice(&i, &second).await?;
+    // The agents view shows it unreachable.
+    signal(i.staging.proc.pid(), "STOP");
+    script.go(None).await?;
+    script.finish(STEP_PATIENCE).await?;
+    assert!(
+        shots.join("rollouts.png").exists(),
+        "screenshots in {}",
+        shots.display()
+    );
+    Ok(())
+}
+
+/// The first rollout completed, with alice's approval and no other.
+async fn approved_by_alice_only(i: &Installation, first: &Trigger) -> anyhow::Result<()> {
+    let done = wait_trigger(&i.alice, &first.id, "the first rollout completed", |t| {
         t.status == TriggerStatus::Completed
     })
     .await?;
@@ -143,43 +197,22 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
         .map(|h| h.actor.as_str())
         .collect();
     assert_eq!(approvals, ["alice"], "only alice's approval counts");
-    // A second change, to be aborted in the browser: it bakes in dev.
-    let second = put_gate(
-        &alice,
-        json!({"name": "checkout", "pipeline": "standard", "description": "new checkout flow",
-               "rules": [{"id": "all", "pass_percentage": 0}]}),
-    )
-    .await?
-    .trigger
-    .expect("a trigger");
-    wait_trigger(
-        &alice,
-        &second.id,
-        "the second rollout baking in dev",
-        |t| t.is_at("dev", PhaseState::Baking),
-    )
-    .await?;
-    let served = dev.check_gate("checkout", json!({"user_id": "u1"})).await?;
-    assert_eq!(
-        served["version"],
-        json!(2),
-        "dev serves the new version: {served}"
-    );
-    script
-        .go(Some(json!({"trigger": second.id, "from_version": 1})))
-        .await?;
+    Ok(())
+}
 
-    script.step("aborted", STEP_PATIENCE).await?;
-    let aborted = alice.trigger_get(second.id.clone()).await?;
+/// The second rollout is aborted by alice with her comment, and every
+/// agent serves version 1 again, outside any rollout.
+async fn rolled_back_by_alice(i: &Installation, second: &Trigger) -> anyhow::Result<()> {
+    let aborted = i.alice.trigger_get(second.id.clone()).await?;
     assert_eq!(aborted.status, TriggerStatus::Aborted);
     let entry = aborted
         .history
         .iter()
         .find(|h| h.kind == HistoryType::Aborted)
-        .expect("an aborted entry");
+        .context("an aborted entry")?;
     assert_eq!(entry.actor.as_str(), "alice");
     assert_eq!(entry.comment.as_deref(), Some("wrong rules, rolling back"));
-    for agent in [&dev, &staging] {
+    for agent in [&i.dev, &i.staging] {
         wait_for("every segment back on version 1", PATIENCE, || async {
             let v = agent
                 .check_gate("checkout", json!({"user_id": "u1"}))
@@ -193,15 +226,6 @@ async fn the_console_shows_rollouts_live_and_acts_as_its_user() -> anyhow::Resul
         })
         .await?;
     }
-    // The agents view shows it unreachable.
-    signal(staging.proc.pid(), "STOP");
-    script.go(None).await?;
-    script.finish(STEP_PATIENCE).await?;
-    assert!(
-        shots.join("rollouts.png").exists(),
-        "screenshots in {}",
-        shots.display()
-    );
     Ok(())
 }
 
