@@ -24,7 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::prometheus::Prometheus;
 use crate::report::ReportMsg;
 
-use crate::state::DiskState;
+use crate::state::{DiskState, FileChange};
 
 /// The longest one query may take; a shorter `every_ms` bounds it instead.
 pub(crate) const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,28 +39,71 @@ pub(crate) struct Board {
     counts: Mutex<BTreeMap<(String, AnalysisResult), u64>>,
     /// The analysis actor, once started.
     actor: OnceLock<ActorRef<AnalysisMsg>>,
-    /// The set last announced to it.
-    announced: Mutex<Vec<ActiveAnalysis>>,
+    /// The analyses of each entity key that has some, as last announced.
+    by_key: Mutex<BTreeMap<String, Vec<ActiveAnalysis>>>,
+}
+
+/// Which keys' analyses may have changed.
+pub(crate) enum Changed<'a> {
+    /// A whole new state: every key.
+    All,
+    /// The keys a batch wrote.
+    Keys(&'a [FileChange]),
 }
 
 impl Board {
     /// Tells the analysis actor which analyses `segment` runs given what
-    /// is on disk (so served), when that changed.
-    pub(crate) fn announce(&self, segment: &str, disk: &DiskState) {
-        let active = phasegate_model::analysis::active(
-            segment,
-            disk.entities.values().map(|sd| &sd.desired),
-        );
-        let Ok(mut last) = self.announced.lock() else {
+    /// is on disk (so served), when that changed. Only the `changed` keys
+    /// are looked at, so a batch costs O(its keys), not O(entities).
+    pub(crate) fn announce(&self, segment: &str, disk: &DiskState, changed: Changed<'_>) {
+        let of = |key: &str| {
+            disk.entities.get(key).map_or_else(Vec::new, |sd| {
+                phasegate_model::analysis::active(segment, std::iter::once(&sd.desired))
+            })
+        };
+        let Ok(mut by_key) = self.by_key.lock() else {
             return;
         };
-        if *last == active {
+        let moved = match changed {
+            Changed::All => {
+                let all: BTreeMap<String, Vec<ActiveAnalysis>> = disk
+                    .entities
+                    .keys()
+                    .map(|k| (k.clone(), of(k)))
+                    .filter(|(_, a)| !a.is_empty())
+                    .collect();
+                let moved = *by_key != all;
+                *by_key = all;
+                moved
+            }
+            Changed::Keys(files) => {
+                let mut moved = false;
+                for key in files.iter().map(FileChange::key) {
+                    let now = of(key);
+                    if by_key
+                        .get(key)
+                        .map_or(now.is_empty(), |before| *before == now)
+                    {
+                        continue;
+                    }
+                    moved = true;
+                    if now.is_empty() {
+                        by_key.remove(key);
+                    } else {
+                        by_key.insert(key.to_owned(), now);
+                    }
+                }
+                moved
+            }
+        };
+        if !moved {
             return;
         }
+        let mut active: Vec<ActiveAnalysis> = by_key.values().flatten().cloned().collect();
+        active.sort_by_key(ActiveAnalysis::key);
         if let Some(actor) = self.actor.get() {
-            let _ = actor.cast(AnalysisMsg::Active(active.clone()));
+            let _ = actor.cast(AnalysisMsg::Active(active));
         }
-        *last = active;
     }
 
     /// The latest status of every analysis running, in a stable order.

@@ -11,11 +11,29 @@ use phasegate_proto::{AgentId, BlockedEntity, EntityKind, Segment};
 
 pub(crate) use phasegate_proto::now_ms;
 
-/// Compiled entities by kind and name: one map per kind, so a lookup
-/// borrows the requested name instead of building a key.
-#[derive(Default, Clone)]
+/// Shards per kind of [`Served`].
+const SHARDS: usize = 64;
+
+/// One shard: entities by name.
+type Shard = HashMap<String, Arc<CompiledState>>;
+
+/// Compiled entities by kind and name: per kind, shards by a hash of the
+/// name, each behind its own `Arc`. A lookup borrows the requested name
+/// instead of building a key. A changed snapshot is a clone of this (one
+/// `Arc` per shard) with only the changed shards copied, so applying a
+/// change costs O(entities / 64), not O(entities).
+#[derive(Clone)]
 pub(crate) struct Served {
-    maps: [HashMap<String, Arc<CompiledState>>; 2],
+    shards: [Vec<Arc<Shard>>; 2],
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        let empty = || (0..SHARDS).map(|_| Arc::new(Shard::new())).collect();
+        Self {
+            shards: [empty(), empty()],
+        }
+    }
 }
 
 /// Where `kind` sits in the per-kind arrays: gate 0, config 1.
@@ -23,34 +41,49 @@ pub(crate) fn kind_index(kind: EntityKind) -> usize {
     usize::from(kind == EntityKind::Config)
 }
 
+/// The shard of `name` (FNV-1a: cheap for short names, stable).
+fn shard_of(name: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The remainder is below SHARDS.
+    usize::try_from(h % SHARDS as u64).unwrap_or(0)
+}
+
 impl Served {
     pub(crate) fn get(&self, kind: EntityKind, name: &str) -> Option<&Arc<CompiledState>> {
-        self.maps[kind_index(kind)].get(name)
+        self.shards[kind_index(kind)][shard_of(name)].get(name)
     }
 
     pub(crate) fn insert(&mut self, kind: EntityKind, name: String, state: Arc<CompiledState>) {
-        self.maps[kind_index(kind)].insert(name, state);
+        let shard = &mut self.shards[kind_index(kind)][shard_of(&name)];
+        Arc::make_mut(shard).insert(name, state);
     }
 
     pub(crate) fn remove(&mut self, kind: EntityKind, name: &str) {
-        self.maps[kind_index(kind)].remove(name);
+        let shard = &mut self.shards[kind_index(kind)][shard_of(name)];
+        if shard.contains_key(name) {
+            Arc::make_mut(shard).remove(name);
+        }
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<CompiledState>> {
-        self.maps.iter().flat_map(HashMap::values)
+        self.shards.iter().flatten().flat_map(|s| s.values())
     }
 
     /// Every entity with its kind and name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (EntityKind, &str, &Arc<CompiledState>)> {
         EntityKind::ALL.iter().copied().flat_map(move |kind| {
-            self.maps[kind_index(kind)]
+            self.shards[kind_index(kind)]
                 .iter()
-                .map(move |(name, s)| (kind, name.as_str(), s))
+                .flat_map(move |s| s.iter().map(move |(name, c)| (kind, name.as_str(), c)))
         })
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.maps.iter().map(HashMap::len).sum()
+        self.shards.iter().flatten().map(|s| s.len()).sum()
     }
 }
 

@@ -162,6 +162,16 @@ pub enum FileChange {
     Delete(String),
 }
 
+impl FileChange {
+    /// The key it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Write(r) => &r.key,
+            Self::Delete(key) => key,
+        }
+    }
+}
+
 /// The small part of the state, kept in `meta.bin`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Progress {

@@ -47,6 +47,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::Notify;
 
 use crate::AgentError;
+use crate::analysis::Changed;
 use crate::plan::{self, ApplyTrace, Plan, ServeChange, plan_batch};
 use crate::report::ReportMsg;
 use crate::served::{Served, Shared, now_ms};
@@ -193,7 +194,7 @@ impl Actor for SyncActor {
             reporter: args.reporter,
             pump: Some(pump),
         };
-        state.publish();
+        state.publish(Changed::All);
         Ok(state)
     }
 
@@ -300,7 +301,7 @@ impl SyncState {
             self.shared.current.store(true, Ordering::Relaxed);
         }
         drop(spans);
-        self.publish();
+        self.publish(Changed::Keys(&plan.files));
     }
 
     /// Writes the files `plan` changes, then its watermark (and
@@ -392,15 +393,16 @@ impl SyncState {
             .fetch_max(next.last_sync_ms.unwrap_or(0), Ordering::Relaxed);
         self.disk = next;
         self.shared.current.store(true, Ordering::Relaxed);
-        self.publish();
+        self.publish(Changed::All);
     }
 
     /// Makes the blocked keys, then the watermark, visible to the reports
-    /// and the HTTP API; reports at once when either changed.
-    fn publish(&self) {
+    /// and the HTTP API; reports at once when either changed. `changed`:
+    /// which keys' analyses may have moved.
+    fn publish(&self, changed: Changed<'_>) {
         self.shared
             .analysis
-            .announce(self.shared.segment.as_str(), &self.disk);
+            .announce(self.shared.segment.as_str(), &self.disk, changed);
         let blocked: Vec<_> = self.disk.blocked.values().cloned().collect();
         let blocks_changed = **self.shared.blocked.load() != blocked;
         if blocks_changed {
