@@ -173,7 +173,10 @@ async fn slowloris_does_not_stop_the_agent_answering() -> anyhow::Result<()> {
     let mut took = Vec::with_capacity(PROBES);
     let spacing = Duration::from_millis(TRICKLE_SECS * 1000 / PROBES as u64 * 8 / 10);
     let mut held_midway = 0.0;
+    // The workload's pace: the probes spread over the trickle.
+    let mut pace = tokio::time::interval(spacing);
     for i in 0..PROBES {
+        pace.tick().await;
         if i == PROBES / 2 {
             // Half-way through, the slow connections are all still held
             // (the agent closes them 5 s after accepting them, since none
@@ -185,8 +188,6 @@ async fn slowloris_does_not_stop_the_agent_answering() -> anyhow::Result<()> {
         took.push(t0.elapsed());
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.json()["reason"], json!("unknown"), "{r:?}");
-        // Pacing: spread the probes over the trickle.
-        tokio::time::sleep(spacing.saturating_sub(t0.elapsed())).await;
     }
     for t in tricklers {
         t.await?;

@@ -69,16 +69,11 @@ async fn a_frozen_leader_that_wakes_up_deposed_stops_and_leaves_its_successor_al
     .await?;
     signal(&a, "-CONT")?;
     // a wakes up deposed: it notices and stops, without releasing b's lease.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while a.is_running() {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "a still running:\n{}",
-            a.log_tail(40)
-        );
-        // Polling its exit, with the deadline above.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a to stop, deposed", PATIENCE, || {
+        std::future::ready(!a.is_running())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}:\n{}", a.log_tail(40)))?;
     assert!(
         a.log_tail(80).contains("leadership lost"),
         "a says why it stopped:\n{}",
